@@ -1,0 +1,38 @@
+"""Parse the block lists users type into attention-patch nodes ("0-3,15-29", "all", "")."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def parse_blocks(text: str, num_blocks: int, input_name: str = "blocks") -> list[int]:
+    """Sorted block indices from a comma list of indices and inclusive ranges.
+
+    ``"all"`` is every block, an empty string is none. ZSVD's reference for the
+    30-block CogVideoX-2b is ``"0-3,15-29"``.
+    """
+    text = (text or "").strip().lower()
+    if text == "":
+        return []
+    if text == "all":
+        return list(range(num_blocks))
+    chosen: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if part == "":
+            continue
+        try:
+            if "-" in part[1:]:
+                lo_s, hi_s = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                lo, hi = int(lo_s), int(hi_s)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise InputError(input_name, f"has '{part}', which is not a block index or range",
+                             "write indices and ranges like 0-3,15-29, or 'all', or leave it empty for none") from None
+        if lo > hi:
+            raise InputError(input_name, f"has the range '{part}' whose start is after its end", f"write it as {hi}-{lo}")
+        if lo < 0 or hi >= num_blocks:
+            raise InputError(input_name, f"has '{part}', outside this model's blocks 0-{num_blocks - 1}",
+                             f"use indices from 0 to {num_blocks - 1}")
+        chosen.update(range(lo, hi + 1))
+    return sorted(chosen)

@@ -1,0 +1,27 @@
+"""ComfyUI node classes (V3 API). The only package that imports ``comfy``.
+
+Nodes are thin: they parse inputs, call ``kernels``, and wrap outputs.
+"""
+
+from comfy_api.latest import ComfyExtension, io
+
+from .attention_switch import AttentionSwitch
+from .ddpm_invert import DDPMInvert
+from .early_stop import EarlyStop
+from .inversion_sampler import InversionSampler
+from .load_video import LoadVideo
+from .negative_prompt_editor import NegativePromptEditor
+
+NODE_LIST: list[type[io.ComfyNode]] = [
+    LoadVideo,
+    DDPMInvert,
+    InversionSampler,
+    NegativePromptEditor,
+    EarlyStop,
+    AttentionSwitch,
+]
+
+
+class ZSVRExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODE_LIST)

@@ -1,0 +1,73 @@
+"""``ZSVR_AttentionSwitch``: ZSVD attention switching as a patched MODEL clone.
+
+ZSVD (Varanka et al., WACV 2026, sec. 3.3): in the chosen blocks the remove
+path's text keys and values are replaced by the null path's at the same block,
+while the text stream keeps its own. Which model code is touched is the
+family adapter's business (``nodes/adapters``); this node parses the inputs,
+clones the model and asks the adapter to install the switch.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..kernels.block_ranges import parse_blocks
+from ..kernels.errors import InputError
+from .adapters import adapter_for
+from .negative_prompt_editor import SWITCH_KEY
+from .types import CATEGORY
+
+
+def _schedule_gate(model_patcher, start_percent: float, end_percent: float):
+    sampling = model_patcher.get_model_object("model_sampling")
+    sigma_start = float(sampling.percent_to_sigma(start_percent))
+    sigma_end = float(sampling.percent_to_sigma(end_percent))
+
+    def is_active(transformer_options) -> bool:
+        sigmas = transformer_options.get("sigmas")
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.detach().flatten()[0])
+        return sigma_end <= sigma <= sigma_start
+
+    return is_active
+
+
+class AttentionSwitch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_AttentionSwitch",
+            display_name="Attention Switch (ZSVR)",
+            category=f"{CATEGORY}/zsvd",
+            description=(
+                "ZSVD attention switching: in the chosen blocks the remove prompt's text keys/values are replaced "
+                "by the null prompt's, so the edit removes the unwanted content while keeping the rest. Use with "
+                "ZSVR Negative Prompt Editor. Supported: Wan 2.1/2.2."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The video model to patch (a patched copy is returned)."),
+                io.String.Input("blocks", default="0-3,15-29",
+                                tooltip="Blocks to switch: indices and ranges like 0-3,15-29 (ZSVD's choice for the "
+                                        "30-block CogVideoX-2b), 'all', or empty for none."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Switch from this point of the schedule (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Switch until this point of the schedule (1 = last step)."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, blocks, start_percent, end_percent) -> io.NodeOutput:
+        adapter = adapter_for(model)
+        chosen = parse_blocks(blocks, adapter.num_blocks(model))
+        if start_percent > end_percent:
+            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
+                             "make start_percent at most end_percent")
+        patched = model.clone()
+        if chosen:
+            adapter.install_switch(patched, chosen, _schedule_gate(model, start_percent, end_percent))
+            patched.model_options.setdefault("transformer_options", {})[SWITCH_KEY] = {
+                "blocks": chosen, "family": adapter.family}
+        return io.NodeOutput(patched)

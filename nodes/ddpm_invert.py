@@ -1,0 +1,129 @@
+"""``ZSVR_DDPMInvert``: edit-friendly DDPM (or DDIM) inversion of a latent (ZSVD, TDM).
+
+The model is driven through ComfyUI's own ``CFGGuider`` with a ``Sampler``
+whose ``sample`` runs the inversion loop of ``kernels.inversion``, so model
+loading, conditioning, patches and wrappers are exactly the host's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.samplers
+import comfy.sample
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..kernels import inversion as inv_kernel
+from ..kernels.errors import InputError
+from . import host
+from .types import CATEGORY, Inversion
+
+
+class _InversionRunner(comfy.samplers.Sampler):
+    """A SAMPLER-shaped object the guider calls with its model wrapper; runs the inversion."""
+
+    def __init__(self, rule: str, seed: int, first_step: int, store_dtype: torch.dtype):
+        self.store_dtype = store_dtype
+        self.rule = rule
+        self.seed = seed
+        self.first_step = first_step
+        self.result: inv_kernel.InversionResult | None = None
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        model_sampling = model_wrap.inner_model.model_sampling
+        a, b = host.path_for(model_sampling, sigmas)
+        s_in = latent_image.new_ones([latent_image.shape[0]])
+        # the schedule's own tensor elements, so model inputs are bit-exact with the host's samplers
+        by_value = {float(t): t for t in sigmas}
+
+        def denoise(x, sigma):
+            s = by_value.get(sigma)
+            if s is None:
+                s = torch.tensor(sigma, dtype=sigmas.dtype, device=sigmas.device)
+            return model_wrap(x, s * s_in, **extra_args)
+
+        def on_step(done, total, x0_hat):
+            host.interrupt_check()
+            if callback is not None:
+                callback(done - 1, x0_hat, x0_hat, total)
+
+        self.result = inv_kernel.invert(
+            denoise, latent_image, sigmas, a, b, self.rule, self.seed, first_step=self.first_step,
+            sigma_floor=float(model_sampling.sigma_min), store_dtype=self.store_dtype, on_step=on_step,
+        )
+        return latent_image
+
+
+class DDPMInvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_DDPMInvert",
+            display_name="DDPM Inversion (ZSVR)",
+            category=f"{CATEGORY}/inversion",
+            description=(
+                "Inverts a video latent so that re-sampling it reproduces the input: edit-friendly DDPM inversion "
+                "(ZSVD) or deterministic DDIM inversion (TDM). Run it once; change skip, strength or attention "
+                "settings downstream without re-running it."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (Wan, HunyuanVideo, CogVideoX, SD...)."),
+                io.Conditioning.Input("positive", tooltip="Inversion prompt. ZSVD inverts with the null (empty) prompt."),
+                io.Conditioning.Input("negative", tooltip="Inversion negative prompt. ZSVD uses the null prompt here too; "
+                                      "when it equals positive the model runs once per step."),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Guidance scale during inversion. With positive == negative any value equals 1 "
+                                       "(the ZSVD reference's 3.5 on null/null is the same as 1)."),
+                io.Latent.Input("latent", tooltip="The encoded video (VAE Encode of ZSVR Load Video)."),
+                io.Sigmas.Input("sigmas", tooltip="The noise schedule from any scheduler node (ZSVD: 100 steps). "
+                                "The edit must use the same schedule (ZSVR Inversion Sampler outputs it)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the per-step noise x_t drawn during inversion."),
+                io.Combo.Input("step_rule", options=list(inv_kernel.RULES), default="ddpm",
+                               tooltip="ddpm: edit-friendly DDPM posterior (any model). zsvd: the official ZSVD "
+                                       "code's step (DDIM mean + DDPM-sized noise). ddim: deterministic DDIM "
+                                       "inversion (TDM). Replay always uses the same rule."),
+                io.Int.Input("first_step", default=0, min=0, max=10000,
+                             tooltip="Invert only from this step on (saves model calls). The sampler's skip must be "
+                                     "at least this; 0 serves every skip."),
+            ],
+            outputs=[Inversion.Output(display_name="inversion")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, latent, sigmas, seed, step_rule, first_step) -> io.NodeOutput:
+        host.check_conditioning(positive, "positive")
+        host.check_conditioning(negative, "negative")
+        if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+            raise InputError("latent", "is not a LATENT", "connect a VAE Encode output")
+        inv_kernel.validate_sigmas(sigmas)
+        steps = len(sigmas) - 1
+        if first_step >= steps:
+            raise InputError("first_step", f"is {first_step}, but the schedule has {steps} steps",
+                             f"use a value from 0 to {steps - 1}")
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        host.check_batch(positive, samples, "positive")
+        host.check_batch(negative, samples, "negative")
+        same = host.conditioning_equal(positive, negative)
+        # mark the passes as inversion: an attention switch on this model stays inactive here
+        model = model.clone()
+        model.model_options.setdefault("transformer_options", {})["zsvr_pass"] = "inversion"
+        guider = comfy.samplers.CFGGuider(model)
+        # equal conds: CFG is the identity for any scale, and scale 1 lets the host skip the second row
+        guider.set_conds(positive, positive if same else negative)
+        guider.set_cfg(1.0 if same else cfg)
+        # z_t live on the CPU in the model's dtype (16-bit models) or fp32
+        model_dtype = model.model_dtype()
+        store_dtype = model_dtype if model_dtype in (torch.float16, torch.bfloat16) else torch.float32
+        runner = _InversionRunner(step_rule, seed, first_step, store_dtype)
+        total = steps - first_step + (1 if step_rule == "ddim" else 0)
+        callback = latent_preview.prepare_callback(model, total)
+        noise = torch.zeros_like(samples)
+        guider.sample(noise, samples, runner, sigmas, callback=callback,
+                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        result = runner.result
+        result.meta = dict(host.model_family(model), latent_shape=tuple(samples.shape), cfg=1.0 if same else cfg)
+        return io.NodeOutput(result)

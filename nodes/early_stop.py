@@ -1,0 +1,85 @@
+"""``ZSVR_EarlyStop``: stop any SAMPLER at a chosen step and return its clean-latent prediction there.
+
+ZVRD (Cao et al., AAAI 2025) stops sampling at T_ES and outputs the x0
+prediction of that step. The wrapper relies on the sampler callback that every
+ComfyUI sampler calls once per step with that step's x0 prediction, so it
+works for any sampler and returns the prediction of the very same run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..kernels.errors import InputError
+from .types import CATEGORY
+
+
+class _Stop(Exception):
+    def __init__(self, x0):
+        super().__init__("early stop")
+        self.x0 = x0
+
+
+def resolve_stop_step(stop_step: int, stop_percent: float, total: int) -> int:
+    """1-based step whose prediction is returned; ``total`` means no early stop."""
+    if stop_step > 0:
+        if stop_step > total:
+            raise InputError("stop_step", f"is {stop_step}, after the last of the schedule's {total} steps",
+                             f"use 1..{total} (or 0 to stop by percent)")
+        return stop_step
+    return max(1, min(total, math.ceil(stop_percent * total - 1e-9)))
+
+
+class EarlyStopSampler(comfy.samplers.Sampler):
+    def __init__(self, inner, stop_step: int, stop_percent: float):
+        self.inner = inner
+        self.stop_step = stop_step
+        self.stop_percent = stop_percent
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        total = len(sigmas) - 1
+        k = resolve_stop_step(self.stop_step, self.stop_percent, total)
+        if k >= total:
+            return self.inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                                     disable_pbar)
+
+        def stop_callback(step, x0, x, total_steps):
+            if callback is not None:
+                callback(step, x0, x, k)
+            if step == k - 1:
+                raise _Stop(x0)
+
+        try:
+            return self.inner.sample(model_wrap, sigmas, extra_args, stop_callback, noise, latent_image,
+                                     denoise_mask, disable_pbar)
+        except _Stop as stop:
+            return stop.x0
+
+
+class EarlyStop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_EarlyStop",
+            display_name="Early Stop (ZSVR)",
+            category=f"{CATEGORY}/sampling",
+            description="Stops a sampler at a step and outputs the clean prediction made there (ZVRD early stopping).",
+            inputs=[
+                io.Sampler.Input("sampler", tooltip="Any SAMPLER (KSamplerSelect, ZSVR Inversion Sampler, ...)."),
+                io.Int.Input("stop_step", default=0, min=0, max=10000,
+                             tooltip="Stop at this step (1-based) and return its prediction. 0 = use stop_percent."),
+                io.Float.Input("stop_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Stop after this fraction of the steps (1.0 = no early stop)."),
+            ],
+            outputs=[io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, sampler, stop_step, stop_percent) -> io.NodeOutput:
+        if not isinstance(sampler, comfy.samplers.Sampler) and not hasattr(sampler, "sample"):
+            raise InputError("sampler", "is not a SAMPLER", "connect a sampler node's output")
+        return io.NodeOutput(EarlyStopSampler(sampler, stop_step, stop_percent))

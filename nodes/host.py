@@ -1,0 +1,95 @@
+"""Small adapters between ComfyUI objects and the pure kernels (no node classes here)."""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+
+from ..kernels import inversion as inv_kernel
+from ..kernels.errors import InputError
+
+
+def model_family(model_patcher) -> dict:
+    """What an inversion records about its model, to refuse a mismatched use later."""
+    base = model_patcher.model
+    sampling = model_patcher.get_model_object("model_sampling")
+    return {
+        "model_class": type(base).__name__,
+        "diffusion_model": type(getattr(base, "diffusion_model", None)).__name__,
+        "model_sampling": _sampling_kind(sampling),
+    }
+
+
+def _sampling_kind(sampling) -> str:
+    """The parameterisation and schedule classes ComfyUI composed the model sampling from."""
+    names = [c.__name__ for c in type(sampling).__mro__[1:] if c.__module__.startswith("comfy.")]
+    return "+".join(n for n in names if n not in ("Module", "object"))
+
+
+def check_family(recorded: dict, inner_model, input_name: str = "model") -> None:
+    current = {
+        "model_class": type(inner_model).__name__,
+        "diffusion_model": type(getattr(inner_model, "diffusion_model", None)).__name__,
+        "model_sampling": _sampling_kind(inner_model.model_sampling),
+    }
+    if any(recorded.get(k) != v for k, v in current.items()):
+        raise InputError(
+            input_name,
+            f"is a {current['model_class']} ({current['model_sampling']}) but the inversion was made with a "
+            f"{recorded['model_class']} ({recorded['model_sampling']})",
+            "sample with the model (or a patched copy of it) that the inversion was made with",
+        )
+
+
+def path_for(model_sampling, sigmas: torch.Tensor) -> tuple[list[float], list[float]]:
+    """(a, b) of ``x = a x0 + b eps`` at each sigma, read off the host's noise_scaling."""
+    return inv_kernel.path_coefficients(model_sampling.noise_scaling, sigmas.detach().to("cpu", torch.float64))
+
+
+def conditioning_equal(a, b) -> bool:
+    """True when two CONDITIONING values are the same object or hold identical tensors and options."""
+    if a is b:
+        return True
+    if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+        return False
+    for (ta, da), (tb, db) in zip(a, b):
+        if ta is not tb:
+            if ta.shape != tb.shape or not torch.equal(ta, tb):
+                return False
+        if set(da) != set(db):
+            return False
+        for key in da:
+            va, vb = da[key], db[key]
+            if va is vb:
+                continue
+            if isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor):
+                if va.shape != vb.shape or not torch.equal(va, vb):
+                    return False
+            elif va != vb:
+                return False
+    return True
+
+
+def check_conditioning(cond, input_name: str) -> None:
+    if not isinstance(cond, list) or len(cond) == 0:
+        raise InputError(input_name, "is empty", "connect a text encode node's CONDITIONING (an empty prompt is fine)")
+    for item in cond:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict)):
+            raise InputError(input_name, "is not a CONDITIONING value", "connect a CLIP Text Encode (or similar) output")
+
+
+def check_batch(cond, latent: torch.Tensor, input_name: str) -> None:
+    """A conditioning's batch must be 1 or divide the latent's batch (ComfyUI repeats it)."""
+    batch = latent.shape[0]
+    for t, _ in cond:
+        if t is None:
+            continue
+        cb = t.shape[0]
+        if cb != 1 and batch % cb != 0:
+            raise InputError(input_name, f"has batch size {cb}, which does not divide the latent's batch of {batch}",
+                             "use one prompt per latent (batch 1) or a batch that divides the latent batch")
+
+
+def interrupt_check() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()

@@ -1,0 +1,146 @@
+"""``ZSVR_InversionSampler``: NOISE, SAMPLER and SIGMAS that replay an inversion from a skip step.
+
+Wire them into core ``SamplerCustomAdvanced`` with any GUIDER (the inversion's
+own prompt reproduces the input; ``ZSVR_NegativePromptEditor`` edits it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..kernels import inversion as inv_kernel
+from ..kernels.errors import InputError
+from . import host
+from .types import CATEGORY, Inversion
+
+
+class InversionNoise:
+    """NOISE whose sample is eps at the start level, so ``a x0 + b eps`` is the inverted x_skip."""
+
+    def __init__(self, inversion: inv_kernel.InversionResult, start: int):
+        self.inversion = inversion
+        self.start = start
+        self.seed = inversion.seed
+
+    def generate_noise(self, input_latent):
+        inv = self.inversion
+        a, b = inv.a[self.start], inv.b[self.start]
+        if b == 0:
+            return torch.zeros_like(inv.x0)
+        x = inv.start_latent(self.start)
+        return ((x - inv.x0 * a) / b).to(torch.float32)
+
+
+class ReplaySampler(comfy.samplers.Sampler):
+    """Starts at the inverted latent of level ``start`` and steps with the inversion's rule and noise.
+
+    Stochastic rules (``ddpm``, ``zsvd``) need the inversion's own schedule from
+    ``start`` on (their noise is per step). ``ddim`` accepts any schedule whose
+    first sigma is one of the inverted levels (TDM inverts in 10 steps and
+    samples in 32): the inverted latent at that level is handed over, and the
+    final residual is added only when the last step matches the inversion's.
+    """
+
+    def __init__(self, inversion: inv_kernel.InversionResult, start: int):
+        self.inversion = inversion
+        self.start = start
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        inv = self.inversion
+        host.check_family(inv.meta, model_wrap.inner_model)
+        if latent_image is not None and tuple(latent_image.shape) != tuple(inv.x0.shape):
+            raise InputError("latent_image", f"has shape {tuple(latent_image.shape)} but the inversion was made from "
+                             f"a latent of shape {tuple(inv.x0.shape)}",
+                             "connect the same LATENT that was inverted")
+        if denoise_mask is not None:
+            raise InputError("latent_image", "carries a noise mask", "ZSVR replay edits the whole latent: remove the mask")
+        inv_kernel.validate_sigmas(sigmas)
+        model_sampling = model_wrap.inner_model.model_sampling
+        device, dtype = latent_image.device, latent_image.dtype
+        if inv.rule == "ddim":
+            start = self._ddim_level(sigmas)
+            a, b = host.path_for(model_sampling, sigmas)
+            coeffs = [inv_kernel.step_coefficients("ddim", a[j], b[j], a[j + 1], b[j + 1]) for j in range(len(sigmas) - 1)]
+            same_tail = len(sigmas) >= 2 and math.isclose(float(sigmas[-2]), float(inv.sigmas[-2]), rel_tol=1e-6) \
+                and float(sigmas[-1]) == float(inv.sigmas[-1])
+            stored = [None] * (len(sigmas) - 2) + [inv.stored_for(inv.steps - 1) if same_tail else None]
+        else:
+            start = self.start
+            inv_kernel.replay_schedule_check(inv, sigmas, start)
+            coeffs = [inv.coefficients(i) for i in range(start, inv.steps)]
+            stored = [inv.stored_for(i) for i in range(start, inv.steps)]
+        x = inv.start_latent(start, device=device, dtype=dtype)
+        s_in = x.new_ones([x.shape[0]])
+        total = len(sigmas) - 1
+
+        def denoise(x_j, j):
+            host.interrupt_check()
+            return model_wrap(x_j, sigmas[j] * s_in, **extra_args)
+
+        def on_step(j, x0_hat, x_j):
+            if callback is not None:
+                callback(j, x0_hat, x_j, total)
+
+        return inv_kernel.replay(denoise, x, coeffs, stored, on_step)
+
+    def _ddim_level(self, sigmas) -> int:
+        inv = self.inversion
+        first = float(sigmas[0])
+        for level, s in enumerate(inv.sigmas.tolist()):
+            if level in inv.trajectory and math.isclose(s, first, rel_tol=1e-5, abs_tol=1e-7):
+                return level
+        levels = ", ".join(f"{inv.sigmas[i]:.4g}" for i in sorted(inv.trajectory))
+        raise InputError("sigmas", f"start at {first:.4g}, which is not a level of the DDIM inversion ({levels})",
+                         "start the sampling schedule at an inverted level (e.g. the SIGMAS output of this node)")
+
+
+class InversionSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_InversionSampler",
+            display_name="Inversion Sampler (ZSVR)",
+            category=f"{CATEGORY}/inversion",
+            description=(
+                "Replays an inversion from a skip step: connect NOISE, SAMPLER and SIGMAS to SamplerCustomAdvanced "
+                "(with the inverted LATENT). With the inversion's own prompt it reproduces the input; with the "
+                "Negative Prompt Editor it removes what the remove prompt describes."
+            ),
+            inputs=[
+                Inversion.Input("inversion", tooltip="From ZSVR DDPM Inversion."),
+                io.Int.Input("skip", default=40, min=0, max=10000,
+                             tooltip="Steps of the schedule skipped: the edit starts at step `skip` (ZSVD: 40 of 100). "
+                                     "More skip keeps more of the input; less skip edits more."),
+                io.Float.Input("start_noise", default=0.0, min=0.0, max=1000.0, step=0.01,
+                               tooltip="Optional start as a noise level instead of a step: the equivalent EPS sigma "
+                                       "b/a (k-diffusion sigma; flow sigma s means s/(1-s)). ZSVD official: 4.55 "
+                                       "(flow sigma 0.82). 0 = use skip."),
+            ],
+            outputs=[
+                io.Noise.Output(display_name="noise"),
+                io.Sampler.Output(display_name="sampler"),
+                io.Sigmas.Output(display_name="sigmas"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, inversion, skip, start_noise) -> io.NodeOutput:
+        if not isinstance(inversion, inv_kernel.InversionResult):
+            raise InputError("inversion", "is not a ZSVR inversion", "connect ZSVR DDPM Inversion's output")
+        steps = inversion.steps
+        start = inversion.level_for_noise(start_noise) if start_noise > 0 else skip
+        name = "start_noise" if start_noise > 0 else "skip"
+        if start >= steps:
+            raise InputError(name, f"starts at step {start}, but the schedule has only {steps} steps",
+                             f"use a skip below {steps}" if name == "skip" else "use a larger noise level")
+        if start < inversion.first_step:
+            raise InputError(name, f"starts at step {start}, but the inversion was only computed from step "
+                             f"{inversion.first_step}", f"set the inverter's first_step to {start} or less, or skip more")
+        sigmas = inversion.sigmas[start:].clone()
+        return io.NodeOutput(InversionNoise(inversion, start), ReplaySampler(inversion, start), sigmas)

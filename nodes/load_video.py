@@ -1,0 +1,173 @@
+"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps and frame count (DESIGN.md section 2).
+
+The node only parses inputs, wires ComfyUI's progress bar and interrupt check
+into the kernel's per-frame callback, and wraps the outputs; decoding, resizing,
+the frame rule, the memory guard and every input check live in
+``kernels/video_io.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..kernels import video_io
+from ..kernels.errors import InputError
+from .types import CATEGORY
+
+log = logging.getLogger("zsvr")
+
+
+def _video_files() -> list[str]:
+    input_dir = folder_paths.get_input_directory()
+    try:
+        names = os.listdir(input_dir)
+    except OSError:
+        return []
+    files = [f for f in names if os.path.isfile(os.path.join(input_dir, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["video"]))
+
+
+class LoadVideo(io.ComfyNode):
+    """Load a video from the input folder (or an upload) as ComfyUI IMAGE frames."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        # Input order is a public contract (saved workflows store widget values
+        # by position): append new inputs at the end, never reorder or rename.
+        return io.Schema(
+            node_id="ZSVR_LoadVideo",
+            display_name="Load Video (ZSVR)",
+            category=f"{CATEGORY}/io",
+            description=(
+                "Decodes a video with PyAV, streaming: only the selected frames are kept, each resized as it "
+                "is decoded. Outputs IMAGE [frames, height, width, 3] in 0..1, the fps and the frame count."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "video",
+                    options=_video_files(),
+                    upload=io.UploadType.video,
+                    tooltip="Video file from ComfyUI's input folder; use the upload button to add one.",
+                ),
+                io.Int.Input(
+                    "start_frame", default=0, min=0, max=1_000_000, step=1,
+                    tooltip="First source frame to use (0 = the first frame).",
+                ),
+                io.Int.Input(
+                    "frame_cap", default=0, min=0, max=1_000_000, step=1,
+                    tooltip="Most frames to output before the frame rule is applied; 0 = all frames. "
+                    "Decoding stops once enough frames are read.",
+                ),
+                io.Int.Input(
+                    "every_nth", default=1, min=1, max=1000, step=1,
+                    tooltip="Use every n-th source frame (1 = every frame). The output fps is the source fps divided by n.",
+                ),
+                io.Int.Input(
+                    "width", default=0, min=0, max=16384, step=8,
+                    tooltip="Output width in pixels; 0 = from the source (keeps the aspect ratio when height is set). "
+                    "Must be a multiple of size_multiple.",
+                ),
+                io.Int.Input(
+                    "height", default=0, min=0, max=16384, step=8,
+                    tooltip="Output height in pixels; 0 = from the source (keeps the aspect ratio when width is set). "
+                    "Must be a multiple of size_multiple.",
+                ),
+                io.Combo.Input(
+                    "fit", options=list(video_io.FIT_MODES), default="crop",
+                    tooltip="How to reach the output size when the aspect ratio differs: crop = scale to cover, "
+                    "then cut the centre; pad = scale to fit, then add black bars; stretch = distort.",
+                ),
+                io.Combo.Input(
+                    "frame_rule", options=list(video_io.FRAME_RULES), default="any",
+                    tooltip="Frame count the output must have: any; 4k+1 (5, 9, ..., 49: Wan, CogVideoX VAEs); "
+                    "8k+1 (9, 17, ...: LTX-Video). Extra frames are trimmed from the end.",
+                ),
+                io.Int.Input(
+                    "size_multiple", default=8, min=1, max=256, step=1,
+                    tooltip="Pixel grid the model needs: width and height must be multiples of it "
+                    "(8 for SD-style VAEs, 16 for Wan and CogVideoX). Sizes from the source are rounded to it.",
+                ),
+                io.Boolean.Input(
+                    "best_effort", default=False,
+                    tooltip="If the file is corrupt or truncated part-way, use the frames decoded before the damage "
+                    "instead of failing.",
+                ),
+                io.Boolean.Input(
+                    "pad_frames", default=False,
+                    tooltip="For the frame rule, repeat the last frame up to the next valid count instead of trimming "
+                    "(adds frames that are not in the video).",
+                ),
+            ],
+            outputs=[
+                io.Image.Output("images", tooltip="Frames as IMAGE [frames, height, width, 3], float 0..1."),
+                io.Float.Output("fps", tooltip="Frame rate of the output: source fps / every_nth."),
+                io.Int.Output("frame_count", tooltip="Number of output frames."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        video: str,
+        start_frame: int = 0,
+        frame_cap: int = 0,
+        every_nth: int = 1,
+        width: int = 0,
+        height: int = 0,
+        fit: str = "crop",
+        frame_rule: str = "any",
+        size_multiple: int = 8,
+        best_effort: bool = False,
+        pad_frames: bool = False,
+    ) -> io.NodeOutput:
+        if not video:
+            raise InputError("video", "no file chosen", "upload a video or put one in ComfyUI's input folder")
+        path = folder_paths.get_annotated_filepath(video)
+        bar: list[comfy.utils.ProgressBar] = []
+
+        def progress(decoded: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if not bar:
+                bar.append(comfy.utils.ProgressBar(total))
+            bar[0].update_absolute(decoded, total)
+
+        result = video_io.load_video(
+            path,
+            start_frame=start_frame,
+            frame_cap=frame_cap,
+            every_nth=every_nth,
+            width=width,
+            height=height,
+            fit=fit,
+            frame_rule=frame_rule,
+            size_multiple=size_multiple,
+            best_effort=best_effort,
+            pad_frames=pad_frames,
+            progress=progress,
+        )
+        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count))
+
+    @classmethod
+    def fingerprint_inputs(cls, video: str, **kwargs):
+        """Re-run when the file changes (modification time), like the core LoadVideo."""
+        try:
+            return os.path.getmtime(folder_paths.get_annotated_filepath(video))
+        except (OSError, TypeError):
+            return float("nan")
+
+    @classmethod
+    def validate_inputs(cls, video: str):
+        if not video:
+            return "ZSVR input 'video': no file chosen. Fix: upload a video or put one in ComfyUI's input folder."
+        if not folder_paths.exists_annotated_filepath(video):
+            return (
+                f"ZSVR input 'video': file not found: {video}. "
+                "Fix: put the video in ComfyUI's input folder or upload it."
+            )
+        return True

@@ -1,0 +1,112 @@
+"""``ZSVR_NegativePromptEditor``: the ZSVD editing guider.
+
+Prediction: ``remove + strength * (null - remove)`` (``kernels.guidance``). The
+null path is ComfyUI's positive row and the remove path its negative row, so
+with no attention patch the result is exactly core ``CFGGuider`` with
+positive = null, negative = remove, cfg = strength. Attention patches learn
+which batch rows are which from ``transformer_options["zsvr_rows"]``
+(``cond_or_uncond`` value of each path) together with the host's
+``transformer_options["cond_or_uncond"]`` (never assume the row order).
+"""
+
+from __future__ import annotations
+
+import comfy.samplers
+import comfy.model_patcher
+from comfy_api.latest import io
+
+from ..kernels.errors import InputError
+from ..kernels.guidance import negative_prompt_edit
+from . import host
+from .types import CATEGORY
+
+ROWS_KEY = "zsvr_rows"
+PASS_KEY = "zsvr_pass"
+SWITCH_KEY = "zsvr_attention_switch"  # set in transformer_options by ZSVR_AttentionSwitch
+CACHE_KEY = "zsvr_switch_cache"  # one dict per step, shared by that step's null and remove passes
+NULL_ROW = 0  # ComfyUI's positive (cond) row
+REMOVE_ROW = 1  # ComfyUI's negative (uncond) row
+
+
+class PassCache:
+    """Values a switch hands from a step's null pass to its remove pass.
+
+    Not a dict on purpose: ComfyUI copies nested dicts of ``transformer_options``
+    on the way to the model, and this object must stay shared.
+    """
+
+    def __init__(self):
+        self.values: dict = {}
+
+
+class NegativePromptGuider(comfy.samplers.CFGGuider):
+    """CFGGuider over (null, remove) that names its rows for attention patches."""
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        model_options = comfy.model_patcher.create_model_options_clone(model_options)
+        model_options.setdefault("transformer_options", {})[ROWS_KEY] = {"null": NULL_ROW, "remove": REMOVE_ROW}
+        null_cond = self.conds.get("positive")
+        remove_cond = self.conds.get("negative")
+        switched = model_options["transformer_options"].get(SWITCH_KEY) is not None
+        if switched:
+            model_options["transformer_options"][CACHE_KEY] = PassCache()
+        if self.cfg == 1.0 and not model_options.get("disable_cfg1_optimization", False):
+            # strength 1 is the null prediction alone: one row, as the host would do
+            if switched:
+                return self._one_pass(null_cond, "null", x, timestep, model_options)
+            return comfy.samplers.calc_cond_batch(self.inner_model, [null_cond], x, timestep, model_options)[0]
+        if switched:
+            pred_null = self._one_pass(null_cond, "null", x, timestep, model_options)
+            pred_remove = self._one_pass(remove_cond, "remove", x, timestep, model_options)
+        else:
+            pred_null, pred_remove = comfy.samplers.calc_cond_batch(
+                self.inner_model, [null_cond, remove_cond], x, timestep, model_options)
+        if "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
+            # honour other nodes' cfg hooks exactly as the host's CFG would
+            return comfy.samplers.cfg_function(self.inner_model, pred_null, pred_remove, self.cfg, x, timestep,
+                                               model_options=model_options, cond=null_cond, uncond=remove_cond)
+        return negative_prompt_edit(pred_null, pred_remove, self.cfg)
+
+
+    def _one_pass(self, cond, name, x, timestep, model_options):
+        cache = model_options["transformer_options"].get(CACHE_KEY)
+        options = comfy.model_patcher.create_model_options_clone(model_options)
+        options["transformer_options"][PASS_KEY] = name
+        options["transformer_options"][CACHE_KEY] = cache  # the same dict object in both passes
+        row = NULL_ROW if name == "null" else REMOVE_ROW
+        # calc_cond_batch labels its single entry as row 0; keep the editor's row identity
+        options["transformer_options"][ROWS_KEY] = {"null": NULL_ROW, "remove": REMOVE_ROW, "pass_row": row}
+        return comfy.samplers.calc_cond_batch(self.inner_model, [cond], x, timestep, options)[0]
+
+
+class NegativePromptEditor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_NegativePromptEditor",
+            display_name="Negative Prompt Editor (ZSVR)",
+            category=f"{CATEGORY}/zsvd",
+            description=(
+                "ZSVD editing guider: prediction = remove + strength * (null - remove). Strength 1 reproduces the "
+                "inversion; larger strength removes more of what the remove prompt describes (ZSVD: 15 on CogVideoX-2b)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The model, optionally patched by ZSVR Attention Switch."),
+                io.Conditioning.Input("null", tooltip="The null (empty) prompt: the same conditioning the inversion used."),
+                io.Conditioning.Input("remove", tooltip="What to remove, e.g. \"light rain\" (the paper's best single phrase)."),
+                io.Float.Input("strength", default=15.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Editing strength s. 1 = plain reconstruction; ZSVD uses 15."),
+            ],
+            outputs=[io.Guider.Output(display_name="guider")],
+        )
+
+    @classmethod
+    def execute(cls, model, null, remove, strength) -> io.NodeOutput:
+        host.check_conditioning(null, "null")
+        host.check_conditioning(remove, "remove")
+        if strength < 0:
+            raise InputError("strength", f"is {strength}", "use a value of 0 or more (1 reproduces the input)")
+        guider = NegativePromptGuider(model)
+        guider.set_conds(null, remove)
+        guider.set_cfg(strength)
+        return io.NodeOutput(guider)

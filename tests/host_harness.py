@@ -1,0 +1,373 @@
+"""Real-host test harness: runs API-format prompts through ComfyUI's own executor.
+
+Finding the host: ``COMFYUI_PATH`` (a ComfyUI checkout), or the pack being
+installed as ``ComfyUI/custom_nodes/<pack>``. Without one, every test that asks
+for the ``host`` fixture is skipped with one line saying how to enable it, and
+the terminal summary says how many host tests ran and were skipped.
+
+Why in-process rather than a server on 127.0.0.1: the server's /prompt handler
+does nothing but ``execution.validate_prompt`` followed by
+``execution.PromptExecutor.execute`` on a worker thread; calling those two
+directly exercises the same validation, caching, progress and interrupt code,
+and the same pack-loading function (``nodes.load_custom_node``), while a prompt
+costs about 0.1 s instead of 0.4-0.9 s over HTTP and the server's 5-8 s
+start-up is avoided (figures measured on this 2-core machine, see
+shared/HOST_NOTES.md). In-process also lets a test read the tensors a node
+produced through the test-only ``ZSVRTest_Capture`` node.
+
+Boot order matters and each step avoids a measured failure: ``args.cpu`` is set
+before ``comfy.model_management`` is imported (no CUDA here);
+``utils.extra_config`` and ``server`` are imported before ``nodes`` (which puts
+``comfy/`` first on ``sys.path``, after which ``comfy/utils.py`` shadows the
+top-level ``utils`` package); the progress hook mirrors ComfyUI's own
+``main.hijack_progress`` contract (it raises on interrupt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import pathlib
+import shutil
+import sys
+import uuid
+
+import pytest
+
+PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+SHARED_DIR = pathlib.Path(os.environ.get("ZSVR_SHARED", PACK_DIR.parent / "shared"))
+REALRAIN_DIR = SHARED_DIR / "data" / "realrain"
+
+SKIP_LINE = (
+    "ComfyUI not found: host tests skipped (set COMFYUI_PATH to a ComfyUI checkout, "
+    "or install the pack in ComfyUI/custom_nodes, to run them)"
+)
+
+
+def find_comfyui() -> tuple[pathlib.Path | None, str]:
+    """Return (ComfyUI directory, reason it was not found)."""
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        path = pathlib.Path(env).expanduser().resolve()
+        if (path / "nodes.py").is_file() and (path / "comfy").is_dir():
+            return path, ""
+        return None, f"COMFYUI_PATH={env} is not a ComfyUI checkout (no nodes.py and comfy/): host tests skipped"
+    parent = PACK_DIR.parent.parent
+    if PACK_DIR.parent.name == "custom_nodes" and (parent / "nodes.py").is_file():
+        return parent, ""
+    return None, SKIP_LINE
+
+
+class AnyType(str):
+    """A socket type string that validation accepts against any other type."""
+
+    def __ne__(self, other):  # validate_node_input compares with !=
+        return False
+
+    __hash__ = str.__hash__
+
+
+ANY = AnyType("*")
+
+
+@dataclasses.dataclass
+class RunResult:
+    valid: bool
+    success: bool
+    validation_error: dict | None = None
+    node_errors: dict | None = None
+    error: dict | None = None
+    interrupted: bool = False
+    executed: list = dataclasses.field(default_factory=list)
+    cached: list = dataclasses.field(default_factory=list)
+    outputs: dict = dataclasses.field(default_factory=dict)
+    progress: list = dataclasses.field(default_factory=list)
+
+    @property
+    def error_message(self) -> str:
+        if self.error is not None:
+            return self.error.get("exception_message", "")
+        if self.validation_error is not None:
+            parts = [self.validation_error.get("message", ""), self.validation_error.get("details", "")]
+            for node in (self.node_errors or {}).values():
+                for err in node.get("errors", []):
+                    parts.append(err.get("details", "") or err.get("message", ""))
+            return " | ".join(p for p in parts if p)
+        return ""
+
+
+class _FakeServer:
+    """What PromptExecutor needs of ``server.PromptServer``: records every event."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.events: list[tuple[str, object]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class Host:
+    """A booted in-process ComfyUI with the pack loaded and tiny models on disk."""
+
+    def __init__(self, comfy_dir: pathlib.Path, work_dir: pathlib.Path):
+        self.comfy_dir = comfy_dir
+        self.work_dir = work_dir
+        self.store: dict[str, object] = {}
+        self.captured: dict[str, object] = {}
+        self.progress: list[tuple] = []
+        self._interrupt_after: int | None = None
+        self._boot()
+
+    # -- boot -----------------------------------------------------------------
+    def _boot(self) -> None:
+        if str(self.comfy_dir) not in sys.path:
+            sys.path.insert(0, str(self.comfy_dir))
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+        import folder_paths
+
+        self.models_dir = self.work_dir / "models"
+        self.input_dir = self.work_dir / "input"
+        for sub in ("input", "output", "temp"):
+            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+        folder_paths.set_input_directory(str(self.input_dir))
+        folder_paths.set_output_directory(str(self.work_dir / "output"))
+        folder_paths.set_temp_directory(str(self.work_dir / "temp"))
+        self.models = _tiny_models(self.models_dir)
+        for kind in ("diffusion_models", "vae", "checkpoints", "text_encoders"):
+            (self.models_dir / kind).mkdir(parents=True, exist_ok=True)
+            folder_paths.add_model_folder_path(kind, str(self.models_dir / kind), is_default=True)
+        if REALRAIN_DIR.is_dir():
+            for clip in sorted(REALRAIN_DIR.glob("*.mp4")):
+                target = self.input_dir / clip.name
+                if not target.exists():
+                    shutil.copyfile(clip, target)
+
+        import utils.extra_config  # noqa: F401  (before nodes: see module docstring)
+        import server  # noqa: F401
+        import nodes
+        import execution
+        import comfy.utils
+        import comfy.model_management
+
+        self.nodes = nodes
+        self.execution = execution
+        self.model_management = comfy.model_management
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
+        if not loaded:
+            raise RuntimeError(f"ComfyUI failed to load the pack from {PACK_DIR}; see the log above")
+        self.pack = sys.modules[str(PACK_DIR).replace(".", "_x_")]
+        self._register_test_nodes()
+        comfy.utils.set_progress_bar_global_hook(self._progress_hook)
+        self.server = _FakeServer()
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+
+    def _progress_hook(self, value, total, preview_image=None, prompt_id=None, node_id=None):
+        from comfy_execution.utils import get_executing_context
+
+        ctx = get_executing_context()
+        if node_id is None and ctx is not None:
+            node_id = ctx.node_id
+        self.progress.append((node_id, value, total))
+        if self._interrupt_after is not None and len(self.progress) >= self._interrupt_after:
+            self.nodes.interrupt_processing(True)
+        self.model_management.throw_exception_if_processing_interrupted()
+
+    def _register_test_nodes(self) -> None:
+        host = self
+
+        class RandomConditioning:
+            """CONDITIONING without a text encoder: [[randn(1, tokens, width) * scale, {}]]."""
+
+            CATEGORY = "ZSVR/testing"
+            RETURN_TYPES = ("CONDITIONING",)
+            FUNCTION = "make"
+
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {
+                    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                    "tokens": ("INT", {"default": 8, "min": 1, "max": 1024}),
+                    "width": ("INT", {"default": 4096, "min": 1, "max": 8192}),
+                    "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0}),
+                }}
+
+            def make(self, seed, tokens, width, scale):
+                import torch
+
+                gen = torch.Generator().manual_seed(seed)
+                return ([[torch.randn(1, tokens, width, generator=gen) * scale, {}]],)
+
+        class Inject:
+            """Outputs ``host.store[key]``: hands a test's object (a latent, sigmas, ...) to a prompt."""
+
+            CATEGORY = "ZSVR/testing"
+            RETURN_TYPES = (ANY,)
+            FUNCTION = "get"
+
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"key": ("STRING", {"default": ""})}}
+
+            @classmethod
+            def IS_CHANGED(cls, key):
+                return str(id(host.store.get(key)))
+
+            def get(self, key):
+                return (host.store[key],)
+
+        class Capture:
+            """Stores its input in ``host.captured[key]`` so a test can read what a node produced."""
+
+            CATEGORY = "ZSVR/testing"
+            RETURN_TYPES = ()
+            FUNCTION = "put"
+            OUTPUT_NODE = True
+
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"value": (ANY, {}), "key": ("STRING", {"default": "out"})}}
+
+            def put(self, value, key):
+                host.captured[key] = value
+                return {}
+
+        for name, cls in {
+            "ZSVRTest_RandomConditioning": RandomConditioning,
+            "ZSVRTest_Inject": Inject,
+            "ZSVRTest_Capture": Capture,
+        }.items():
+            self.nodes.NODE_CLASS_MAPPINGS[name] = cls
+
+    # -- running prompts ------------------------------------------------------
+    def zsvr_node_ids(self) -> list[str]:
+        return sorted(k for k in self.nodes.NODE_CLASS_MAPPINGS if k.startswith("ZSVR_"))
+
+    def run(self, prompt: dict, interrupt_after_progress: int | None = None) -> RunResult:
+        """Validate and execute an API-format prompt; never raises for a node's error."""
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            return RunResult(valid=False, success=False, validation_error=valid[1], node_errors=valid[3])
+        self.server.events = []
+        self.progress = []
+        self._interrupt_after = interrupt_after_progress
+        try:
+            self.executor.execute(prompt, prompt_id, {"client_id": "pytest"}, valid[2])
+        finally:
+            self._interrupt_after = None
+            self.nodes.interrupt_processing(False)
+        result = RunResult(valid=True, success=self.executor.success, progress=list(self.progress))
+        for event, data in self.executor.status_messages:
+            if event == "execution_error":
+                result.error = data
+                result.success = False
+            elif event == "execution_interrupted":
+                result.interrupted = True
+                result.success = False
+            elif event == "execution_cached":
+                result.cached = list(data["nodes"])
+        for event, data in self.server.events:
+            if event == "executing" and isinstance(data, dict) and data.get("node") is not None:
+                result.executed.append(data["node"])
+            elif event == "executed" and isinstance(data, dict):
+                result.outputs[data["node"]] = data.get("output")
+        return result
+
+
+def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Write the tiny models, re-using a per-user cache keyed by the generator's source."""
+    import tiny_models
+
+    digest = hashlib.sha256((TESTS_DIR / "tiny_models.py").read_bytes()).hexdigest()[:16]
+    cache_root = pathlib.Path(os.environ.get("ZSVR_TEST_CACHE", pathlib.Path.home() / ".cache" / "zsvr-tests"))
+    cache = cache_root / f"tiny-models-{digest}"
+    if not (cache / "done").is_file():
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tiny_models.write_all(tmp)
+        (tmp / "done").write_text("ok")
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    if models_dir.exists() or models_dir.is_symlink():
+        shutil.rmtree(models_dir, ignore_errors=True)
+    shutil.copytree(cache, models_dir, copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
+    return {
+        "wan": models_dir / "diffusion_models" / tiny_models.WAN_FILE,
+        "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,
+        "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,
+    }
+
+
+def _same_fs(a: pathlib.Path, b: pathlib.Path) -> bool:
+    b.parent.mkdir(parents=True, exist_ok=True)
+    return os.stat(a).st_dev == os.stat(b.parent).st_dev
+
+
+# -- pytest plumbing --------------------------------------------------------------
+_HOST: Host | None = None
+_HOST_FAILURE: str | None = None
+_HOST_OUTCOMES = {"passed": 0, "failed": 0, "skipped": 0}
+_HOST_ITEMS: set[str] = set()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "host: needs a real ComfyUI (the `host` fixture)")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if "host" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.host)
+            _HOST_ITEMS.add(item.nodeid)
+
+
+def pytest_runtest_logreport(report):
+    if report.nodeid not in _HOST_ITEMS:
+        return
+    if report.when == "call":
+        _HOST_OUTCOMES["passed" if report.passed else "failed"] += 1
+    elif report.skipped:
+        _HOST_OUTCOMES["skipped"] += 1
+    elif report.failed:
+        _HOST_OUTCOMES["failed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    ran = _HOST_OUTCOMES["passed"] + _HOST_OUTCOMES["failed"]
+    comfy_dir, reason = find_comfyui()
+    where = f"ComfyUI at {comfy_dir}" if comfy_dir else reason
+    terminalreporter.write_line(
+        f"ZSVR host tests: {ran} ran ({_HOST_OUTCOMES['passed']} passed, {_HOST_OUTCOMES['failed']} failed), "
+        f"{_HOST_OUTCOMES['skipped']} skipped; {where}"
+    )
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory) -> Host:
+    """The booted in-process ComfyUI (session-wide: one executor, so its cache spans tests)."""
+    global _HOST, _HOST_FAILURE
+    comfy_dir, reason = find_comfyui()
+    if comfy_dir is None:
+        pytest.skip(reason)
+    if _HOST_FAILURE is not None:
+        pytest.fail(_HOST_FAILURE)
+    if _HOST is None:
+        try:
+            _HOST = Host(comfy_dir, tmp_path_factory.mktemp("comfy"))
+        except Exception as exc:  # a broken host install fails loudly, once
+            _HOST_FAILURE = f"booting ComfyUI at {comfy_dir} failed: {exc!r}"
+            raise
+    return _HOST

@@ -1,0 +1,75 @@
+"""ZSVD attention switching on the real host (tiny Wan, fp32)."""
+
+import torch
+
+from test_host_inversion import _graph, _latent, _rel
+
+
+def _switched(g, blocks, into="gd"):
+    g["sw"] = {"class_type": "ZSVR_AttentionSwitch", "inputs": {"model": ["m", 0], "blocks": blocks,
+                                                                 "start_percent": 0.0, "end_percent": 1.0}}
+    g[into]["inputs"]["model"] = ["sw", 0]
+    return g
+
+
+def test_switch_over_all_blocks_makes_the_edit_the_reconstruction(host):
+    host.store["lat"] = _latent("wan")
+    g = _switched(_graph(host, "wan", "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_all"), "all")
+    res = host.run(g)
+    assert res.success, res.error_message
+    assert _rel(host.captured["sw_all"]["samples"], host.store["lat"]["samples"]) < 1e-4
+
+
+def test_switch_over_no_blocks_is_plain_negative_prompting(host):
+    host.store["lat"] = _latent("wan")
+    res = host.run(_switched(_graph(host, "wan", "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_none"), ""))
+    assert res.success, res.error_message
+    res = host.run(_graph(host, "wan", "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="plain"))
+    assert res.success, res.error_message
+    assert torch.equal(host.captured["sw_none"]["samples"], host.captured["plain"]["samples"])
+    # one switched block: differs from both
+    res = host.run(_switched(_graph(host, "wan", "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_one"), "1"))
+    assert res.success, res.error_message
+    one = host.captured["sw_one"]["samples"]
+    assert _rel(one, host.captured["plain"]["samples"]) > 1e-4 and _rel(one, host.store["lat"]["samples"]) > 1e-4
+
+
+def test_switch_leaves_the_input_model_untouched(host):
+    import comfy.sd
+
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_AttentionSwitch"]
+    model = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    before = repr(model.model_options)
+    patched = node.execute(model, "all", 0.0, 1.0).result[0]
+    assert patched is not model
+    assert repr(model.model_options) == before
+    assert len(patched.model_options["transformer_options"]["patches_replace"]["dit"]) == 2
+
+
+def test_switched_model_with_the_inverter_inverts_exactly(host):
+    """The inverter marks its passes, so feeding it the switched model is harmless."""
+    host.store["lat"] = _latent("wan")
+    g = _switched(_graph(host, "wan", "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_inv"), "all")
+    g["inv"]["inputs"]["model"] = ["sw", 0]
+    res = host.run(g)
+    assert res.success, res.error_message
+    assert _rel(host.captured["sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
+
+
+def test_bad_input_blocks_outside_the_model(host):
+    host.store["lat"] = _latent("wan")
+    res = host.run(_switched(_graph(host, "wan", "ddpm", 2, steps=6, remove_seed=99), "0-5"))
+    assert not res.success and "'blocks'" in res.error_message and "0-1" in res.error_message
+
+
+def test_bad_input_model_without_an_adapter(host):
+    host.store["lat"] = _latent("eps")
+    res = host.run(_switched(_graph(host, "eps", "ddpm", 2, steps=6, remove_seed=99), "all"))
+    assert not res.success and "does not support" in res.error_message and "Wan" in res.error_message
+
+
+def test_bad_input_switch_without_the_editor(host):
+    host.store["lat"] = _latent("wan")
+    g = _switched(_graph(host, "wan", "ddpm", 2, steps=6, remove_seed=99, guider="cfg", strength=3.0), "all")
+    res = host.run(g)
+    assert not res.success and "Negative Prompt Editor" in res.error_message
