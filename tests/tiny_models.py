@@ -94,26 +94,25 @@ def randomize_(module: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.n
     return module
 
 
-def build_wan21(seed: int = 0):
-    """A ``model_base.WAN21`` with the tiny config, random weights, fp32."""
+def _build(config_name: str, unet_config: dict, seed: int):
+    """Build a ``model_base`` model from a ``comfy.supported_models`` config, random weights, fp32."""
     import comfy.supported_models
 
-    config = comfy.supported_models.WAN21_T2V(dict(WAN_UNET_CONFIG))
+    config = getattr(comfy.supported_models, config_name)(dict(unet_config))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({})
     randomize_(model.diffusion_model, seed)
     return model
+
+
+def build_wan21(seed: int = 0):
+    """A ``model_base.WAN21`` (flow) with the tiny config."""
+    return _build("WAN21_T2V", WAN_UNET_CONFIG, seed)
 
 
 def build_sd15(seed: int = 0):
-    """A ``model_base.BaseModel`` (SD15, EPS) with the tiny U-Net, random weights, fp32."""
-    import comfy.supported_models
-
-    config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    randomize_(model.diffusion_model, seed)
-    return model
+    """A ``model_base.BaseModel`` (SD15, EPS) with the tiny U-Net."""
+    return _build("SD15", SD15_UNET_CONFIG, seed)
 
 
 def build_taesd(seed: int = 0):
