@@ -67,6 +67,14 @@ MEMORY_FRACTION = 0.5
 
 BYTES_PER_VALUE = 4  # float32 output
 
+TRUNCATION_TOLERANCE = 2
+"""Packets a stream may fall short of its declared frame count before it counts as truncated.
+
+A few frames of slack because FFmpeg's MP4 demuxer can drop samples that an
+edit list cuts (for example B-frame priming), which are counted in the header
+but never delivered; a real truncation loses far more.
+"""
+
 ProgressCallback = Callable[[int, int], None]
 """``callback(decoded, total)``: called after every decoded source frame.
 
@@ -371,8 +379,8 @@ def load_video(
     (None: :func:`default_memory_limit`).
 
     Decode errors part-way (a corrupt or truncated stream; a truncated file is
-    recognised when the demuxer runs out of packets before the container's
-    declared frame count) raise InputError('video') naming the frame index
+    recognised when the demuxer runs out of packets more than
+    ``TRUNCATION_TOLERANCE`` short of the container's declared frame count) raise InputError('video') naming the frame index
     reached, unless ``best_effort``: then the frames decoded so far are used
     and a warning (logged and in ``LoadedVideo.warnings``) says how many.
     """
@@ -477,7 +485,7 @@ def load_video(
                     break
             if done:
                 break
-        if reached_eof and failure is None and declared is not None and packets < declared:
+        if reached_eof and failure is None and declared is not None and packets < declared - TRUNCATION_TOLERANCE:
             failure = (
                 f"the stream ends at frame {decoded} but the container declares {declared} frames "
                 f"(file truncated or damaged)"
