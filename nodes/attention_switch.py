@@ -43,7 +43,10 @@ class AttentionSwitch(io.ComfyNode):
             description=(
                 "ZSVD attention switching: in the chosen blocks the remove prompt's text keys/values are replaced "
                 "by the null prompt's, so the edit removes the unwanted content while keeping the rest. Use with "
-                "ZSVR Negative Prompt Editor. Supported: Wan 2.1/2.2."
+                "ZSVR Negative Prompt Editor. Supported: Wan 2.1/2.2 (cross-attention blocks), HunyuanVideo "
+                "(double blocks 0-19 then single blocks 20-59; the text swap covers keys, values and the text mask, "
+                "not the pooled CLIP vector). HunyuanVideo is guidance-distilled and responds weakly to two-branch "
+                "negative prompting: expect a smaller effect than on Wan or CogVideoX."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The video model to patch (a patched copy is returned)."),

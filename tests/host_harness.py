@@ -202,13 +202,24 @@ class Host:
                     "tokens": ("INT", {"default": 8, "min": 1, "max": 1024}),
                     "width": ("INT", {"default": 4096, "min": 1, "max": 8192}),
                     "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0}),
+                }, "optional": {
+                    "pooled": ("INT", {"default": 0, "min": 0, "max": 8192}),
+                    "masked_tokens": ("INT", {"default": 0, "min": 0, "max": 1024}),
                 }}
 
-            def make(self, seed, tokens, width, scale):
+            def make(self, seed, tokens, width, scale, pooled=0, masked_tokens=0):
+                """``pooled`` > 0 adds a (fixed) pooled vector of that width; ``masked_tokens`` masks the last tokens out."""
                 import torch
 
                 gen = torch.Generator().manual_seed(seed)
-                return ([[torch.randn(1, tokens, width, generator=gen) * scale, {}]],)
+                extra = {}
+                if pooled:  # one fixed pooled vector, so prompts differ only in their token sequence
+                    extra["pooled_output"] = torch.randn(1, pooled, generator=torch.Generator().manual_seed(0))
+                if masked_tokens:
+                    mask = torch.ones(1, tokens, dtype=torch.long)
+                    mask[:, tokens - masked_tokens:] = 0
+                    extra["attention_mask"] = mask
+                return ([[torch.randn(1, tokens, width, generator=gen) * scale, extra]],)
 
         class Inject:
             """Outputs ``host.store[key]``: hands a test's object (a latent, sigmas, ...) to a prompt."""
@@ -307,6 +318,7 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     return {
         "wan": models_dir / "diffusion_models" / tiny_models.WAN_FILE,
         "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,
+        "hunyuan": models_dir / "diffusion_models" / tiny_models.HUNYUAN_FILE,
         "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,
     }
 

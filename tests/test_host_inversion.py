@@ -10,8 +10,8 @@ STEPS = 100
 
 def _model_nodes(host, family: str) -> dict:
     """Nodes "m" (the MODEL) for a tiny model of the given sampling family."""
-    if family == "wan":
-        return {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["wan"].name, "weight_dtype": "default"}}}
+    if family in ("wan", "hunyuan"):
+        return {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models[family].name, "weight_dtype": "default"}}}
     nodes = {"m0": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}}
     if family == "eps":
         nodes["m"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["m0", 0], "sampling": "eps", "zsnr": False}}
@@ -22,7 +22,7 @@ def _model_nodes(host, family: str) -> dict:
 
 def _latent(family: str, seed: int = 0, batch: int | None = None) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    if family == "wan":
+    if family in ("wan", "hunyuan"):
         shape = (batch or 1, 16, 2, 4, 4)
     else:
         shape = (batch or 2, 4, 8, 8)
@@ -30,15 +30,21 @@ def _latent(family: str, seed: int = 0, batch: int | None = None) -> dict:
 
 
 def _text_width(family: str) -> int:
-    return 4096 if family == "wan" else 768
+    return {"wan": 4096, "hunyuan": 64}.get(family, 768)
+
+
+def _cond_inputs(family: str, seed: int, tokens: int = 6) -> dict:
+    inputs = {"seed": seed, "tokens": tokens, "width": _text_width(family), "scale": 1.0}
+    if family == "hunyuan":
+        inputs["pooled"] = 768  # HunyuanVideo's CLIP vector input
+    return inputs
 
 
 def _graph(host, family, rule, skip, *, first_step=None, remove_seed=None, strength=1.0, guider="editor",
            latent_key="lat", cfg=3.5, capture="out", steps=STEPS, scheduler="simple"):
     g = _model_nodes(host, family)
-    w = _text_width(family)
     g.update({
-        "null": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 7, "tokens": 6, "width": w, "scale": 1.0}},
+        "null": {"class_type": "ZSVRTest_RandomConditioning", "inputs": _cond_inputs(family, 7)},
         "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
         "sig": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": scheduler, "steps": steps, "denoise": 1.0}},
         "inv": {"class_type": "ZSVR_DDPMInvert", "inputs": {
@@ -48,7 +54,7 @@ def _graph(host, family, rule, skip, *, first_step=None, remove_seed=None, stren
     })
     remove = ["null", 0]
     if remove_seed is not None:
-        g["rm"] = {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": remove_seed, "tokens": 6, "width": w, "scale": 1.0}}
+        g["rm"] = {"class_type": "ZSVRTest_RandomConditioning", "inputs": _cond_inputs(family, remove_seed)}
         remove = ["rm", 0]
     if guider == "editor":
         g["gd"] = {"class_type": "ZSVR_NegativePromptEditor", "inputs": {"model": ["m", 0], "null": ["null", 0], "remove": remove, "strength": strength}}

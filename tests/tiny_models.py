@@ -8,6 +8,7 @@ temporary ComfyUI model folder:
 | --- | --- | --- | --- |
 | ``tiny_wan21_t2v.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN21_T2V`` (flow, shift 8) |
 | ``tiny_sd15_unet.safetensors`` | diffusion_models | ``UNETLoader`` | ``SD15`` (EPS) |
+| ``tiny_hunyuan_video.safetensors`` | diffusion_models | ``UNETLoader`` | ``HunyuanVideo`` (flow) |
 | ``tiny_taesd.safetensors`` | vae | ``VAELoader`` | TAESD (4 latent channels, 8x) |
 
 Each architecture is built by ComfyUI's own model classes (so the layouts are
@@ -115,6 +116,35 @@ def build_sd15(seed: int = 0):
     return _build("SD15", SD15_UNET_CONFIG, seed)
 
 
+HUNYUAN_FILE = "tiny_hunyuan_video.safetensors"
+HUNYUAN_TEXT_DIM = 64
+
+HUNYUAN_UNET_CONFIG = {
+    "image_model": "hunyuan_video",
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": [1, 2, 2],
+    "vec_in_dim": 768,  # detection tells HunyuanVideo from HunyuanImage 2.1 by the CLIP vector input
+    "axes_dim": [16, 56, 56],
+    "meanflow": False,
+    "context_in_dim": HUNYUAN_TEXT_DIM,
+    "hidden_size": 128,
+    "mlp_ratio": 4.0,
+    "num_heads": 1,
+    "depth": 2,
+    "depth_single_blocks": 2,
+    "theta": 256,
+    "qkv_bias": True,
+    "byt5": False,
+    "guidance_embed": False,
+}
+
+
+def build_hunyuan_video(seed: int = 0):
+    """A ``model_base.HunyuanVideo`` (flow): 2 double + 2 single blocks, head dim 128 (fixed by detection)."""
+    return _build("HunyuanVideo", HUNYUAN_UNET_CONFIG, seed)
+
+
 def build_taesd(seed: int = 0):
     import comfy.taesd.taesd
 
@@ -148,6 +178,8 @@ def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     out["sd15"] = diffusion / SD15_FILE
     # fp16 on disk halves the file (88 MB); loaders upcast to the fp32 compute dtype.
     _save(build_sd15().diffusion_model, out["sd15"], torch.float16)
+    out["hunyuan"] = diffusion / HUNYUAN_FILE
+    _save(build_hunyuan_video().diffusion_model, out["hunyuan"])
     out["taesd"] = vae_dir / TAESD_FILE
     _save(build_taesd(), out["taesd"])
     return out

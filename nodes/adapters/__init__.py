@@ -6,9 +6,10 @@ A patch node asks :func:`adapter_for` and never checks model classes itself.
 from __future__ import annotations
 
 from ...kernels.errors import InputError
+from .hunyuan_video import HunyuanVideoAdapter
 from .wan import WanAdapter
 
-ADAPTERS = [WanAdapter]
+ADAPTERS = [WanAdapter, HunyuanVideoAdapter]
 
 
 def adapter_for(model_patcher, input_name: str = "model"):
