@@ -9,8 +9,10 @@ from .attention_switch import AttentionSwitch
 from .ddpm_invert import DDPMInvert
 from .early_stop import EarlyStop
 from .inversion_sampler import InversionSampler
+from .load_cogvideox import LoadCogVideoX
 from .load_video import LoadVideo
 from .negative_prompt_editor import NegativePromptEditor
+from .swcfa import SWCFA
 
 NODE_LIST: list[type[io.ComfyNode]] = [
     LoadVideo,
@@ -19,6 +21,8 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     NegativePromptEditor,
     EarlyStop,
     AttentionSwitch,
+    SWCFA,
+    LoadCogVideoX,
 ]
 
 

@@ -266,6 +266,10 @@ class Host:
     def zsvr_node_ids(self) -> list[str]:
         return sorted(k for k in self.nodes.NODE_CLASS_MAPPINGS if k.startswith("ZSVR_"))
 
+    def execution_validate(self, prompt: dict):
+        """The host's own prompt validation: (ok, error, outputs, node_errors)."""
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
     def run(self, prompt: dict, interrupt_after_progress: int | None = None) -> RunResult:
         """Validate and execute an API-format prompt; never raises for a node's error."""
         prompt_id = str(uuid.uuid4())
@@ -320,6 +324,7 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,
         "hunyuan": models_dir / "diffusion_models" / tiny_models.HUNYUAN_FILE,
         "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,
+        "wan_vae": models_dir / "vae" / tiny_models.WAN_VAE_FILE,
     }
 
 

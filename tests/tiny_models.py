@@ -10,6 +10,7 @@ temporary ComfyUI model folder:
 | ``tiny_sd15_unet.safetensors`` | diffusion_models | ``UNETLoader`` | ``SD15`` (EPS) |
 | ``tiny_hunyuan_video.safetensors`` | diffusion_models | ``UNETLoader`` | ``HunyuanVideo`` (flow) |
 | ``tiny_taesd.safetensors`` | vae | ``VAELoader`` | TAESD (4 latent channels, 8x) |
+| ``rand_wan21_vae.safetensors`` | vae | ``VAELoader`` | Wan 2.1 VAE (full size: the loader accepts no smaller; bf16, 254 MB) |
 
 Each architecture is built by ComfyUI's own model classes (so the layouts are
 exactly what the loaders expect), initialised here with a seeded generator
@@ -88,7 +89,7 @@ def randomize_(module: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.n
             if p.dim() >= 2:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=gen) * (gain / math.sqrt(fan_in)))
-            elif "norm" in name and name.endswith("weight"):
+            elif ("norm" in name and name.endswith("weight")) or name.endswith("gamma"):
                 p.fill_(1.0)
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
@@ -145,6 +146,18 @@ def build_hunyuan_video(seed: int = 0):
     return _build("HunyuanVideo", HUNYUAN_UNET_CONFIG, seed)
 
 
+WAN_VAE_FILE = "rand_wan21_vae.safetensors"
+
+
+def build_wan21_vae(seed: int = 0):
+    """The full-size Wan 2.1 VAE architecture (VAELoader hard-codes dim 96), random weights."""
+    import comfy.ldm.wan.vae
+
+    vae = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                   temperal_downsample=[False, True, True], dropout=0.0)
+    return randomize_(vae, seed, gain=0.5)
+
+
 def build_taesd(seed: int = 0):
     import comfy.taesd.taesd
 
@@ -180,6 +193,8 @@ def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     _save(build_sd15().diffusion_model, out["sd15"], torch.float16)
     out["hunyuan"] = diffusion / HUNYUAN_FILE
     _save(build_hunyuan_video().diffusion_model, out["hunyuan"])
+    out["wan_vae"] = vae_dir / WAN_VAE_FILE
+    _save(build_wan21_vae(), out["wan_vae"], torch.bfloat16)
     out["taesd"] = vae_dir / TAESD_FILE
     _save(build_taesd(), out["taesd"])
     return out

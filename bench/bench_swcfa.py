@@ -1,0 +1,227 @@
+"""SW-CFA cost benchmark: TDM sliding-window cross-frame attention vs plain self-attention, one layer.
+
+Run: ``python bench/bench_swcfa.py`` (CUDA, float16: 16 frames of 512x896 SD1.5,
+i.e. latent 64x112 -> 7168 tokens at the U-Net's first level, 320 channels,
+8 heads) or ``python bench/bench_swcfa.py --small`` (CPU-sized, float32). No
+ComfyUI needed: the pack is imported under the alias ``zsvr`` the way
+``tests/conftest.py`` does it, and the layer is built from plain tensors.
+
+Variants, each one full self-attention layer (q/k/v projections, torch SDPA,
+output projection) over all frames:
+
+- ``plain``: ordinary per-frame self-attention (what the U-Net does unpatched).
+- ``swcfa``: what ``ZSVR_SWCFA`` does: the key/value input is the sliding-window
+  mean of the hidden states over frames (``kernels.cross_frame_attention``, a
+  cumulative sum; the window plan is cached as in the node), then the same
+  projections and SDPA. TDM eq. 7-9 exactly.
+- ``window_mean``: the window mean alone (the whole extra cost of ``swcfa``).
+- ``naive_mean``: eq. 7-8 done the literal way, stacking each frame's
+  ``2r+1`` neighbours' K and V and averaging (the materialised copies SW-CFA avoids).
+- ``concat_kv``: attending to the concatenated tokens of the ``2r+1`` frames
+  (a different method, ZVRD-style cross-frame attention, shown only for scale).
+
+Prints a table (median and best time over ``--repeat`` runs after warm-up, cost
+relative to ``plain``, peak extra memory on CUDA) and writes the figures as
+JSON to ``bench/results/``. ``swcfa`` and ``naive_mean`` outputs are compared as
+a correctness check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import pathlib
+import platform
+import re
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _import_kernel():
+    if "zsvr" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "zsvr", PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["zsvr"] = module
+        spec.loader.exec_module(module)
+    from zsvr.kernels import cross_frame_attention
+
+    return cross_frame_attention
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, device, warmup, repeat):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    return statistics.median(times), min(times), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="CPU-sized problem (8 frames of 128x224, float32)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
+    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None, help="image height in pixels (latent = /8)")
+    parser.add_argument("--width", type=int, default=None, help="image width in pixels (latent = /8)")
+    parser.add_argument("--channels", type=int, default=320)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--radius", type=int, nargs="+", default=[1, 3, 8])
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--skip-naive", action="store_true", help="leave out naive_mean and concat_kv")
+    parser.add_argument("--out", type=pathlib.Path, default=PACK_DIR / "bench" / "results")
+    args = parser.parse_args()
+
+    cfa = _import_kernel()
+    if args.device is None:
+        args.device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+    device = torch.device(args.device)
+    if args.dtype is None:
+        args.dtype = "float32" if device.type == "cpu" else "float16"
+    dtype = getattr(torch, args.dtype)
+    frames = args.frames or (8 if args.small else 16)
+    height = args.height or (128 if args.small else 512)
+    width = args.width or (224 if args.small else 896)
+    repeat = args.repeat or (3 if device.type == "cpu" else 20)
+    tokens = (height // 8) * (width // 8)
+    c, heads = args.channels, args.heads
+    d = c // heads
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(frames, tokens, c, generator=gen).to(device, dtype)
+    w_q, w_k, w_v, w_o = (torch.randn(c, c, generator=gen).mul_(c ** -0.5).to(device, dtype) for _ in range(4))
+    b_o = torch.zeros(c, device=device, dtype=dtype)
+
+    def heads_first(t):
+        return t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
+
+    def attention(q_in, kv_in_k, kv_in_v):
+        q = heads_first(F.linear(q_in, w_q))
+        k = heads_first(F.linear(kv_in_k, w_k))
+        v = heads_first(F.linear(kv_in_v, w_v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return F.linear(out.transpose(1, 2).reshape(q_in.shape[0], -1, c), w_o, b_o)
+
+    def plain():
+        return attention(x, x, x)
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"SW-CFA layer benchmark on {device_name} ({device}, {args.dtype}), torch {torch.__version__}")
+    print(f"{frames} frames of {width}x{height} -> {tokens} tokens, {c} channels, {heads} heads (d={d}); "
+          f"median/best of {repeat} after {args.warmup} warm-up")
+
+    rows = []
+    t_plain, best_plain, mem_plain = _time(plain, device, args.warmup, repeat)
+    rows.append({"variant": "plain", "radius": 0, "median_ms": t_plain * 1e3, "best_ms": best_plain * 1e3,
+                 "rel_plain": 1.0, "peak_extra_mb": None if mem_plain is None else mem_plain / 2**20})
+    checks = {}
+    with torch.no_grad():
+        for radius in args.radius:
+            plan = cfa.plan_windows([0] * frames, list(range(frames)), radius).to(device)
+
+            def window_mean():
+                return cfa.apply_plan(x, plan)
+
+            def swcfa():
+                hbar = cfa.apply_plan(x, plan)
+                return attention(x, hbar, hbar)
+
+            lo = [max(0, i - radius) for i in range(frames)]
+            hi = [min(frames, i + radius + 1) for i in range(frames)]
+            width_w = 2 * radius + 1
+            # literal eq. 7-8: gather each frame's window of K and V (clipped windows padded with weight 0)
+            gather = torch.tensor([[min(max(j, 0), frames - 1) for j in range(i - radius, i + radius + 1)]
+                                   for i in range(frames)], device=device)
+            weight = torch.tensor([[1.0 / (hi[i] - lo[i]) if lo[i] <= j < hi[i] else 0.0
+                                    for j in range(i - radius, i + radius + 1)] for i in range(frames)],
+                                  device=device, dtype=dtype)
+
+            def naive_mean():
+                q = heads_first(F.linear(x, w_q))
+                k_all, v_all = F.linear(x, w_k), F.linear(x, w_v)
+                k_bar = (k_all[gather] * weight[:, :, None, None]).sum(1)  # [F, 2r+1, T, C] materialised
+                v_bar = (v_all[gather] * weight[:, :, None, None]).sum(1)
+                out = F.scaled_dot_product_attention(q, heads_first(k_bar), heads_first(v_bar))
+                return F.linear(out.transpose(1, 2).reshape(frames, -1, c), w_o, b_o)
+
+            def concat_kv():
+                q = heads_first(F.linear(x, w_q))
+                k_all, v_all = F.linear(x, w_k), F.linear(x, w_v)
+                k_cat = k_all[gather].reshape(frames, width_w * tokens, c)
+                v_cat = v_all[gather].reshape(frames, width_w * tokens, c)
+                out = F.scaled_dot_product_attention(q, heads_first(k_cat), heads_first(v_cat))
+                return F.linear(out.transpose(1, 2).reshape(frames, -1, c), w_o, b_o)
+
+            variants = [("window_mean", window_mean), ("swcfa", swcfa)]
+            if not args.skip_naive:
+                variants += [("naive_mean", naive_mean), ("concat_kv", concat_kv)]
+            for name, fn in variants:
+                try:
+                    med, best, mem = _time(fn, device, args.warmup, repeat)
+                except torch.cuda.OutOfMemoryError:
+                    rows.append({"variant": name, "radius": radius, "error": "out of memory"})
+                    torch.cuda.empty_cache()
+                    continue
+                rows.append({"variant": name, "radius": radius, "median_ms": med * 1e3, "best_ms": best * 1e3,
+                             "rel_plain": med / t_plain, "peak_extra_mb": None if mem is None else mem / 2**20})
+            if not args.skip_naive:
+                a, b = swcfa().float(), naive_mean().float()
+                checks[f"radius_{radius}"] = {"max_abs_diff_swcfa_vs_naive": float((a - b).abs().max()),
+                                              "output_max_abs": float(b.abs().max())}
+                del a, b
+
+    print(f"{'variant':<12} {'r':>3} {'median ms':>10} {'best ms':>9} {'x plain':>8} {'peak extra MB':>14}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['variant']:<12} {r['radius']:>3} {r['error']}")
+            continue
+        mem = "-" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.0f}"
+        print(f"{r['variant']:<12} {r['radius']:>3} {r['median_ms']:>10.3f} {r['best_ms']:>9.3f} "
+              f"{r['rel_plain']:>8.3f} {mem:>14}")
+    for key, val in checks.items():
+        print(f"check {key}: swcfa vs naive max |diff| {val['max_abs_diff_swcfa_vs_naive']:.3g} "
+              f"(outputs up to {val['output_max_abs']:.3g})")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", device_name).strip("-").lower() or device.type
+    path = args.out / f"swcfa_{tag}_{'small_' if args.small else ''}{stamp}.json"
+    path.write_text(json.dumps({
+        "benchmark": "swcfa_layer", "device": str(device), "device_name": device_name, "dtype": args.dtype,
+        "torch": torch.__version__, "frames": frames, "height": height, "width": width, "tokens": tokens,
+        "channels": c, "heads": heads, "repeat": repeat, "warmup": args.warmup, "small": args.small,
+        "results": rows, "checks": checks,
+    }, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""``ZSVR_SWCFA``: TDM's sliding-window cross-frame attention as a patched MODEL clone.
+
+TDM eq. 7-9: in the U-Net's self-attention, frame ``i``'s keys and values
+become the mean of frames ``i-r..i+r`` of its video (clipped at the video's
+ends, frame ``i`` included); the query stays the frame's own::
+
+    K_bar_i = mean_{j in W(i)} K_j,  V_bar_i = mean_{j in W(i)} V_j,
+    out_i = softmax(Q_i K_bar_i^T / sqrt(d)) V_bar_i.
+
+Because ``K = to_k(h)`` and ``V = to_v(h)`` are affine in the attention's input
+``h`` and the window weights sum to 1, ``K_bar_i = to_k(mean_{W(i)} h_j)`` (and
+likewise ``V``). The patch is therefore an ``attn1_patch`` that hands the
+attention the window mean of its key/value input (one cumulative sum over the
+frame axis, ``kernels.cross_frame_attention``) and leaves the query and the
+attention call itself untouched: eq. 7-9 exactly, at the cost and with the
+backend of plain self-attention.
+
+Which batch rows are which frames is read at every call, never assumed: the
+rows are ``len(extra_options["cond_or_uncond"])`` chunks (cond/uncond, batched
+or run separately), each chunk is the latent batch, ``frames_per_video`` splits
+a chunk into videos, and under core context windows (dim 0) the chunk's rows
+are the frames ``transformer_options["context_window"].index_list``.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..kernels import cross_frame_attention as cfa
+from ..kernels.block_ranges import parse_blocks
+from ..kernels.errors import InputError
+from .adapters.sd_unet import GROUPS, unet_adapter_for
+from .types import CATEGORY
+
+PURPOSE = "sliding-window cross-frame attention"
+BLOCKS_HELP = ("write 'all', or a comma list of input, middle, output, each optionally with block ids like "
+               "output:3-11 (ComfyUI's U-Net block numbering); leave it empty for none")
+
+
+def parse_unet_blocks(text: str, counts: dict[str, int], with_attention: dict[str, list[int]],
+                      input_name: str = "blocks") -> dict[str, frozenset[int]]:
+    """The chosen U-Net blocks per group, keeping only blocks that have self-attention.
+
+    ``"all"``: every self-attention block. ``"input,middle,output"`` / ``"output"``:
+    whole groups. ``"output:3-11"`` / ``"input:4"``: ids of a group (one index or
+    range per item). ``""``: none.
+    """
+    text = (text or "").strip().lower()
+    if text == "":
+        return {}
+    if text == "all":
+        return {g: frozenset(ids) for g, ids in with_attention.items() if ids}
+    chosen: dict[str, set[int]] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if part == "":
+            continue
+        group, _, ids = (s.strip() for s in part.partition(":"))
+        if group not in GROUPS:
+            raise InputError(input_name, f"has '{part}', which is not a U-Net block group", BLOCKS_HELP)
+        if ids == "":
+            picked = with_attention[group]
+        else:
+            picked = parse_blocks(ids, counts[group], input_name=input_name)
+        chosen.setdefault(group, set()).update(i for i in picked if i in with_attention[group])
+    if not any(chosen.values()):
+        where = "; ".join(f"{g} {', '.join(map(str, ids))}" for g, ids in with_attention.items() if ids)
+        raise InputError(input_name, f"('{text}') selects no block with self-attention",
+                         f"this model has self-attention in: {where}")
+    return {g: frozenset(ids) for g, ids in chosen.items() if ids}
+
+
+def _schedule_gate(model_patcher, start_percent: float, end_percent: float):
+    """``is_active(extra_options)``: the current sigma lies in [sigma(end_percent), sigma(start_percent)]."""
+    if start_percent <= 0.0 and end_percent >= 1.0:
+        return None  # always on: skip reading the sigma (a device sync) at every attention call
+    sampling = model_patcher.get_model_object("model_sampling")
+    sigma_start = float(sampling.percent_to_sigma(start_percent))
+    sigma_end = float(sampling.percent_to_sigma(end_percent))
+
+    def is_active(extra_options) -> bool:
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.detach().flatten()[0])
+        return sigma_end <= sigma <= sigma_start
+
+    return is_active
+
+
+class SWCFAPatch:
+    """The ``attn1_patch``: window-mean the key/value input of the chosen self-attention layers."""
+
+    def __init__(self, radius: int, frames_per_video: int, blocks: dict[str, frozenset[int]], is_active=None):
+        self.radius = int(radius)
+        self.frames_per_video = int(frames_per_video)
+        self.blocks = blocks
+        self.is_active = is_active
+        self._plans: dict[tuple, cfa.WindowPlan | None] = {}
+
+    def frame_labels(self, rows: int, extra_options) -> tuple[list[int], list[int], tuple | None]:
+        """``(video, position)`` of every attention row, and the context window's frames if one is in use."""
+        chunks_list = extra_options.get("cond_or_uncond") or [0]
+        chunks = len(chunks_list)
+        if rows % chunks != 0:
+            raise RuntimeError(f"ZSVR SW-CFA: the attention batch has {rows} rows, which do not split into the "
+                               f"{chunks} cond/uncond chunks ComfyUI reports; cannot tell which rows are which frames")
+        chunk = rows // chunks
+        window = extra_options.get("context_window")
+        index_list = getattr(window, "index_list", None)
+        frames: tuple | None = None
+        if index_list is not None and getattr(window, "dim", 0) == 0 and len(index_list) == chunk:
+            frames = tuple(int(f) for f in index_list)
+        fpv = self.frames_per_video
+        if frames is None:
+            video, position = (t.tolist() for t in cfa.video_layout(chunk, fpv))
+        elif fpv == 0:
+            video, position = [0] * chunk, list(frames)
+        else:  # the context window holds frames of the full batch; videos are fpv consecutive frames of it
+            video, position = [f // fpv for f in frames], [f % fpv for f in frames]
+        per_chunk = max(video) + 1
+        all_video = [c * per_chunk + v for c in range(chunks) for v in video]
+        return all_video, position * chunks, frames
+
+    def plan(self, rows: int, extra_options, device) -> cfa.WindowPlan | None:
+        chunks = len(extra_options.get("cond_or_uncond") or [0])
+        window = extra_options.get("context_window")
+        index_list = getattr(window, "index_list", None)
+        key = (rows, chunks, tuple(index_list) if index_list is not None else None, getattr(window, "dim", 0), str(device))
+        if key not in self._plans:
+            video, position, _ = self.frame_labels(rows, extra_options)
+            plan = cfa.plan_windows(video, position, self.radius)
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[key] = None if plan.is_identity else plan.to(device)
+        return self._plans[key]
+
+    def __call__(self, n, context_attn1, value_attn1, extra_options):
+        block = extra_options.get("block")
+        if self.radius == 0 or block is None or block[1] not in self.blocks.get(block[0], ()):
+            return n, context_attn1, value_attn1
+        if self.is_active is not None and not self.is_active(extra_options):
+            return n, context_attn1, value_attn1
+        rows = n.shape[0]
+        plan = self.plan(rows, extra_options, n.device)
+        if plan is None:
+            return n, context_attn1, value_attn1
+        # only key/value inputs laid out like the frames are averaged (a cross-attention context is not)
+        context = cfa.apply_plan(context_attn1, plan) if context_attn1.shape[0] == rows else context_attn1
+        if value_attn1 is context_attn1:
+            value = context
+        else:
+            value = cfa.apply_plan(value_attn1, plan) if value_attn1.shape[0] == rows else value_attn1
+        return n, context, value
+
+
+class SWCFA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_SWCFA",
+            display_name="Sliding-Window Cross-Frame Attention (ZSVR)",
+            category=f"{CATEGORY}/tdm",
+            description=(
+                "TDM's sliding-window cross-frame attention: in an image U-Net that denoises a video as a batch "
+                "of frames, each frame's self-attention keys and values become the mean over its neighbouring "
+                "frames (the query stays the frame's own), for temporally consistent results. Same speed as "
+                "plain attention. Supported: SD1.5, SD2.x, SDXL. Video models (Wan, HunyuanVideo, ...) already "
+                "attend across frames and do not need it."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The image U-Net (SD1.5, SD2.x or SDXL) to patch; a patched copy "
+                                                "is returned and the input model is left unchanged."),
+                io.Int.Input("radius", default=3, min=0, max=4096,
+                             tooltip="Window radius r: frame i attends to the mean keys/values of frames i-r..i+r "
+                                     "of its video (TDM uses 3). Windows are clipped at the video's ends, so a "
+                                     "radius larger than the video simply means the whole video. 0 = off."),
+                io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
+                             tooltip="Frames of each video in the latent batch: 0 = the whole batch is one video; "
+                                     "e.g. 16 for a batch of two 16-frame videos (it must divide the batch). "
+                                     "Frames never mix across videos, nor between positive and negative prompts."),
+                io.String.Input("blocks", default="all",
+                                tooltip="Which self-attention layers get the window: 'all', or a comma list of "
+                                        "input, middle, output, each optionally with U-Net block ids like "
+                                        "output:3-11 (blocks without attention are skipped). Empty = none."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Apply from this point of the schedule (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Apply until this point of the schedule (1 = last step)."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, radius, frames_per_video, blocks, start_percent, end_percent) -> io.NodeOutput:
+        adapter = unet_adapter_for(model, PURPOSE)
+        if radius < 0:
+            raise InputError("radius", f"is {radius}", "use 0 (off) or a positive window radius (TDM uses 3)")
+        if frames_per_video < 0:
+            raise InputError("frames_per_video", f"is {frames_per_video}",
+                             "use 0 (the whole batch is one video) or the frame count of each video")
+        if start_percent > end_percent:
+            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
+                             "make start_percent at most end_percent")
+        chosen = parse_unet_blocks(blocks, adapter.block_counts(model), adapter.attention_blocks(model))
+        patched = model.clone()
+        if radius > 0 and chosen:
+            gate = _schedule_gate(model, start_percent, end_percent)
+            adapter.install_attn1_patch(patched, SWCFAPatch(radius, frames_per_video, chosen, gate))
+        return io.NodeOutput(patched)

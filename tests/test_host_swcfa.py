@@ -1,0 +1,282 @@
+"""TDM sliding-window cross-frame attention on the real host (tiny SD1.5 U-Net, fp32, frames = latent batch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zsvr.kernels import cross_frame_attention as cfa
+
+LAYER = ("input", 1)  # the first U-Net block with a transformer (tiny SD1.5: input blocks 1 and 3)
+STEPS = 2
+
+
+def _sample_graph(host, *, model="m", swcfa=None, neg_tokens=6, cfg=3.0, latent_key="lat", capture="out", steps=STEPS,
+                  denoise=0.5):
+    """UNETLoader (or an injected model) [-> ZSVR_SWCFA] -> CFGGuider -> SamplerCustomAdvanced (no added noise)."""
+    g = {
+        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
+        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": neg_tokens, "width": 768, "scale": 1.0}},
+        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
+        "noise": {"class_type": "DisableNoise", "inputs": {}},
+        "smp_sel": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
+    }
+    if model == "m":
+        g["m"] = {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
+    else:
+        g["m"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}
+    model_ref = ["m", 0]
+    if swcfa is not None:
+        inputs = {"model": model_ref, "radius": 2, "frames_per_video": 0, "blocks": "all", "start_percent": 0.0,
+                  "end_percent": 1.0}
+        inputs.update(swcfa)
+        g["sw"] = {"class_type": "ZSVR_SWCFA", "inputs": inputs}
+        model_ref = ["sw", 0]
+    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps, "denoise": denoise}}
+    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0], "negative": ["neg", 0], "cfg": cfg}}
+    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["noise", 0], "guider": ["gd", 0], "sampler": ["smp_sel", 0], "sigmas": ["sig", 0], "latent_image": ["lat", 0]}}
+    return g
+
+
+def _latent(batch=6, seed=0, identical=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((1 if identical else batch), 4, 8, 8, generator=gen) * 3
+    return {"samples": x.expand(batch, 4, 8, 8).contiguous() if identical else x}
+
+
+def _run(host, graph, key):
+    res = host.run(graph)
+    assert res.success, res.error_message
+    return host.captured[key]["samples"]
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def unet(host):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(host.models["sd15"]))
+
+
+def _input_error(host):
+    """The pack's InputError as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
+    import sys
+
+    return sys.modules[host.pack.__name__ + ".kernels.errors"].InputError
+
+
+def _swcfa(host, model, radius=2, frames_per_video=0, blocks="all", start=0.0, end=1.0):
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_SWCFA"]
+    return node.execute(model, radius, frames_per_video, blocks, start, end).result[0]
+
+
+def _layer_module(model_patcher, block=LAYER, index=0):
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    unet = model_patcher.model.diffusion_model
+    container = {"input": unet.input_blocks, "output": unet.output_blocks}[block[0]][block[1]]
+    st = next(m for m in container if isinstance(m, SpatialTransformer))
+    return st.transformer_blocks[index].attn1
+
+
+class _LayerCapture:
+    """A test attn1_patch (runs after SW-CFA's) and attn1_output_patch recording one layer's calls."""
+
+    def __init__(self, block=LAYER):
+        self.block = block
+        self.calls: list[dict] = []
+
+    def attn1(self, n, context, value, extra):
+        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
+            window = extra.get("context_window")
+            self.calls.append({"n": n.detach().clone(), "context": context.detach().clone(),
+                               "cond_or_uncond": list(extra["cond_or_uncond"]),
+                               "index_list": list(window.index_list) if window is not None else None,
+                               "sigma": float(extra["sigmas"].flatten()[0]), "heads": extra["n_heads"]})
+        return n, context, value
+
+    def output(self, out, extra):
+        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
+            self.calls[-1]["out"] = out.detach().clone()
+        return out
+
+    def install(self, model_patcher):
+        model_patcher.set_model_attn1_patch(self.attn1)
+        model_patcher.set_model_attn1_output_patch(self.output)
+        return model_patcher
+
+
+def _reference_output(attn, call, radius, frames_per_video):
+    """to_out(eq. 7-9) for every row of a captured call, rows labelled from ComfyUI's batch layout."""
+    n = call["n"]
+    chunks = len(call["cond_or_uncond"])
+    chunk = n.shape[0] // chunks
+    frames = call["index_list"] or list(range(chunk))
+    fpv = frames_per_video
+    video = [0] * chunk if fpv == 0 else [f // fpv for f in frames]
+    position = list(frames) if fpv == 0 else [f % fpv for f in frames]
+    video = [c * 1000 + v for c in range(chunks) for v in video]
+    with torch.no_grad():
+        ref = cfa.reference_attention(attn.to_q(n), attn.to_k(n), attn.to_v(n), call["heads"], radius,
+                                      video=video, position=position * chunks)
+        return attn.to_out(ref)
+
+
+# -- equalities with the unpatched model ------------------------------------------------------------------
+def test_radius_zero_equals_the_unpatched_model(host):
+    host.store["lat"] = _latent()
+    plain = _run(host, _sample_graph(host, capture="plain"), "plain")
+    r0 = _run(host, _sample_graph(host, swcfa={"radius": 0}, capture="r0"), "r0")
+    assert torch.equal(r0, plain)
+    r2 = _run(host, _sample_graph(host, swcfa={"radius": 2}, capture="r2"), "r2")
+    assert _rel(r2, plain) > 1e-3  # the patch is active on distinct frames
+
+
+def test_identical_frames_give_the_unpatched_output(host):
+    host.store["same"] = _latent(identical=True)
+    plain = _run(host, _sample_graph(host, latent_key="same", capture="same_plain"), "same_plain")
+    for fpv in (0, 3):
+        out = _run(host, _sample_graph(host, latent_key="same", swcfa={"radius": 3, "frames_per_video": fpv},
+                                       capture=f"same_sw{fpv}"), f"same_sw{fpv}")
+        assert _rel(out, plain) < 1e-5, fpv
+
+
+def test_empty_block_list_equals_the_unpatched_model(host):
+    host.store["lat"] = _latent()
+    plain = _run(host, _sample_graph(host, capture="plain_b"), "plain_b")
+    out = _run(host, _sample_graph(host, swcfa={"blocks": ""}, capture="noblocks"), "noblocks")
+    assert torch.equal(out, plain)
+
+
+# -- one layer against the literal eq. 7-9 ----------------------------------------------------------------
+@pytest.mark.parametrize("neg_tokens,radius,fpv", [
+    (6, 1, 0),   # cond and uncond in one batch, one video
+    (7, 2, 0),   # 6 vs 7 tokens (lcm padding > 4x): ComfyUI runs cond and uncond as separate batches
+    (6, 2, 3),   # a batch of two 3-frame videos, cond/uncond batched (4 videos in one call)
+    (7, 5, 3),   # two videos, separate batches, radius beyond the video (clipped)
+])
+def test_one_layer_matches_eq_7_9(host, unet, neg_tokens, radius, fpv):
+    cap = _LayerCapture()
+    model = cap.install(_swcfa(host, unet, radius=radius, frames_per_video=fpv))
+    host.store["patched"] = model
+    host.store["lat"] = _latent(seed=3)
+    _run(host, _sample_graph(host, model="patched", neg_tokens=neg_tokens, capture="layer"), "layer")
+    layouts = [len(c["cond_or_uncond"]) for c in cap.calls]
+    assert layouts == ([1] * 2 * STEPS if neg_tokens != 6 else [2] * STEPS), layouts
+    attn = _layer_module(unet)
+    worst = scale = 0.0
+    for call in cap.calls:
+        assert call["n"].dtype == torch.float32
+        assert not torch.equal(call["context"], call["n"])  # keys/values were replaced
+        ref = _reference_output(attn, call, radius, fpv)
+        err = (call["out"] - ref).abs().amax(dim=(1, 2))  # per row, so the end frames are checked one by one
+        assert float(err.max()) < 1e-5, err
+        assert float(ref.abs().max()) > 1e-2  # not vacuous
+        worst, scale = max(worst, float(err.max())), max(scale, float(ref.abs().max()))
+    print(f"SW-CFA layer {LAYER} vs literal eq. 7-9 (radius {radius}, frames_per_video {fpv}, "
+          f"cond_or_uncond layouts {layouts}): max abs error {worst:.2e} (outputs up to {scale:.2f})")
+
+
+def test_core_context_windows_use_the_windows_frames(host, unet):
+    """With ContextWindowsManual (dim 0) each call holds a window's frames; SW-CFA must label rows by them.
+
+    5 steps for 6 frames: ComfyUI 0.3.64's ``IndexListContextHandler.set_step`` compares ``sample_sigmas``
+    (steps + 1) with the per-frame timestep (batch), which only broadcasts when the two lengths agree.
+    """
+    node = host.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"]
+    windowed = node.execute(unet, 4, 2, "standard_static", 1, False, "flat", 0).result[0]
+    cap = _LayerCapture()
+    host.store["windowed"] = cap.install(_swcfa(host, windowed, radius=1, frames_per_video=3))
+    host.store["lat"] = _latent(seed=4)
+    _run(host, _sample_graph(host, model="windowed", capture="cw", steps=5), "cw")
+    windows = {tuple(c["index_list"]) for c in cap.calls}
+    assert windows == {(0, 1, 2, 3), (2, 3, 4, 5)}, windows  # windows straddle the two videos' boundary
+    attn = _layer_module(unet)
+    for call in cap.calls:
+        ref = _reference_output(attn, call, 1, 3)
+        assert float((call["out"] - ref).abs().max()) < 1e-5
+
+
+# -- videos, blocks, schedule -----------------------------------------------------------------------------
+def test_two_videos_in_one_batch_do_not_mix(host):
+    host.store["lat"] = _latent(seed=5)
+    both = _run(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 3}, capture="two"), "two")
+    as_one = _run(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 0}, capture="one"), "one")
+    for k, rows in enumerate((slice(0, 3), slice(3, 6))):
+        host.store[f"vid{k}"] = {"samples": host.store["lat"]["samples"][rows].clone()}
+        alone = _run(host, _sample_graph(host, latent_key=f"vid{k}", swcfa={"radius": 2}, capture=f"alone{k}"), f"alone{k}")
+        assert _rel(both[rows], alone) < 1e-5, k
+        assert _rel(as_one[rows], alone) > 1e-3, k  # one 6-frame video does mix across the boundary
+
+
+def test_blocks_and_schedule_select_where_the_patch_acts(host, unet):
+    seen: list[tuple] = []
+
+    def probe(n, context, value, extra):
+        seen.append((tuple(extra["block"]), float(extra["sigmas"].flatten()[0]), not torch.equal(context, n)))
+        return n, context, value
+
+    model = _swcfa(host, unet, radius=1, blocks="output:2-3, middle", start=0.5, end=1.0)
+    model.set_model_attn1_patch(probe)
+    host.store["probe"] = model
+    host.store["lat"] = _latent(seed=6)
+    _run(host, _sample_graph(host, model="probe", capture="probe_out", denoise=1.0), "probe_out")
+    sigma_start = unet.get_model_object("model_sampling").percent_to_sigma(0.5)
+    sigmas = sorted({s for _, s, _ in seen})
+    assert len(sigmas) == STEPS and sigmas[0] < sigma_start < sigmas[-1]  # one step on each side
+    chosen = {("output", 2), ("output", 3), ("middle", 0)}
+    assert {b for b, _, _ in seen} >= chosen | {("input", 1), ("output", 0)}
+    for block, sigma, changed in seen:
+        assert changed == (block in chosen and sigma <= sigma_start), (block, sigma, changed)
+    assert sum(changed for *_, changed in seen) > 0
+
+
+def test_the_input_model_is_left_untouched(host, unet):
+    before = repr(unet.model_options)
+    patched = _swcfa(host, unet)
+    assert patched is not unet and repr(unet.model_options) == before
+    assert len(patched.model_options["transformer_options"]["patches"]["attn1_patch"]) == 1
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+def test_bad_input_frames_per_video_that_does_not_divide_the_batch(host):
+    host.store["lat"] = _latent()
+    res = host.run(_sample_graph(host, swcfa={"frames_per_video": 4}, capture="bad"))
+    assert not res.success
+    assert "'frames_per_video'" in res.error_message and "batch of 6" in res.error_message
+
+
+def test_bad_input_negative_radius(host, unet):
+    InputError = _input_error(host)
+    with pytest.raises(InputError, match="'radius'"):
+        _swcfa(host, unet, radius=-1)
+    res = host.run(_sample_graph(host, swcfa={"radius": -1}, capture="bad"))
+    assert not res.valid and "radius" in res.error_message
+
+
+@pytest.mark.parametrize("blocks,needle", [("decoder", "not a U-Net block group"), ("input:9", "outside"),
+                                           ("input:0", "selects no block with self-attention")])
+def test_bad_input_blocks(host, unet, blocks, needle):
+    InputError = _input_error(host)
+    with pytest.raises(InputError, match="'blocks'") as info:
+        _swcfa(host, unet, blocks=blocks)
+    assert needle in str(info.value)
+
+
+def test_bad_input_video_model_and_other_models(host):
+    import types
+
+    import comfy.sd
+    InputError = _input_error(host)
+    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    with pytest.raises(InputError, match="'model'.*already attends across frames"):
+        _swcfa(host, wan)
+    fake = types.SimpleNamespace(model=types.SimpleNamespace(
+        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
+    with pytest.raises(InputError, match="'model'.*does not support.*SD1.5, SD2.x or SDXL"):
+        _swcfa(host, fake)

@@ -1,0 +1,194 @@
+"""The shipped workflows against the live host: structure, widget values, conversion, end-to-end runs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+import zlib
+
+import pytest
+
+import workflow_builder
+from host_harness import PACK_DIR, REALRAIN_DIR
+
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+
+# What the tests put in place of each workflow's model files and real-size settings.
+TINY = {
+    "zsvd_derain_wan21.json": {
+        "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
+            "BasicScheduler": {"steps": 6},
+            "ZSVR_DDPMInvert": {"first_step": 2},
+            "ZSVR_InversionSampler": {"skip": 2},
+            "ZSVR_AttentionSwitch": {"blocks": "0-1"},
+        },
+        "text_width": 4096,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def wf(host):
+    return importlib.import_module(f"{host.pack.__name__}.nodes.workflow_format")
+
+
+def _input_types(host):
+    def get(class_type):
+        cls = host.nodes.NODE_CLASS_MAPPINGS.get(class_type)
+        return None if cls is None else cls.INPUT_TYPES()
+    return get
+
+
+def test_every_workflow_is_listed_with_tiny_substitutes():
+    assert WORKFLOWS, "no workflows shipped"
+    assert {p.name for p in WORKFLOWS} == set(TINY)
+
+
+def test_committed_workflows_are_what_the_builder_writes(host, wf):
+    built = workflow_builder.build_all(host.nodes, wf)
+    assert set(built) == {p.name for p in WORKFLOWS}
+    for path in WORKFLOWS:
+        assert path.read_text() == workflow_builder.dump(built[path.name]), \
+            f"{path.name} is stale: run `COMFYUI_PATH=... python tests/workflow_builder.py`"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_nodes_and_links_match_the_registry(host, path):
+    from comfy_execution.validation import validate_node_input
+
+    data = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in data["nodes"]}
+    for node in nodes.values():
+        assert node["type"] in host.nodes.NODE_CLASS_MAPPINGS or node["type"] in ("Note", "MarkdownNote"), node["type"]
+    assert any(n["type"] == "Note" for n in nodes.values()), "every workflow carries a Note on what to tweak"
+    for link_id, src, src_slot, dst, dst_slot, kind in data["links"]:
+        src_cls = host.nodes.NODE_CLASS_MAPPINGS[nodes[src]["type"]]
+        out_type = src_cls.RETURN_TYPES[src_slot]
+        dst_input = nodes[dst]["inputs"][dst_slot]
+        assert dst_input["link"] == link_id
+        spec = {**(cls := host.nodes.NODE_CLASS_MAPPINGS[nodes[dst]["type"]]).INPUT_TYPES().get("required", {}),
+                **cls.INPUT_TYPES().get("optional", {})}[dst_input["name"]]
+        in_type = "COMBO" if isinstance(spec[0], list) else spec[0]
+        assert validate_node_input(out_type, in_type), f"link {link_id}: {out_type} -> {in_type}"
+        assert kind == out_type
+    # ends in a video output with the source fps
+    saves = [n for n in nodes.values() if n["type"] == "SaveVideo"]
+    assert saves
+    fps_links = [l for l in data["links"] if nodes[l[3]]["type"] == "CreateVideo" and
+                 nodes[l[3]]["inputs"][l[4]]["name"] == "fps"]
+    assert fps_links and nodes[fps_links[0][1]]["type"] == "ZSVR_LoadVideo" and fps_links[0][2] == 1
+
+
+def _substitute_files(host, prompt: dict, tiny: dict) -> dict:
+    for node in prompt.values():
+        ct = node["class_type"]
+        if ct in tiny["files"]:
+            key, model = tiny["files"][ct]
+            node["inputs"][key] = host.models[model].name
+        if ct == "ZSVR_LoadVideo":
+            node["inputs"]["video"] = "42.mp4"
+        if ct == "CLIPLoader":  # no UMT5/CLIP weights here: a placeholder name is enough to validate
+            placeholder = host.models_dir / "text_encoders" / node["inputs"]["clip_name"]
+            placeholder.touch()
+    return prompt
+
+
+def _tiny_run_prompt(prompt: dict, tiny: dict) -> dict:
+    for node_id, node in list(prompt.items()):
+        ct = node["class_type"]
+        node["inputs"].update(tiny["settings"].get(ct, {}))
+        if ct == "CLIPTextEncode":
+            text = node["inputs"]["text"]
+            prompt[node_id] = {"class_type": "ZSVRTest_RandomConditioning", "inputs": {
+                "seed": zlib.crc32(text.encode()) % 1000, "tokens": 6, "width": tiny["text_width"], "scale": 1.0}}
+        elif ct == "CLIPLoader":
+            del prompt[node_id]
+    return prompt
+
+
+@pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_converts_validates_and_runs_on_tiny_models(host, wf, path):
+    data = json.loads(path.read_text())
+    tiny = TINY[path.name]
+    prompt = _substitute_files(host, wf.ui_to_api(data, _input_types(host)), tiny)
+    ok, err, outputs, node_errors = host.execution_validate(prompt)
+    assert ok, (err, node_errors)  # every widget value of the shipped file is accepted by its schema
+    result = host.run(_tiny_run_prompt(prompt, tiny))
+    assert result.success, result.error_message
+    saved = [item for out in result.outputs.values() for item in (out or {}).get("images", [])]
+    assert saved, result.outputs
+    video = host.work_dir / "output" / saved[0]["subfolder"] / saved[0]["filename"]
+    assert video.is_file() and video.stat().st_size > 0
+
+
+def test_converter_handles_core_template_rules(host, wf):
+    """Seed control values, upload buttons, bypass, mute, reroute and primitive nodes, per the frontend."""
+    ui = {
+        "nodes": [
+            {"id": 1, "type": "ZSVR_LoadVideo", "mode": 0, "inputs": [],
+             "widgets_values": ["42.mp4", "video", 2, 9, 1, 64, 48, "pad", "any", 8, False, False],
+             "outputs": [{"name": "images", "type": "IMAGE", "links": [1]}]},
+            {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
+             "outputs": [{"name": "", "type": "IMAGE", "links": [2]}]},
+            {"id": 3, "type": "ImageInvert", "mode": 4, "inputs": [{"name": "image", "type": "IMAGE", "link": 2}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3]}]},
+            {"id": 4, "type": "RandomNoise", "mode": 0,
+             "inputs": [{"name": "noise_seed", "type": "INT", "link": 4, "widget": {"name": "noise_seed"}}],
+             "widgets_values": [5, "randomize"], "outputs": [{"name": "NOISE", "type": "NOISE", "links": []}]},
+            {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+             "outputs": [{"name": "INT", "type": "INT", "links": [4]}], "widgets_values": [77, "fixed"]},
+            {"id": 6, "type": "Note", "mode": 0, "widgets_values": ["hello"]},
+            {"id": 7, "type": "ImageInvert", "mode": 2, "inputs": [{"name": "image", "type": "IMAGE", "link": None}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [5]}]},
+            {"id": 8, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 3}]},
+            {"id": 9, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 5}]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 3, 0, 8, 0, "IMAGE"],
+                  [4, 5, 0, 4, 0, "INT"], [5, 7, 0, 9, 0, "IMAGE"]],
+    }
+    api = wf.ui_to_api(ui, _input_types(host))
+    assert set(api) == {"1", "4", "8", "9"}
+    assert api["1"]["inputs"] == {"video": "42.mp4", "start_frame": 2, "frame_cap": 9, "every_nth": 1, "width": 64,
+                                  "height": 48, "fit": "pad", "frame_rule": "any", "size_multiple": 8,
+                                  "best_effort": False, "pad_frames": False}
+    assert api["8"]["inputs"]["images"] == ["1", 0]  # through the reroute and the bypassed node
+    assert api["4"]["inputs"]["noise_seed"] == 77  # the primitive's value
+    assert "images" not in api["9"]["inputs"]  # its source is muted
+    with pytest.raises(wf.WorkflowError, match="NoSuchNode"):
+        wf.ui_to_api({"nodes": [{"id": 1, "type": "NoSuchNode"}], "links": []}, _input_types(host))
+
+
+@pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
+def test_runner_processes_every_realrain_clip(host, wf, tmp_path):
+    sys.path.insert(0, str(PACK_DIR))
+    import run_workflow
+
+    path = PACK_DIR / "workflows" / "zsvd_derain_wan21.json"
+    tiny = TINY[path.name]
+    data = json.loads(path.read_text())
+    prompt = _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), tiny), tiny)
+    videos = sorted(REALRAIN_DIR.glob("*.mp4"))
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    runner_host = run_workflow.Host.__new__(run_workflow.Host)  # reuse the booted host's executor
+    runner_host.folder_paths = sys.modules["folder_paths"]
+    runner_host.pack = host.pack
+    runner_host.nodes = host.nodes
+    runner_host.execution = host.execution
+    runner_host.model_management = host.model_management
+    runner_host.progress_listener = None
+    runner_host.events = host.server.events
+    runner_host.executor = host.executor
+    rows = run_workflow.run_batch(runner_host, prompt, videos + [bad], host.work_dir / "output", progress=False)
+    table = run_workflow.format_table(rows)
+    print(table)
+    assert [r["video"] for r in rows] == [v.name for v in videos] + ["broken.mp4"]
+    assert all(r["ok"] for r in rows[:-1]), table
+    assert all(r["frames"] == 5 for r in rows[:-1]), table
+    assert not rows[-1]["ok"] and "broken" in (rows[-1]["error"] or "") + table
+    assert "6 ok, 1 failed" in table
