@@ -6,10 +6,11 @@ A patch node asks :func:`adapter_for` and never checks model classes itself.
 from __future__ import annotations
 
 from ...kernels.errors import InputError
+from .cogvideox import CogVideoXAdapter
 from .hunyuan_video import HunyuanVideoAdapter
 from .wan import WanAdapter
 
-ADAPTERS = [WanAdapter, HunyuanVideoAdapter]
+ADAPTERS = [WanAdapter, HunyuanVideoAdapter, CogVideoXAdapter]
 
 
 def adapter_for(model_patcher, input_name: str = "model"):
