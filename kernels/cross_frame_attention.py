@@ -148,13 +148,11 @@ def apply_plan(hidden: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     acc = hidden.dtype if hidden.dtype in (torch.float32, torch.float64) else torch.float32
     x = hidden if plan.order is None else hidden.index_select(0, plan.order)
     # prefix sums with a leading zero row: csum[k] = sum of sorted rows < k
-    csum = torch.empty((rows + 1,) + tuple(x.shape[1:]), dtype=acc, device=x.device)
-    csum[0].zero_()
-    torch.cumsum(x, dim=0, dtype=acc, out=csum[1:])
-    out = csum.index_select(0, plan.hi)
-    out.sub_(csum.index_select(0, plan.lo))
+    # (functional ops only, so the patch also works under autograd, e.g. guidance that needs gradients)
+    csum = torch.cat((x.new_zeros((1,) + tuple(x.shape[1:]), dtype=acc), torch.cumsum(x, dim=0, dtype=acc)))
+    out = csum.index_select(0, plan.hi) - csum.index_select(0, plan.lo)
     del csum
-    out.div_(plan.count.to(acc).view((rows,) + (1,) * (x.dim() - 1)))
+    out = out / plan.count.to(acc).view((rows,) + (1,) * (x.dim() - 1))
     out = out.to(hidden.dtype)
     if plan.inverse is not None:
         out = out.index_select(0, plan.inverse)

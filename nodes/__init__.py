@@ -12,6 +12,8 @@ from .inversion_sampler import InversionSampler
 from .load_cogvideox import LoadCogVideoX
 from .load_video import LoadVideo
 from .negative_prompt_editor import NegativePromptEditor
+from .noise_sharing import NoiseSharing
+from .slr_temporal_attention import SLRTemporalAttention
 from .swcfa import SWCFA
 
 NODE_LIST: list[type[io.ComfyNode]] = [
@@ -22,6 +24,8 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     EarlyStop,
     AttentionSwitch,
     SWCFA,
+    SLRTemporalAttention,
+    NoiseSharing,
     LoadCogVideoX,
 ]
 

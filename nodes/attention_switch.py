@@ -43,7 +43,9 @@ class AttentionSwitch(io.ComfyNode):
             description=(
                 "ZSVD attention switching: in the chosen blocks the remove prompt's text keys/values are replaced "
                 "by the null prompt's, so the edit removes the unwanted content while keeping the rest. Use with "
-                "ZSVR Negative Prompt Editor. Supported: Wan 2.1/2.2 (cross-attention blocks), HunyuanVideo "
+                "ZSVR Negative Prompt Editor. Supported: CogVideoX via ZSVR Load CogVideoX (joint attention; the "
+                "paper's model: blocks 0-3,15-29 of 30 on 2b), Wan 2.1/2.2 (cross-attention blocks; patch both Wan "
+                "2.2 experts), HunyuanVideo "
                 "(double blocks 0-19 then single blocks 20-59; the text swap covers keys, values and the text mask, "
                 "not the pooled CLIP vector). HunyuanVideo is guidance-distilled and responds weakly to two-branch "
                 "negative prompting: expect a smaller effect than on Wan or CogVideoX."

@@ -79,9 +79,12 @@ class DDPMInvert(io.ComfyNode):
                                        "(the ZSVD reference's 3.5 on null/null is the same as 1)."),
                 io.Latent.Input("latent", tooltip="The encoded video (VAE Encode of ZSVR Load Video)."),
                 io.Sigmas.Input("sigmas", tooltip="The noise schedule from any scheduler node (ZSVD: 100 steps). "
-                                "The edit must use the same schedule (ZSVR Inversion Sampler outputs it)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the per-step noise x_t drawn during inversion."),
+                                "The edit must use the same schedule (ZSVR Inversion Sampler outputs it); with "
+                                "step_rule ddim it may use another step count that starts at the same first sigma "
+                                "(TDM: 10 inversion steps, 32 sampling steps; any scheduler but ddim_uniform)."),
+                io.Int.Input("inversion_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seed of the per-step noise x_t drawn during inversion. Fixed on purpose (no "
+                                     "randomize-after-run control): a new seed would re-run the inversion every time."),
                 io.Combo.Input("step_rule", options=list(inv_kernel.RULES), default="ddpm",
                                tooltip="ddpm: edit-friendly DDPM posterior (any model). zsvd: the official ZSVD "
                                        "code's step (DDIM mean + DDPM-sized noise). ddim: deterministic DDIM "
@@ -94,7 +97,8 @@ class DDPMInvert(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, latent, sigmas, seed, step_rule, first_step) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, cfg, latent, sigmas, inversion_seed, step_rule, first_step) -> io.NodeOutput:
+        seed = inversion_seed
         host.check_conditioning(positive, "positive")
         host.check_conditioning(negative, "negative")
         if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):

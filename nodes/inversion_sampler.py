@@ -110,13 +110,20 @@ class InversionSampler(io.ComfyNode):
             description=(
                 "Replays an inversion from a skip step: connect NOISE, SAMPLER and SIGMAS to SamplerCustomAdvanced "
                 "(with the inverted LATENT). With the inversion's own prompt it reproduces the input; with the "
-                "Negative Prompt Editor it removes what the remove prompt describes."
+                "Negative Prompt Editor it removes what the remove prompt describes. After a ddim inversion (TDM) "
+                "the SAMPLER also takes SIGMAS from your own scheduler with another step count (e.g. invert in 10 "
+                "steps, sample in 32): sampling starts from the inverted latent at the schedule's first sigma (x_T "
+                "when it is the largest) and takes DDIM steps over your schedule. The first sigma must be one the "
+                "inversion passed through: every core scheduler except ddim_uniform starts at the model's largest "
+                "sigma for any step count."
             ),
             inputs=[
                 Inversion.Input("inversion", tooltip="From ZSVR DDPM Inversion."),
                 io.Int.Input("skip", default=40, min=0, max=10000,
                              tooltip="Steps of the schedule skipped: the edit starts at step `skip` (ZSVD: 40 of 100). "
-                                     "More skip keeps more of the input; less skip edits more."),
+                                     "More skip keeps more of the input; less skip edits more. After a ddim "
+                                     "inversion with SIGMAS from another scheduler, sampling starts where those "
+                                     "SIGMAS start instead (TDM: skip 0)."),
                 io.Float.Input("start_noise", default=0.0, min=0.0, max=1000.0, step=0.01,
                                tooltip="Optional start as a noise level instead of a step: the equivalent EPS sigma "
                                        "b/a (k-diffusion sigma; flow sigma s means s/(1-s)). ZSVD official: 4.55 "

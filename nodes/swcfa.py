@@ -30,6 +30,7 @@ from ..kernels import cross_frame_attention as cfa
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters.sd_unet import GROUPS, unet_adapter_for
+from .frame_layout import batch_layout, layout_key, schedule_gate
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
@@ -70,24 +71,6 @@ def parse_unet_blocks(text: str, counts: dict[str, int], with_attention: dict[st
     return {g: frozenset(ids) for g, ids in chosen.items() if ids}
 
 
-def _schedule_gate(model_patcher, start_percent: float, end_percent: float):
-    """``is_active(extra_options)``: the current sigma lies in [sigma(end_percent), sigma(start_percent)]."""
-    if start_percent <= 0.0 and end_percent >= 1.0:
-        return None  # always on: skip reading the sigma (a device sync) at every attention call
-    sampling = model_patcher.get_model_object("model_sampling")
-    sigma_start = float(sampling.percent_to_sigma(start_percent))
-    sigma_end = float(sampling.percent_to_sigma(end_percent))
-
-    def is_active(extra_options) -> bool:
-        sigmas = extra_options.get("sigmas")
-        if sigmas is None:
-            return True
-        sigma = float(sigmas.detach().flatten()[0])
-        return sigma_end <= sigma <= sigma_start
-
-    return is_active
-
-
 class SWCFAPatch:
     """The ``attn1_patch``: window-mean the key/value input of the chosen self-attention layers."""
 
@@ -100,33 +83,11 @@ class SWCFAPatch:
 
     def frame_labels(self, rows: int, extra_options) -> tuple[list[int], list[int], tuple | None]:
         """``(video, position)`` of every attention row, and the context window's frames if one is in use."""
-        chunks_list = extra_options.get("cond_or_uncond") or [0]
-        chunks = len(chunks_list)
-        if rows % chunks != 0:
-            raise RuntimeError(f"ZSVR SW-CFA: the attention batch has {rows} rows, which do not split into the "
-                               f"{chunks} cond/uncond chunks ComfyUI reports; cannot tell which rows are which frames")
-        chunk = rows // chunks
-        window = extra_options.get("context_window")
-        index_list = getattr(window, "index_list", None)
-        frames: tuple | None = None
-        if index_list is not None and getattr(window, "dim", 0) == 0 and len(index_list) == chunk:
-            frames = tuple(int(f) for f in index_list)
-        fpv = self.frames_per_video
-        if frames is None:
-            video, position = (t.tolist() for t in cfa.video_layout(chunk, fpv))
-        elif fpv == 0:
-            video, position = [0] * chunk, list(frames)
-        else:  # the context window holds frames of the full batch; videos are fpv consecutive frames of it
-            video, position = [f // fpv for f in frames], [f % fpv for f in frames]
-        per_chunk = max(video) + 1
-        all_video = [c * per_chunk + v for c in range(chunks) for v in video]
-        return all_video, position * chunks, frames
+        layout = batch_layout(rows, extra_options, self.frames_per_video, who="ZSVR SW-CFA")
+        return layout.video, layout.position, layout.window
 
     def plan(self, rows: int, extra_options, device) -> cfa.WindowPlan | None:
-        chunks = len(extra_options.get("cond_or_uncond") or [0])
-        window = extra_options.get("context_window")
-        index_list = getattr(window, "index_list", None)
-        key = (rows, chunks, tuple(index_list) if index_list is not None else None, getattr(window, "dim", 0), str(device))
+        key = layout_key(rows, extra_options, device)
         if key not in self._plans:
             video, position, _ = self.frame_labels(rows, extra_options)
             plan = cfa.plan_windows(video, position, self.radius)
@@ -205,6 +166,6 @@ class SWCFA(io.ComfyNode):
         chosen = parse_unet_blocks(blocks, adapter.block_counts(model), adapter.attention_blocks(model))
         patched = model.clone()
         if radius > 0 and chosen:
-            gate = _schedule_gate(model, start_percent, end_percent)
+            gate = schedule_gate(model, start_percent, end_percent)
             adapter.install_attn1_patch(patched, SWCFAPatch(radius, frames_per_video, chosen, gate))
         return io.NodeOutput(patched)

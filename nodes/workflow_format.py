@@ -10,9 +10,11 @@ workflows through the host's executor:
   (required, then optional). A widget is an INT, FLOAT, STRING, BOOLEAN or
   COMBO input without ``forceInput``. An INT/FLOAT marked
   ``control_after_generate`` (or named ``seed``/``noise_seed``) is followed by
-  its control value ("fixed", "randomize", ...), and a combo with an upload
-  flag (``image_upload``/``video_upload``/``audio_upload``) by its upload
-  button's value; both are skipped. A dict ``widgets_values`` maps by name.
+  its control value ("fixed", "randomize", ...), which is skipped. A combo with
+  an upload flag (``image_upload``/``video_upload``/``audio_upload``) adds an
+  upload button *after all other widgets*, whose value ("image") is the last
+  entry and is ignored (checked against frontend 1.27.10 in a real browser:
+  ``tests/test_browser_workflows.py``). A dict ``widgets_values`` maps by name.
 * A linked input becomes ``[source_id, output_slot]``, after following
   ``Reroute`` nodes and bypassed (mode 4) nodes, which pass their first input
   of the link's type through; a muted (mode 2) source drops the input.
@@ -66,12 +68,20 @@ def widget_slots(input_types: dict) -> list[tuple[str, int]]:
                 continue
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             width = 1
-            if spec[0] in ("INT", "FLOAT") and (opts.get("control_after_generate") or name in ("seed", "noise_seed")):
-                width += 1
-            if any(opts.get(flag) for flag in UPLOAD_FLAGS):
+            if spec[0] in ("INT", "FLOAT") and opts.get("control_after_generate"):
                 width += 1
             slots.append((name, width))
     return slots
+
+
+def has_upload_button(input_types: dict) -> bool:
+    """True when the frontend appends an upload button (its value is the last widgets_values entry)."""
+    for group in ("required", "optional"):
+        for spec in (input_types.get(group) or {}).values():
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if any(opts.get(flag) for flag in UPLOAD_FLAGS):
+                return True
+    return False
 
 
 def _default(spec):

@@ -145,7 +145,7 @@ class Host:
         folder_paths.set_output_directory(str(self.work_dir / "output"))
         folder_paths.set_temp_directory(str(self.work_dir / "temp"))
         self.models = _tiny_models(self.models_dir)
-        for kind in ("diffusion_models", "vae", "checkpoints", "text_encoders"):
+        for kind in ("diffusion_models", "vae", "checkpoints", "text_encoders", "controlnet", "diffusers"):
             (self.models_dir / kind).mkdir(parents=True, exist_ok=True)
             folder_paths.add_model_folder_path(kind, str(self.models_dir / kind), is_default=True)
         if REALRAIN_DIR.is_dir():
@@ -325,6 +325,8 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         "hunyuan": models_dir / "diffusion_models" / tiny_models.HUNYUAN_FILE,
         "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,
         "wan_vae": models_dir / "vae" / tiny_models.WAN_VAE_FILE,
+        "sd15_ckpt": models_dir / "checkpoints" / tiny_models.SD15_CKPT_FILE,
+        "controlnet_sd15": models_dir / "controlnet" / tiny_models.CONTROLNET_SD15_FILE,
     }
 
 

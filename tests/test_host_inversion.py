@@ -49,7 +49,7 @@ def _graph(host, family, rule, skip, *, first_step=None, remove_seed=None, stren
         "sig": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": scheduler, "steps": steps, "denoise": 1.0}},
         "inv": {"class_type": "ZSVR_DDPMInvert", "inputs": {
             "model": ["m", 0], "positive": ["null", 0], "negative": ["null", 0], "cfg": cfg, "latent": ["lat", 0],
-            "sigmas": ["sig", 0], "seed": 11, "step_rule": rule, "first_step": skip if first_step is None else first_step}},
+            "sigmas": ["sig", 0], "inversion_seed": 11, "step_rule": rule, "first_step": skip if first_step is None else first_step}},
         "rep": {"class_type": "ZSVR_InversionSampler", "inputs": {"inversion": ["inv", 0], "skip": skip, "start_noise": 0.0}},
     })
     remove = ["null", 0]
@@ -185,12 +185,12 @@ def test_changing_skip_does_not_rerun_the_inversion(host):
 def test_inversion_progress_and_interrupt(host):
     host.store["lat"] = _latent("wan", seed=4)
     g = _graph(host, "wan", "ddpm", 0, steps=12, capture="pi")
-    g["inv"]["inputs"]["seed"] = 1234  # a fresh inversion, not cached
+    g["inv"]["inputs"]["inversion_seed"] = 1234  # a fresh inversion, not cached
     ok = host.run(g)
     assert ok.success, ok.error_message
     inv_progress = [p for p in ok.progress if p[0] == "inv"]
     assert [p[1] for p in inv_progress] == list(range(1, 13)) and inv_progress[-1][2] == 12
-    g["inv"]["inputs"]["seed"] = 4321
+    g["inv"]["inputs"]["inversion_seed"] = 4321
     stopped = host.run(g, interrupt_after_progress=3)
     assert stopped.interrupted and not stopped.success
     assert "smp" not in stopped.executed

@@ -280,3 +280,96 @@ def test_bad_input_video_model_and_other_models(host):
         diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
     with pytest.raises(InputError, match="'model'.*does not support.*SD1.5, SD2.x or SDXL"):
         _swcfa(host, fake)
+
+
+# -- TDM: a 10-step DDIM inversion handed to a sampling schedule of another length ------------------------
+INV_STEPS = 10  # TDM inverts in 10 DDIM steps and samples in 32; 16 here keeps the test small
+
+
+def _tdm_graph(host, smp_steps, *, capture, scheduler="normal", radius=0, fresh_noise=False):
+    """DDIM inversion (null prompt, 10 steps) -> InversionSampler(skip 0) NOISE/SAMPLER + SIGMAS of another scheduler.
+
+    ``fresh_noise``: the same sampling without the inversion (RandomNoise + core ``ddim`` from the input latent).
+    """
+    g = {
+        "m": {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tdm_model"}},
+        "null": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 7, "tokens": 6, "width": 768, "scale": 1.0}},
+        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tdm_lat"}},
+        "inv_sig": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": "normal", "steps": INV_STEPS, "denoise": 1.0}},
+        "inv": {"class_type": "ZSVR_DDPMInvert", "inputs": {
+            "model": ["m", 0], "positive": ["null", 0], "negative": ["null", 0], "cfg": 1.0, "latent": ["lat", 0],
+            "sigmas": ["inv_sig", 0], "inversion_seed": 0, "step_rule": "ddim", "first_step": 0}},
+        "rep": {"class_type": "ZSVR_InversionSampler", "inputs": {"inversion": ["inv", 0], "skip": 0, "start_noise": 0.0}},
+        "smp_sig": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": scheduler, "steps": smp_steps, "denoise": 1.0}},
+        "cap_inv": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["inv", 0], "key": "tdm_inversion"}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
+    }
+    model = ["m", 0]
+    if radius:
+        g["sw"] = {"class_type": "ZSVR_SWCFA", "inputs": {"model": model, "radius": radius, "frames_per_video": 0,
+                                                          "blocks": "all", "start_percent": 0.0, "end_percent": 1.0}}
+        model = ["sw", 0]
+    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model, "positive": ["null", 0], "negative": ["null", 0], "cfg": 1.0}}
+    noise, sampler = ["rep", 0], ["rep", 1]
+    if fresh_noise:
+        g["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}}
+        g["ddim"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "ddim"}}
+        noise, sampler = ["noise", 0], ["ddim", 0]
+    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": noise, "guider": ["gd", 0], "sampler": sampler, "sigmas": ["smp_sig", 0], "latent_image": ["lat", 0]}}
+    return g
+
+
+def test_ddim_inversion_hands_its_x_T_to_a_sampling_schedule_of_another_length(host, unet):
+    """TDM inverts with 10 DDIM steps and samples with 32. ``ZSVR_InversionSampler``'s SAMPLER (rule ``ddim``)
+    accepts any SIGMAS whose first value is an inverted level; every core scheduler but ddim_uniform starts at
+    sigma_max for any step count, so a 16-step schedule starts from the inversion's x_T (its latent at sigma_max)
+    and runs DDIM steps over the new schedule.
+
+    What is honest to assert with random weights: the first model call of the sampling sees exactly the inverted
+    x_T at sigma_max; the output is finite; it reproduces the input about as well as replaying the inversion's own
+    10-step schedule (the error is the 10-step DDIM inversion's own, not the hand-over's; the same schedule is not
+    reliably better: the stored final residual corrects only the last step, and on this tiny model 32 or 64
+    sampling steps came out slightly better than 10), and far better than the same sampling from fresh noise. SW-CFA (radius 3) runs on the same hand-over. A schedule that starts elsewhere is
+    refused with a message naming the inverted levels.
+    """
+    calls: list[tuple] = []
+
+    def record(apply_model, args):
+        if args["c"].get("transformer_options", {}).get("zsvr_pass") != "inversion":
+            calls.append((args["input"].detach().clone(), float(args["timestep"].flatten()[0])))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model = unet.clone()
+    model.set_model_unet_function_wrapper(record)
+    host.store["tdm_model"] = model
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+    host.store["tdm_lat"] = {"samples": x}
+    sigma_max = float(unet.get_model_object("model_sampling").sigma_max)
+
+    errors, outputs = {}, {}
+    for name, steps, kwargs in (("same", INV_STEPS, {}), ("other", 16, {}), ("fresh", 16, {"fresh_noise": True}),
+                                ("swcfa", 16, {"radius": 3})):
+        calls.clear()
+        out = _run(host, _tdm_graph(host, steps, capture=f"tdm_{name}", **kwargs), f"tdm_{name}")
+        assert torch.isfinite(out).all(), name
+        assert len(calls) == steps, (name, len(calls))
+        outputs[name], errors[name] = out, _rel(out, x)
+        inversion = host.captured["tdm_inversion"]
+        assert inversion.rule == "ddim" and inversion.steps == INV_STEPS
+        first_input, first_sigma = calls[0]
+        assert first_sigma == pytest.approx(sigma_max, rel=1e-5), name
+        if name != "fresh":  # the hand-over: the sampler's first model input is the inverted latent at sigma_max
+            assert torch.equal(first_input, inversion.trajectory[0].to(first_input.dtype)), name
+    print("TDM hand-over, relative error to the input latent: " +
+          ", ".join(f"{k} {v:.3g}" for k, v in errors.items()) +
+          f" (inversion {INV_STEPS} steps; same = {INV_STEPS}-step sampling, other/swcfa = 16 steps, "
+          "fresh = 16 DDIM steps from new noise)")
+    assert errors["other"] < 0.3
+    assert errors["other"] < 1.5 * errors["same"]
+    assert errors["fresh"] > 10 * errors["other"]
+    assert _rel(outputs["swcfa"], outputs["other"]) > 1e-3  # SW-CFA acts on the handed-over trajectory
+
+    res = host.run(_tdm_graph(host, 16, capture="tdm_bad", scheduler="ddim_uniform"))
+    assert not res.success
+    assert "'sigmas'" in res.error_message and "not a level of the DDIM inversion" in res.error_message

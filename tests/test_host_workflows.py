@@ -28,11 +28,47 @@ TINY = {
         },
         "text_width": 4096,
     },
+    "zsvd_derain_cogvideox2b.json": {
+        "files": {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 9, "width": 64, "height": 64},
+            "BasicScheduler": {"steps": 10},
+            "ZSVR_DDPMInvert": {"first_step": 4},
+            "ZSVR_InversionSampler": {"skip": 4},
+            "ZSVR_AttentionSwitch": {"blocks": "0-2"},
+        },
+        "text_width": "cogvideox",
+    },
+    "zvrd_slr_sd15.json": {
+        "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
+                  "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 4, "width": 32, "height": 32},
+            "BasicScheduler": {"steps": 4},
+        },
+        "text_width": None,
+    },
+    "tdm_swcfa_sd15.json": {
+        # the tiny checkpoint carries a random full-size CLIP-L, so CLIPTextEncode runs for real (text_width None)
+        "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
+                  "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
+            "Inversion schedule": {"steps": 3},  # node titles: the two BasicSchedulers differ
+            "Sampling schedule": {"steps": 5},
+        },
+        "text_width": None,
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def wf(host):
+    import tiny_models
+
+    cog = host.models_dir / "diffusers" / "tiny_cogvideox_wf"
+    if not (cog / "transformer" / "config.json").is_file():
+        tiny_models.write_tiny_cogvideox(cog)
     return importlib.import_module(f"{host.pack.__name__}.nodes.workflow_format")
 
 
@@ -88,7 +124,7 @@ def _substitute_files(host, prompt: dict, tiny: dict) -> dict:
         ct = node["class_type"]
         if ct in tiny["files"]:
             key, model = tiny["files"][ct]
-            node["inputs"][key] = host.models[model].name
+            node["inputs"][key] = model[len("folder:"):] if model.startswith("folder:") else host.models[model].name
         if ct == "ZSVR_LoadVideo":
             node["inputs"]["video"] = "42.mp4"
         if ct == "CLIPLoader":  # no UMT5/CLIP weights here: a placeholder name is enough to validate
@@ -101,11 +137,15 @@ def _tiny_run_prompt(prompt: dict, tiny: dict) -> dict:
     for node_id, node in list(prompt.items()):
         ct = node["class_type"]
         node["inputs"].update(tiny["settings"].get(ct, {}))
-        if ct == "CLIPTextEncode":
+        node["inputs"].update(tiny["settings"].get(node.get("_meta", {}).get("title"), {}))
+        if ct == "CLIPTextEncode" and tiny["text_width"]:
+            import tiny_models
+
+            width = tiny_models.COGVIDEOX_TEXT_DIM if tiny["text_width"] == "cogvideox" else tiny["text_width"]
             text = node["inputs"]["text"]
             prompt[node_id] = {"class_type": "ZSVRTest_RandomConditioning", "inputs": {
-                "seed": zlib.crc32(text.encode()) % 1000, "tokens": 6, "width": tiny["text_width"], "scale": 1.0}}
-        elif ct == "CLIPLoader":
+                "seed": zlib.crc32(text.encode()) % 1000, "tokens": 6, "width": width, "scale": 1.0}}
+        elif ct in ("CLIPLoader", "T5TokenizerOptions") and tiny["text_width"]:
             del prompt[node_id]
     return prompt
 
@@ -131,7 +171,7 @@ def test_converter_handles_core_template_rules(host, wf):
     ui = {
         "nodes": [
             {"id": 1, "type": "ZSVR_LoadVideo", "mode": 0, "inputs": [],
-             "widgets_values": ["42.mp4", "video", 2, 9, 1, 64, 48, "pad", "any", 8, False, False],
+             "widgets_values": ["42.mp4", 2, 9, 1, 64, 48, "pad", "any", 8, False, False, "image"],
              "outputs": [{"name": "images", "type": "IMAGE", "links": [1]}]},
             {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
              "outputs": [{"name": "", "type": "IMAGE", "links": [2]}]},

@@ -116,3 +116,11 @@ def test_bad_inputs_name_the_input():
         cfa.window_mean(torch.zeros(6, 1, 1), 0, -1)
     with pytest.raises(InputError, match="'frames_per_video'"):
         cfa.video_layout(6, -2)
+
+
+def test_window_mean_supports_autograd():
+    """Gradient guidance (ZVRD eq. 8-10) runs the patched model outside inference mode."""
+    x = torch.randn(6, 5, 4, requires_grad=True)
+    out = cfa.window_mean(x, 3, 1)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

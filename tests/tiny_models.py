@@ -11,6 +11,8 @@ temporary ComfyUI model folder:
 | ``tiny_hunyuan_video.safetensors`` | diffusion_models | ``UNETLoader`` | ``HunyuanVideo`` (flow) |
 | ``tiny_taesd.safetensors`` | vae | ``VAELoader`` | TAESD (4 latent channels, 8x) |
 | ``rand_wan21_vae.safetensors`` | vae | ``VAELoader`` | Wan 2.1 VAE (full size: the loader accepts no smaller; bf16, 254 MB) |
+| ``tiny_sd15_all.safetensors`` | checkpoints | ``CheckpointLoaderSimple`` | SD15 (the tiny U-Net) + TAESD VAE + random full-size CLIP-L (fp16, 345 MB) |
+| ``tiny_controlnet_sd15.safetensors`` | controlnet | ``ControlNetLoader`` | ``cldm.ControlNet`` of the tiny SD15 U-Net (21 M params, fp16) |
 
 Each architecture is built by ComfyUI's own model classes (so the layouts are
 exactly what the loaders expect), initialised here with a seeded generator
@@ -197,4 +199,149 @@ def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     _save(build_wan21_vae(), out["wan_vae"], torch.bfloat16)
     out["taesd"] = vae_dir / TAESD_FILE
     _save(build_taesd(), out["taesd"])
+    out.update(write_sd15_checkpoint_and_controlnet(models_dir))
+    return out
+
+
+COGVIDEOX_TEXT_DIM = 32
+COGVIDEOX_TEXT_LEN = 8
+
+COGVIDEOX_TRANSFORMER_CONFIG = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "in_channels": 16,
+    "out_channels": 16,
+    "time_embed_dim": 32,
+    "text_embed_dim": COGVIDEOX_TEXT_DIM,
+    "num_layers": 3,
+    "sample_width": 8,
+    "sample_height": 8,
+    "sample_frames": 9,  # (3 latent frames - 1) * 4 + 1
+    "patch_size": 2,
+    "max_text_seq_length": COGVIDEOX_TEXT_LEN,
+}
+
+# CogVideoX-2b's scheduler/scheduler_config.json (diffusers CogVideoXDDIMScheduler)
+COGVIDEOX_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "set_alpha_to_one": True,
+    "snr_shift_scale": 3.0,
+    "steps_offset": 0,
+    "timestep_spacing": "trailing",
+}
+
+
+def build_tiny_cogvideox_transformer(seed: int = 0, rope: bool = False):
+    """A 3-block diffusers CogVideoXTransformer3DModel (2b layout; ``rope`` gives the 5b layout), fp32."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    config = dict(COGVIDEOX_TRANSFORMER_CONFIG, use_rotary_positional_embeddings=rope)
+    return randomize_(CogVideoXTransformer3DModel(**config), seed).eval()
+
+
+def build_tiny_cogvideox_vae(seed: int = 0, scaling_factor: float = 0.7):
+    """A 4-level diffusers AutoencoderKLCogVideoX (8x spatial, 4x temporal, 16 channels) with 8 channels a level."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
+                                 latent_channels=16, sample_height=64, sample_width=64, scaling_factor=scaling_factor)
+    return randomize_(vae, seed, gain=0.5).eval()
+
+
+def write_tiny_cogvideox(folder: pathlib.Path, seed: int = 0, rope: bool = False,
+                         components=("transformer", "vae", "scheduler")) -> pathlib.Path:
+    """Save a tiny CogVideoX laid out like a diffusers repo: transformer/, vae/, scheduler/scheduler_config.json."""
+    import json
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if "transformer" in components:
+        build_tiny_cogvideox_transformer(seed, rope).save_pretrained(str(folder / "transformer"))
+    if "vae" in components:
+        build_tiny_cogvideox_vae(seed + 1).save_pretrained(str(folder / "vae"))
+    if "scheduler" in components:
+        (folder / "scheduler").mkdir(exist_ok=True)
+        config = dict(COGVIDEOX_SCHEDULER_CONFIG, _class_name="CogVideoXDDIMScheduler")
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+SD15_CKPT_FILE = "tiny_sd15_all.safetensors"
+CONTROLNET_SD15_FILE = "tiny_controlnet_sd15.safetensors"
+
+
+def build_clip_l(seed: int = 0):
+    """SD1.5's text encoder at its real size, random weights.
+
+    The checkpoint loader builds CLIP-L from the fixed ``sd1_clip_config.json``
+    (124 M parameters), so no smaller one loads. Measured on the 2-core test
+    machine: build + fp16 save 1.5 s, ``CheckpointLoaderSimple`` 0.3 s,
+    one ``CLIPTextEncode`` 0.1 s, which is cheap enough to run the shipped
+    workflows' text encoders for real.
+    """
+    import comfy.sd1_clip
+
+    return randomize_(comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float32), seed)
+
+
+def build_sd15_controlnet(seed: int = 0, zero_conv_gain: float = 0.1):
+    """A ``comfy.cldm.cldm.ControlNet`` of the tiny SD15 U-Net (image hint, 3 channels), random weights.
+
+    ``load_controlnet_state_dict`` re-detects this config from the
+    ``control_model.``-prefixed keys (the ``.pth`` layout of the ControlNet 1.1
+    releases). The zero convolutions, zero in a fresh ControlNet, get small
+    random weights (``zero_conv_gain``) so the control visibly but mildly acts.
+    """
+    import comfy.cldm.cldm
+    import comfy.ops
+    import comfy.supported_models
+
+    config = dict(comfy.supported_models.SD15(dict(SD15_UNET_CONFIG)).unet_config)
+    config.pop("out_channels")
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu",
+                                     operations=comfy.ops.disable_weight_init, **config)
+    randomize_(net, seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("zero_convs.", "middle_block_out.")):
+                p.mul_(zero_conv_gain)
+    return net
+
+
+def write_sd15_checkpoint_and_controlnet(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """``checkpoints/tiny_sd15_all`` and ``controlnet/tiny_controlnet_sd15`` (fp16 on disk).
+
+    The checkpoint holds ``model.diffusion_model.*`` (the same U-Net as
+    ``tiny_sd15_unet``), ``first_stage_model.*`` (the same TAESD as
+    ``tiny_taesd``) and ``cond_stage_model.*`` (:func:`build_clip_l`), the
+    layout ``CheckpointLoaderSimple`` detects as SD15 with a TAESD VAE.
+    """
+    ckpt_dir = models_dir / "checkpoints"
+    cn_dir = models_dir / "controlnet"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cn_dir.mkdir(parents=True, exist_ok=True)
+    out = {"sd15_ckpt": ckpt_dir / SD15_CKPT_FILE, "controlnet_sd15": cn_dir / CONTROLNET_SD15_FILE}
+    state = {}
+    parts = (("model.diffusion_model.", lambda: build_sd15().diffusion_model, torch.float16),
+             ("first_stage_model.", build_taesd, None),
+             ("cond_stage_model.", build_clip_l, torch.float16))
+    for prefix, build, dtype in parts:  # one fp32 module alive at a time
+        module = build()
+        for k, v in module.state_dict().items():
+            v = v.detach()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            state[prefix + k] = v.contiguous().clone()
+        del module
+    save_file(state, str(out["sd15_ckpt"]))
+    del state
+    net = build_sd15_controlnet()
+    save_file({"control_model." + k: v.detach().to(torch.float16).contiguous().clone()
+               for k, v in net.state_dict().items()}, str(out["controlnet_sd15"]))
     return out

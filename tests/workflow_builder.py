@@ -19,8 +19,9 @@ import pathlib
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = PACK_DIR / "workflows"
 
-# ZSVD's eight rain phrases are not reproduced here; the paper found "light rain" the best single phrase.
+# The paper found "light rain" the best single phrase; the official script uses eight phrases.
 RAIN_PROMPT = "light rain"
+ZSVD_OFFICIAL_RAIN_PROMPT = "heavy rain, light rain, drizzle, sprinkle, shower, raindrops, rainstorm, streak"
 
 
 class Graph:
@@ -39,9 +40,9 @@ class Graph:
             value = widgets.pop(name) if name in widgets else self.registry.default(spec)
             values.append(value)
             if width == 2:
-                opts = spec[1] if len(spec) > 1 else {}
-                values.append("image" if any(opts.get(f) for f in ("image_upload", "video_upload", "audio_upload"))
-                              else "fixed")
+                values.append("fixed")  # seed control: keep the inversion cached between runs
+        if self.registry.has_upload_button(types):
+            values.append("image")  # the upload button's value comes last
         if widgets:
             raise KeyError(f"{class_type} has no widget inputs {sorted(widgets)}")
         node = {
@@ -111,7 +112,7 @@ def zsvd_wan21(g: Graph) -> Graph:
     g.connect(vae, 0, enc, "vae")
     sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": 50, "denoise": 1.0})
     g.connect(unet, 0, sched, "model")
-    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 1.0, "seed": 0, "step_rule": "ddpm", "first_step": 20},
+    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddpm", "first_step": 20},
                 size=(340, 260))
     g.connect(unet, 0, inv, "model")
     g.connect(null, 0, inv, "positive")
@@ -156,8 +157,227 @@ def zsvd_wan21(g: Graph) -> Graph:
     return g
 
 
+TDM_TASK_PROMPT = "remove the rain"
+
+
+def tdm_swcfa_sd15(g: Graph) -> Graph:
+    """TDM on SD1.5: DDIM inversion (10 steps) -> 32-step DDIM sampling with tile ControlNet, task prompt, SW-CFA.
+
+    The hand-over between the two step counts: ``ZSVR_InversionSampler``
+    (skip 0) gives the NOISE and the replaying SAMPLER; the SIGMAS come from a
+    32-step scheduler. Both schedules start at the model's largest sigma, which
+    is an inverted level, so the sampler starts from the inverted latent there
+    (x_T) and runs DDIM steps over the 32-step schedule. The inversion uses the
+    plain model and the null prompt; only sampling gets ControlNet, the task
+    prompt and SW-CFA.
+    """
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 16, "width": 640, "height": 384,
+                                           "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
+    ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
+    cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
+    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
+    task = g.add("CLIPTextEncode", (380, 600), {"text": TDM_TASK_PROMPT}, title="Task prompt")
+    g.connect(ckpt, 1, null, "clip")
+    g.connect(ckpt, 1, task, "clip")
+    enc = g.add("VAEEncode", (380, 0))
+    g.connect(load, 0, enc, "pixels")
+    g.connect(ckpt, 2, enc, "vae")
+    inv_sched = g.add("BasicScheduler", (380, 160), {"scheduler": "normal", "steps": 10, "denoise": 1.0},
+                      title="Inversion schedule")
+    g.connect(ckpt, 0, inv_sched, "model")
+    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddim", "first_step": 0},
+                size=(340, 260))
+    g.connect(ckpt, 0, inv, "model")
+    g.connect(null, 0, inv, "positive")
+    g.connect(null, 0, inv, "negative")
+    g.connect(enc, 0, inv, "latent")
+    g.connect(inv_sched, 0, inv, "sigmas")
+    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": 0, "start_noise": 0.0})
+    g.connect(inv, 0, rep, "inversion")
+    smp_sched = g.add("BasicScheduler", (760, 300), {"scheduler": "normal", "steps": 32, "denoise": 1.0},
+                      title="Sampling schedule")
+    g.connect(ckpt, 0, smp_sched, "model")
+    control = g.add("ControlNetApplyAdvanced", (760, 460), {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+                    size=(320, 190))
+    g.connect(task, 0, control, "positive")
+    g.connect(null, 0, control, "negative")
+    g.connect(cnet, 0, control, "control_net")
+    g.connect(load, 0, control, "image")
+    swcfa = g.add("ZSVR_SWCFA", (1140, 300), {"radius": 3, "frames_per_video": 0, "blocks": "all",
+                                             "start_percent": 0.0, "end_percent": 1.0}, size=(340, 200))
+    g.connect(ckpt, 0, swcfa, "model")
+    guider = g.add("CFGGuider", (1140, 540), {"cfg": 7.5})
+    g.connect(swcfa, 0, guider, "model")
+    g.connect(control, 0, guider, "positive")
+    g.connect(control, 1, guider, "negative")
+    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
+    g.connect(rep, 0, smp, "noise")
+    g.connect(guider, 0, smp, "guider")
+    g.connect(rep, 1, smp, "sampler")
+    g.connect(smp_sched, 0, smp, "sigmas")
+    g.connect(enc, 0, smp, "latent_image")
+    dec = g.add("VAEDecode", (1860, 0))
+    g.connect(smp, 0, dec, "samples")
+    g.connect(ckpt, 2, dec, "vae")
+    video = g.add("CreateVideo", (1860, 160))
+    g.connect(dec, 0, video, "images")
+    g.connect(load, 1, video, "fps")
+    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/tdm_restored"}, size=(420, 380))
+    g.connect(video, 0, save, "video")
+    g.note(
+        "TDM video restoration on SD1.5 (frames are the batch)\n\n"
+        "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth. "
+        "TDM fine-tunes its own ControlNet with task prompts; the public tile ControlNet stands in for it "
+        "(load TDM's ControlNet here if you have it).\n\n"
+        "How it runs: DDIM inversion of the input (null prompt, Inversion schedule), then DDIM sampling over "
+        "the Sampling schedule from the inverted latent at the first sigma, with the input frames as the "
+        "ControlNet hint, the Task prompt and SW-CFA.\n\n"
+        "What to tweak:\n"
+        "- radius (SW-CFA): each frame's self-attention keys/values are the mean over frames i-r..i+r. "
+        "Larger = smoother, more consistent video but blurrier detail; 0 = off (frames flicker independently).\n"
+        "- Task prompt: one phrase per degradation, e.g. \"remove the rain\" or \"remove the haze\".\n"
+        "- steps of the two schedules: they may differ (paper: 10 and 32). Use any scheduler but ddim_uniform "
+        "for both: they must start at the same (largest) sigma, else the sampler stops with a message.\n"
+        "- cfg (CFG Guider) and ControlNet strength: lower keeps more of the input.\n"
+        "- frame_cap / size (Load Video): all frames are denoised as one batch, so memory grows with both.\n\n"
+        "Paper defaults: DDIM inversion 10 steps, DDIM sampling 32 steps, SW-CFA radius 3.",
+        (1500, 380), size=(560, 420), title="TDM: what to tweak")
+    return g
+
+
+def zsvd_cogvideox(g: Graph) -> Graph:
+    """ZSVD on CogVideoX-2b with the official settings (100 steps, skip 40, strength 15, blocks 0-3,15-29)."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 49, "width": 720, "height": 480,
+                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    cog = g.add("ZSVR_LoadCogVideoX", (0, 420), {"model_folder": "CogVideoX-2b", "dtype": "auto"})
+    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "t5xxl_fp16.safetensors", "type": "sd3"})
+    t5 = g.add("T5TokenizerOptions", (0, 740), {"min_padding": 0, "min_length": 226},
+               title="T5 to 226 tokens (CogVideoX)")
+    g.connect(clip, 0, t5, "clip")
+    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (380, 600), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
+    g.connect(t5, 0, null, "clip")
+    g.connect(t5, 0, remove, "clip")
+    enc = g.add("VAEEncode", (380, 0))
+    g.connect(load, 0, enc, "pixels")
+    g.connect(cog, 1, enc, "vae")
+    sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": 100, "denoise": 1.0})
+    g.connect(cog, 0, sched, "model")
+    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 3.5, "inversion_seed": 0, "step_rule": "zsvd",
+                                              "first_step": 40}, size=(340, 260))
+    g.connect(cog, 0, inv, "model")
+    g.connect(null, 0, inv, "positive")
+    g.connect(null, 0, inv, "negative")
+    g.connect(enc, 0, inv, "latent")
+    g.connect(sched, 0, inv, "sigmas")
+    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": 40, "start_noise": 0.0})
+    g.connect(inv, 0, rep, "inversion")
+    switch = g.add("ZSVR_AttentionSwitch", (760, 300), {"blocks": "0-3,15-29"})
+    g.connect(cog, 0, switch, "model")
+    editor = g.add("ZSVR_NegativePromptEditor", (1140, 300), {"strength": 15.0})
+    g.connect(switch, 0, editor, "model")
+    g.connect(null, 0, editor, "null")
+    g.connect(remove, 0, editor, "remove")
+    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
+    g.connect(rep, 0, smp, "noise")
+    g.connect(editor, 0, smp, "guider")
+    g.connect(rep, 1, smp, "sampler")
+    g.connect(rep, 2, smp, "sigmas")
+    g.connect(enc, 0, smp, "latent_image")
+    dec = g.add("VAEDecode", (1860, 0))
+    g.connect(smp, 0, dec, "samples")
+    g.connect(cog, 1, dec, "vae")
+    video = g.add("CreateVideo", (1860, 160))
+    g.connect(dec, 0, video, "images")
+    g.connect(load, 1, video, "fps")
+    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/derained_cogvideox"}, size=(420, 380))
+    g.connect(video, 0, save, "video")
+    g.note(
+        "ZSVD on CogVideoX-2b, the paper's setup\n\n"
+        "Models: models/diffusers/CogVideoX-2b (the diffusers folder: transformer/, vae/, scheduler/), "
+        "text_encoders/t5xxl_fp16.safetensors (T5 v1.1 XXL; the T5 node pads it to CogVideoX's 226 tokens).\n\n"
+        "Official settings: 49 frames at 720x480, 100 steps, skip 40, editing strength 15, inversion with the "
+        "null prompt on both sides (cfg 3.5, which equals 1 there), switched blocks 0-3,15-29, step rule zsvd "
+        "(the official code's DDIM mean + DDPM-sized noise). first_step 40 inverts only the 60 steps the edit "
+        "replays (set it to 0 to try other skips without re-inverting).\n\n"
+        "Remove prompt: the official eight phrases; the paper found \"light rain\" the best single phrase.\n\n"
+        "What to tweak: skip (more = closer to the input), strength (more = stronger removal), blocks "
+        "(all = no edit, empty = plain negative prompting).",
+        (760, 560), size=(560, 360), title="ZSVD (CogVideoX): official settings")
+    return g
+
+
+def zvrd_slr_sd15(g: Graph) -> Graph:
+    """ZVRD on SD1.5: SLR temporal attention, noise sharing and early stopping around a tile-ControlNet img2img."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 16, "width": 512, "height": 512,
+                                           "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
+    ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
+    cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
+    pos = g.add("CLIPTextEncode", (380, 420), {"text": "a clear, sharp, high quality photo"}, title="Prompt")
+    neg = g.add("CLIPTextEncode", (380, 600), {"text": "rain, noise, blur, low quality"}, title="Negative prompt")
+    g.connect(ckpt, 1, pos, "clip")
+    g.connect(ckpt, 1, neg, "clip")
+    enc = g.add("VAEEncode", (380, 0))
+    g.connect(load, 0, enc, "pixels")
+    g.connect(ckpt, 2, enc, "vae")
+    slr = g.add("ZSVR_SLRTemporalAttention", (760, 0), {"trajectory_start": 0.5, "frames_per_video": 0,
+                                                        "start_percent": 0.0, "end_percent": 1.0}, size=(340, 200))
+    g.connect(ckpt, 0, slr, "model")
+    g.connect(load, 0, slr, "image")
+    control = g.add("ControlNetApplyAdvanced", (760, 240), {"strength": 1.0, "start_percent": 0.0,
+                                                            "end_percent": 1.0}, size=(320, 190))
+    g.connect(pos, 0, control, "positive")
+    g.connect(neg, 0, control, "negative")
+    g.connect(cnet, 0, control, "control_net")
+    g.connect(load, 0, control, "image")
+    guider = g.add("CFGGuider", (1140, 240), {"cfg": 7.0})
+    g.connect(slr, 0, guider, "model")
+    g.connect(control, 0, guider, "positive")
+    g.connect(control, 1, guider, "negative")
+    select = g.add("KSamplerSelect", (760, 470), {"sampler_name": "euler_ancestral"})
+    share = g.add("ZSVR_NoiseSharing", (1140, 0), {"noise_seed": 0, "lambda": 0.5}, size=(340, 200))
+    g.connect(select, 0, share, "sampler")
+    g.connect(load, 0, share, "image")
+    stop = g.add("ZSVR_EarlyStop", (1140, 440), {"stop_step": 0, "stop_percent": 0.8})
+    g.connect(share, 1, stop, "sampler")
+    sched = g.add("BasicScheduler", (760, 600), {"scheduler": "normal", "steps": 30, "denoise": 0.6})
+    g.connect(ckpt, 0, sched, "model")
+    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
+    g.connect(share, 0, smp, "noise")
+    g.connect(guider, 0, smp, "guider")
+    g.connect(stop, 0, smp, "sampler")
+    g.connect(sched, 0, smp, "sigmas")
+    g.connect(enc, 0, smp, "latent_image")
+    dec = g.add("VAEDecode", (1860, 0))
+    g.connect(smp, 0, dec, "samples")
+    g.connect(ckpt, 2, dec, "vae")
+    video = g.add("CreateVideo", (1860, 160))
+    g.connect(dec, 0, video, "images")
+    g.connect(load, 1, video, "fps")
+    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/zvrd_restored"}, size=(420, 380))
+    g.connect(video, 0, save, "video")
+    g.note(
+        "ZVRD on SD1.5 (frames are the batch)\n\n"
+        "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth "
+        "(the image restorer whose frames ZVRD makes consistent; swap in your own).\n\n"
+        "What to tweak:\n"
+        "- trajectory_start (SLR): from this point of the schedule on, attention also follows each pixel's "
+        "trajectory (flow from the input frames). 1 = neighbour-frame attention only.\n"
+        "- lambda (Noise Sharing): 1 = one noise for all frames; lower blends each frame's noise with the "
+        "previous frame's along the flow (smoother motion, less frozen texture).\n"
+        "- stop_percent (Early Stop): stop sampling early and keep that step's clean prediction: fewer "
+        "flickering details; 1.0 = no early stop.\n"
+        "- denoise (BasicScheduler): how much the restorer may change each frame.\n\n"
+        "The paper does not publish T_TA, T_ES or lambda; these defaults (0.5, 0.8, 0.5) are ours.",
+        (760, 760), size=(560, 360), title="ZVRD: what to tweak")
+    return g
+
+
 WORKFLOWS = {
     "zsvd_derain_wan21.json": zsvd_wan21,
+    "zsvd_derain_cogvideox2b.json": zsvd_cogvideox,
+    "tdm_swcfa_sd15.json": tdm_swcfa_sd15,
+    "zvrd_slr_sd15.json": zvrd_slr_sd15,
 }
 
 
@@ -179,6 +399,9 @@ class Registry:
 
     def widget_slots(self, types):
         return self.wf.widget_slots(types)
+
+    def has_upload_button(self, types):
+        return self.wf.has_upload_button(types)
 
     def is_widget(self, spec):
         return self.wf.is_widget(spec)

@@ -66,9 +66,53 @@ class SDUNetAdapter:
                 "output": len(unet.output_blocks)}
 
     @staticmethod
+    def self_attention_layers(model_patcher) -> list[tuple[str, int, int, int]]:
+        """Every self-attention layer as ``(group, block id, block_index, level)``.
+
+        ``block_index`` is the transformer block inside the block's
+        SpatialTransformer (ComfyUI's ``extra_options["block_index"]``, the
+        third item of an attn1 replace key); ``level`` is how many times the
+        feature map has been halved there (0 = the latent's own resolution),
+        counted from the U-Net's Downsample/Upsample layers, so the largest
+        attention resolution is the smallest level present.
+        """
+        from comfy.ldm.modules.attention import SpatialTransformer
+        from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
+
+        unet = model_patcher.model.diffusion_model
+        layers: list[tuple[str, int, int, int]] = []
+
+        def add(group, block_id, module, level):
+            for st in (m for m in module.modules() if isinstance(m, SpatialTransformer)):
+                for index, tb in enumerate(st.transformer_blocks):
+                    if not getattr(tb, "disable_self_attn", False):
+                        layers.append((group, block_id, index, level))
+                break  # one SpatialTransformer per U-Net block
+
+        level = 0
+        for i, block in enumerate(unet.input_blocks):
+            add("input", i, block, level)
+            level += sum(isinstance(m, Downsample) for m in block.modules())
+        middle = getattr(unet, "middle_block", None)
+        if middle is not None:
+            add("middle", 0, middle, level)
+        for i, block in enumerate(unet.output_blocks):
+            add("output", i, block, level)
+            level -= sum(isinstance(m, Upsample) for m in block.modules())
+        return layers
+
+    @staticmethod
     def install_attn1_patch(model_patcher, patch) -> None:
         """Add ``patch`` to the self-attention key/value inputs of every transformer block (a clone's)."""
         model_patcher.set_model_attn1_patch(patch)
+
+    @staticmethod
+    def install_attn1_replace(model_patcher, replace, group: str, block_id: int, block_index: int) -> None:
+        """Make ``replace(q, k, v, extra_options)`` compute one self-attention layer (a clone's).
+
+        ComfyUI projects q, k, v itself, calls ``replace`` and applies ``to_out`` to its result.
+        """
+        model_patcher.set_model_attn1_replace(replace, group, block_id, block_index)
 
 
 def unet_adapter_for(model_patcher, purpose: str, input_name: str = "model") -> SDUNetAdapter:

@@ -1,0 +1,270 @@
+"""``ZSVR_NoiseSharing``: ZVRD's spatial-temporal noise sharing (eq. 11) as a NOISE and a SAMPLER.
+
+ZVRD (Cao et al., AAAI 2025) gives every frame the same initial latent noise
+x_T and the same per-step noise z, and, where optical flow is reliable, lets z
+follow the motion:
+
+    z_i <- M (lambda z_i + (1 - lambda) W(z_{i-1})) + (1 - M) z_i           (eq. 11)
+
+(the math, its exact unit-variance normaliser and its choices are in
+``kernels.noise_sharing``; flow and occlusion in ``kernels.optical_flow``).
+
+Outputs
+-------
+* **NOISE**: ``noise_seed``'s noise, identical for every frame: the frames are
+  the batch items of an image-U-Net latent ``[F, C, H, W]`` and the time axis
+  of a video latent ``[B, C, T, H, W]`` (batch items of a video latent keep
+  their own noise). Not flow-blended: x_T is shared as the paper states.
+* **SAMPLER**: the given sampler with every stochastic per-step noise z shared
+  across frames and, with ``lambda < 1`` and an ``image``, flow-blended per eq.
+  11. It works through the k-diffusion samplers' ``noise_sampler`` argument:
+  ComfyUI's ``KSAMPLER`` passes its ``extra_options`` to the sampler function,
+  so the output is a ``KSAMPLER`` that, when sampling starts and the latent's
+  shape is known, runs a new ``KSAMPLER`` with ``extra_options["noise_sampler"]``
+  set to the shared-noise generator. Samplers that are not KSAMPLERs (custom
+  Sampler classes, ZSVR Early Stop, the inversion replay) have no such hook and
+  are refused with an error naming what works. Deterministic samplers (euler,
+  dpmpp_2m, uni_pc, ...) draw no per-step noise; with them only the NOISE
+  output matters.
+
+Choices
+-------
+* **Per-step noise stream.** One CPU ``torch.Generator`` per sampling run,
+  seeded from ``noise_seed`` through one LCG step (so z never repeats the draw
+  of x_T, as ComfyUI's default sampler noise does on the CPU when both use the
+  same seed); one frame's worth per call, copied to every frame, then moved to
+  the latent's device and dtype. Reproducible across devices.
+* **SDE samplers** (dpmpp_sde, dpmpp_2m_sde, ...) normally draw Brownian-tree
+  noise; given a ``noise_sampler`` they use it instead, so they get independent
+  standard-normal draws per call (a valid SDE discretisation; the result is no
+  longer identical across step counts, which the Brownian tree provides).
+* **Flow** (only for ``lambda < 1`` with an ``image``): OpenCV DIS between
+  consecutive frames of ``image`` at its own resolution, backward flow (frame
+  ``i`` -> ``i-1``) and the forward-backward occlusion check, resized to the
+  latent's H, W with ``resize_flow`` / ``resize_mask`` (a latent pixel counts as
+  occluded when any image pixel under it is, threshold 0.01). Computed once
+  per latent shape and cached.
+* **Video latents.** ``image`` frames are matched to latent time steps: the same
+  count, one to one; or ``(T - 1) * r + 1`` frames (a causal video VAE with
+  temporal compression ``r``: Wan, HunyuanVideo, CogVideoX 1.5 use r = 4), where
+  latent step ``t`` is represented by image frame ``r * t`` (the last frame it
+  covers; latent 0 is frame 0) and the flow is estimated directly between those
+  frames (one DIS call per latent pair rather than a composition of ``r``
+  flows, which would accumulate error and need occlusion handling at every
+  hop). Any other count is refused.
+* **lambda < 1 without an image**: nothing to blend with; the noise is shared
+  only, and a warning is logged once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+
+import torch
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..kernels import noise_sharing as ns
+from ..kernels import optical_flow as of
+from ..kernels.errors import InputError
+from .types import CATEGORY
+
+log = logging.getLogger("zsvr")
+
+WORKS_WITH = ("a KSAMPLER: KSamplerSelect or any core Sampler... node (euler_ancestral, dpmpp_2s_ancestral, "
+              "dpmpp_sde, dpmpp_2m_sde, ddpm, lcm, er_sde, ...)")
+
+
+def frame_axis_of(samples: torch.Tensor, input_name: str = "latent") -> int:
+    """0 for an image-U-Net latent ``[F, C, H, W]``, 2 for a video latent ``[B, C, T, H, W]``."""
+    if not isinstance(samples, torch.Tensor) or getattr(samples, "is_nested", False):
+        raise InputError(input_name, "is not a single latent tensor", "use an image or video LATENT")
+    if samples.dim() == 4:
+        return 0
+    if samples.dim() == 5:
+        return 2
+    raise InputError(input_name, f"has shape {tuple(samples.shape)}",
+                     "use an image latent [frames, C, H, W] or a video latent [B, C, T, H, W]")
+
+
+def step_seed(noise_seed: int) -> int:
+    """The per-step noise stream's seed: one 64-bit LCG step from ``noise_seed`` (never x_T's own seed)."""
+    return (int(noise_seed) * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+
+
+def image_frames_for(image_frames: int, latent_frames: int) -> list[int] | None:
+    """Which image frame represents each latent frame, or None when the counts do not fit (see module docstring)."""
+    if image_frames == latent_frames:
+        return list(range(latent_frames))
+    if latent_frames > 1 and image_frames > latent_frames and (image_frames - 1) % (latent_frames - 1) == 0:
+        r = (image_frames - 1) // (latent_frames - 1)
+        return [r * t for t in range(latent_frames)]
+    return None
+
+
+def latent_flow(image: torch.Tensor, latent_frames: int, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward flow ``[T-1, 2, h, w]`` and reliability mask ``[T-1, 1, h, w]`` of ``image`` at the latent's size."""
+    frames = of.as_nchw(image, "image")
+    picked = image_frames_for(frames.shape[0], latent_frames)
+    if picked is None:
+        raise InputError("image", f"has {frames.shape[0]} frames for a latent with {latent_frames} frames",
+                         f"connect the video the latent was encoded from: {latent_frames} frames (one per latent "
+                         f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
+                         f"(e.g. {4 * (latent_frames - 1) + 1} for r = 4)")
+    frames = frames[picked]
+    fw = of.flow_pairs(frames, forward=True)
+    bw = of.flow_pairs(frames, forward=False)
+    occluded = of.occlusion_mask(bw, fw)  # on the grid of frames 1..T-1, what the blend of frame i needs
+    flow = of.resize_flow(bw, size)
+    valid = ~of.resize_mask(occluded, size, threshold=0.01)
+    return flow, valid
+
+
+class SharedNoise:
+    """NOISE: ``seed``'s standard-normal noise, identical for every frame of the latent."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def generate_noise(self, input_latent):
+        samples = input_latent["samples"]
+        axis = frame_axis_of(samples, "latent_image")
+        dtype = samples.dtype if samples.is_floating_point() else torch.float32
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        return ns.shared_noise(samples.shape, axis, gen, dtype=dtype, device=torch.device("cpu"))
+
+
+class SharedStepNoise:
+    """A k-diffusion ``noise_sampler(sigma, sigma_next)``: shared (optionally flow-blended) per-step noise."""
+
+    def __init__(self, like: torch.Tensor, seed: int, lam: float, flow=None, valid=None):
+        self.shape = tuple(like.shape)
+        self.axis = frame_axis_of(like)
+        self.device = like.device
+        self.dtype = like.dtype
+        self.lam = float(lam)
+        self.flow = flow
+        self.valid = valid
+        self.generator = torch.Generator(device="cpu").manual_seed(step_seed(seed))
+        self.calls = 0
+        self.last = None  # (shared, blended) of the latest call, for inspection
+
+    def __call__(self, sigma=None, sigma_next=None):
+        shared = ns.shared_noise(self.shape, self.axis, self.generator, dtype=torch.float32)
+        z = shared
+        if self.flow is not None and self.lam < 1.0:
+            z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis)
+        self.calls += 1
+        self.last = (shared, z)
+        return z.to(device=self.device, dtype=self.dtype)
+
+
+def accepts_noise_sampler(sampler_function) -> bool:
+    try:
+        params = inspect.signature(sampler_function).parameters
+    except (TypeError, ValueError):
+        return False
+    return "noise_sampler" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class NoiseSharingSampler(comfy.samplers.KSAMPLER):
+    """A KSAMPLER whose per-step noise is shared across frames (and flow-blended for ``lam < 1`` with an image)."""
+
+    def __init__(self, inner: comfy.samplers.KSAMPLER, seed: int, lam: float, image: torch.Tensor | None = None):
+        super().__init__(inner.sampler_function, dict(inner.extra_options), dict(inner.inpaint_options))
+        self.seed = int(seed)
+        self.lam = float(lam)
+        self.image = image
+        self._flows: dict = {}
+        self._warned = False
+        self.last_noise_sampler: SharedStepNoise | None = None
+
+    def _flow_for(self, noise: torch.Tensor):
+        if self.lam >= 1.0:
+            return None, None
+        if self.image is None:
+            if not self._warned:
+                self._warned = True
+                log.warning("ZSVR Noise Sharing: lambda is %s but no 'image' is connected, so there is no flow to "
+                            "blend the noise along; the noise is shared only", self.lam)
+            return None, None
+        axis = frame_axis_of(noise)
+        frames = noise.shape[axis]
+        size = tuple(noise.shape[-2:])
+        if frames < 2:
+            return None, None
+        key = (frames, size)
+        if key not in self._flows:
+            self._flows[key] = latent_flow(self.image, frames, size)
+        return self._flows[key]
+
+    def noise_sampler_for(self, noise: torch.Tensor) -> SharedStepNoise:
+        flow, valid = self._flow_for(noise)
+        return SharedStepNoise(noise, self.seed, self.lam, flow, valid)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        frame_axis_of(noise, "latent_image")
+        noise_sampler = self.noise_sampler_for(noise)
+        self.last_noise_sampler = noise_sampler
+        extra = dict(self.extra_options)
+        if accepts_noise_sampler(self.sampler_function):
+            extra["noise_sampler"] = noise_sampler
+        run = comfy.samplers.KSAMPLER(self.sampler_function, extra, self.inpaint_options)
+        return run.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+
+
+def check_lambda(value) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InputError("lambda", f"is {value!r}",
+                         "use a number between 0 (the noise follows the flow) and 1 (shared noise, no blending)")
+    return float(value)
+
+
+class NoiseSharing(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_NoiseSharing",
+            display_name="Noise Sharing (ZSVR)",
+            category=f"{CATEGORY}/zvrd",
+            description=(
+                "ZVRD's spatial-temporal noise sharing: every frame of the video gets the same initial noise "
+                "(NOISE) and the same per-step noise (SAMPLER); with lambda < 1 and the input video connected, the "
+                "per-step noise also follows the optical flow where it is reliable (eq. 11). Image U-Nets: the "
+                "frames are the latent batch; video models: the latent's time axis."
+            ),
+            inputs=[
+                io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the shared noise (initial noise and the per-step noise stream)."),
+                io.Sampler.Input("sampler", tooltip="A KSAMPLER (KSamplerSelect or a core sampler node) whose "
+                                                    "per-step noise gets shared. Put ZSVR Early Stop after this node."),
+                io.Float.Input("lambda", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Eq. 11's weight of a frame's own noise: 1 = shared noise only (default); "
+                                       "below 1 the noise of each frame is blended with the previous frame's "
+                                       "noise moved along the optical flow (needs 'image'); 0 = noise follows "
+                                       "the flow. The paper's value is not published."),
+                io.Image.Input("image", optional=True,
+                               tooltip="Optional: the input video, for the flow of lambda < 1. One frame per "
+                                       "latent frame, or (T-1)*r+1 frames for a video VAE with temporal "
+                                       "compression r (e.g. 4k+1 frames for Wan)."),
+            ],
+            outputs=[io.Noise.Output(display_name="noise"), io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, noise_seed, sampler, image=None, **kwargs) -> io.NodeOutput:
+        lam = check_lambda(kwargs.get("lambda", 1.0))
+        if not isinstance(sampler, comfy.samplers.KSAMPLER):
+            raise InputError("sampler", f"is a {type(sampler).__name__}, which has no per-step noise hook",
+                             f"connect {WORKS_WITH}; wrap the result in ZSVR Early Stop afterwards if needed")
+        frames = None
+        if image is not None:
+            frames = of.as_nchw(image, "image").detach().to("cpu", torch.float32).contiguous()
+            if frames.shape[0] < 1:
+                raise InputError("image", "has no frames", "connect the input video")
+        return io.NodeOutput(SharedNoise(noise_seed), NoiseSharingSampler(sampler, noise_seed, lam, frames))

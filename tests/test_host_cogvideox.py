@@ -1,0 +1,319 @@
+"""CogVideoX on the real host: ZSVR_LoadCogVideoX, its schedule, the ZSVD loop and the joint-attention switch.
+
+Tiny random diffusers CogVideoX folders (3 blocks, 2 heads of 16, 16 latent channels, text width 32,
+max_text_seq_length 8) are written into a ``diffusers`` model folder at the start of the module.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+import tiny_models as tm
+from test_host_inversion import _graph as _inv_graph, _rel
+
+FOLDER = "tiny-cogvideox"
+ROPE_FOLDER = "tiny-cogvideox-rope"
+NO_SCHEDULER = "broken/no-scheduler"
+NO_WEIGHTS = "broken/no-weights"
+TOKENS = 6  # fewer than max_text_seq_length: the model pads them
+
+
+@pytest.fixture(scope="module")
+def cog(host):
+    """Writes the tiny folders and registers them as ComfyUI's ``diffusers`` model folder."""
+    import folder_paths
+
+    root = host.models_dir / "diffusers"
+    tm.write_tiny_cogvideox(root / FOLDER)
+    tm.write_tiny_cogvideox(root / ROPE_FOLDER, seed=3, rope=True)
+    tm.write_tiny_cogvideox(root / NO_SCHEDULER, components=("transformer", "vae"))
+    tm.write_tiny_cogvideox(root / NO_WEIGHTS)
+    (root / NO_WEIGHTS / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    folder_paths.add_model_folder_path("diffusers", str(root), is_default=True)
+    return root
+
+
+def _loader(folder=FOLDER):
+    return {"class_type": "ZSVR_LoadCogVideoX", "inputs": {"model_folder": folder, "dtype": "fp32"}}
+
+
+def _cond(seed):
+    return {"class_type": "ZSVRTest_RandomConditioning",
+            "inputs": {"seed": seed, "tokens": TOKENS, "width": tm.COGVIDEOX_TEXT_DIM, "scale": 1.0}}
+
+
+def _latent(seed=0, shape=(1, 16, 3, 8, 8)):
+    return {"samples": torch.randn(shape, generator=torch.Generator().manual_seed(seed))}
+
+
+def _graph(host, rule, skip, *, steps=10, remove_seed=None, strength=1.0, guider="editor", capture="out", blocks=None):
+    """Invert with the null prompt, replay from ``skip`` with the editor (or core CFG), optionally switched."""
+    g = _inv_graph(host, "wan", rule, skip, remove_seed=remove_seed, strength=strength, guider=guider,
+                   capture=capture, steps=steps)
+    g["m"] = _loader()
+    g["null"] = _cond(7)
+    if remove_seed is not None:
+        g["rm"] = _cond(remove_seed)
+    if blocks is not None:
+        g["sw"] = {"class_type": "ZSVR_AttentionSwitch", "inputs": {"model": ["m", 0], "blocks": blocks,
+                                                                     "start_percent": 0.0, "end_percent": 1.0}}
+        g["gd"]["inputs"]["model"] = ["sw", 0]
+    return g
+
+
+def _load(host, folder=FOLDER):
+    res = host.run({"m": _loader(folder), "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 0], "key": "model"}},
+                    "capv": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 1], "key": "vae"}}})
+    assert res.success, res.error_message
+    return host.captured["model"], host.captured["vae"]
+
+
+def _module(host, name):
+    return sys.modules[f"{host.pack.__name__}.nodes.{name}"]
+
+
+# -- loader, schedule, wrapper ------------------------------------------------------------------
+def test_loader_lists_folders_and_builds_a_comfy_model(host, cog):
+    import comfy.model_base
+    import comfy.model_patcher
+
+    options = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_LoadCogVideoX"].INPUT_TYPES()["required"]["model_folder"]
+    names = options[0] if isinstance(options[0], list) else options[1]["options"]
+    assert FOLDER in names and ROPE_FOLDER in names and NO_SCHEDULER in names
+    model, vae = _load(host)
+    assert isinstance(model, comfy.model_patcher.ModelPatcher)
+    assert isinstance(model.model, comfy.model_base.BaseModel)
+    assert model.model.model_type == comfy.model_base.ModelType.V_PREDICTION
+    assert model.model.latent_format.latent_channels == 16 and model.model.latent_format.scale_factor == 0.7
+    assert model.model.diffusion_model.zsvr_family == "cogvideox"
+    assert vae.latent_channels == 16 and vae.latent_dim == 3
+
+
+def test_schedule_is_diffusers_cogvideox_ddim(host, cog):
+    """alphas_cumprod (SNR shift 3 + zero-terminal-SNR rescale) and the 'simple' = trailing timesteps."""
+    import comfy.samplers
+    from diffusers import CogVideoXDDIMScheduler
+
+    model, _ = _load(host)
+    ms = model.get_model_object("model_sampling")
+    sched = CogVideoXDDIMScheduler.from_pretrained(str(cog / FOLDER / "scheduler"))
+    ac = 1.0 / (ms.sigmas.double() ** 2 + 1.0)
+    ref = sched.alphas_cumprod.double()
+    assert torch.allclose(ac[:-1], ref[:-1], rtol=1e-5, atol=0)
+    assert float(ref[-1]) == 0.0 and float(ac[-1]) < 1e-7  # ComfyUI keeps the terminal SNR at ~5e-8, not 0
+    sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 50)
+    sched.set_timesteps(50)
+    assert torch.equal(ms.timestep(sigmas[:-1]).long(), sched.timesteps.long())
+
+
+@pytest.mark.parametrize("folder,shape", [(FOLDER, (2, 16, 3, 8, 8)), (ROPE_FOLDER, (1, 16, 2, 6, 10))])
+def test_model_prediction_equals_diffusers(host, cog, folder, shape):
+    """ComfyUI's denoised x0 equals diffusers' transformer + v-prediction at the same timestep (2b and 5b layouts)."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline
+
+    model, _ = _load(host, folder)
+    ms = model.get_model_object("model_sampling")
+    ref = CogVideoXTransformer3DModel.from_pretrained(str(cog / folder / "transformer")).eval()
+    sched = CogVideoXDDIMScheduler.from_pretrained(str(cog / folder / "scheduler"))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen) * 3
+    ctx = torch.randn(shape[0], TOKENS, tm.COGVIDEOX_TEXT_DIM, generator=gen)
+    t = 700
+    sigma = ms.sigmas[t].reshape(1).expand(shape[0])
+    with torch.no_grad():
+        ours = model.model.apply_model(x, sigma, c_crossattn=ctx)
+        ac = sched.alphas_cumprod[t].float()
+        x_t = x / (float(ms.sigmas[t]) ** 2 + 1) ** 0.5
+        rope = None
+        if ref.config.use_rotary_positional_embeddings:
+            pipe = types.SimpleNamespace(transformer=ref, vae_scale_factor_spatial=8)
+            rope = CogVideoXPipeline._prepare_rotary_positional_embeddings(pipe, shape[3] * 8, shape[4] * 8, shape[2], "cpu")
+        padded = torch.nn.functional.pad(ctx, (0, 0, 0, tm.COGVIDEOX_TEXT_LEN - TOKENS))
+        v = ref(hidden_states=x_t.movedim(1, 2), encoder_hidden_states=padded, timestep=torch.full((shape[0],), t),
+                image_rotary_emb=rope, return_dict=False)[0].movedim(2, 1)
+        x0 = ac.sqrt() * x_t - (1 - ac).sqrt() * v
+    assert _rel(ours, x0) < 1e-5
+
+
+def test_bf16_weights_compute_through_comfy_manual_cast(host, cog):
+    """dtype bf16 on a device without bf16 compute: ComfyUI's cast-on-the-fly ops run it in fp32."""
+    import comfy.ops
+
+    res = host.run({"m": {"class_type": "ZSVR_LoadCogVideoX", "inputs": {"model_folder": FOLDER, "dtype": "bf16"}},
+                    "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 0], "key": "bf16"}}})
+    assert res.success, res.error_message
+    half, (full, _) = host.captured["bf16"], _load(host)
+    dit = half.model.diffusion_model
+    assert dit.dtype == torch.bfloat16 and dit.transformer.proj_out.weight.dtype == torch.bfloat16
+    assert half.model.manual_cast_dtype == torch.float32
+    assert isinstance(dit.transformer.proj_out, comfy.ops.manual_cast.Linear)
+    gen = torch.Generator().manual_seed(5)
+    x, ctx = torch.randn(1, 16, 3, 8, 8, generator=gen), torch.randn(1, TOKENS, tm.COGVIDEOX_TEXT_DIM, generator=gen)
+    sigma = full.get_model_object("model_sampling").sigmas[500].reshape(1)
+    with torch.no_grad():
+        a = half.model.apply_model(x, sigma, c_crossattn=ctx)
+        b = full.model.apply_model(x, sigma, c_crossattn=ctx)
+    assert a.dtype == torch.float32 and 0 < _rel(a, b) < 0.05
+
+
+def test_loaded_model_samples_with_core_ksampler(host, cog):
+    host.store["cog_lat"] = _latent(shape=(1, 16, 3, 8, 8))
+    host.store["cog_lat"]["samples"].zero_()
+    g = {"m": _loader(), "pos": _cond(1), "neg": _cond(2),
+         "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": "cog_lat"}},
+         "ks": {"class_type": "KSampler", "inputs": {"model": ["m", 0], "seed": 0, "steps": 2, "cfg": 4.0,
+                                                     "sampler_name": "euler", "scheduler": "simple",
+                                                     "positive": ["pos", 0], "negative": ["neg", 0],
+                                                     "latent_image": ["lat", 0], "denoise": 1.0}},
+         "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["ks", 0], "key": "ks"}}}
+    res = host.run(g)
+    assert res.success, res.error_message
+    out = host.captured["ks"]["samples"]
+    assert out.shape == (1, 16, 3, 8, 8) and torch.isfinite(out).all() and out.abs().max() > 0
+
+
+def test_core_vae_encode_decode(host, cog):
+    from diffusers import AutoencoderKLCogVideoX
+
+    frames = torch.rand(9, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    host.store["cog_px"] = frames
+    g = {"m": _loader(), "px": {"class_type": "ZSVRTest_Inject", "inputs": {"key": "cog_px"}},
+         "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["px", 0], "vae": ["m", 1]}},
+         "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["enc", 0], "vae": ["m", 1]}},
+         "c1": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["enc", 0], "key": "enc"}},
+         "c2": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["dec", 0], "key": "dec"}}}
+    res = host.run(g)
+    assert res.success, res.error_message
+    latent, images = host.captured["enc"]["samples"], host.captured["dec"]
+    assert latent.shape == (1, 16, 3, 8, 8) and images.shape == (9, 64, 64, 3)
+    ref = AutoencoderKLCogVideoX.from_pretrained(str(cog / FOLDER / "vae")).eval()
+    with torch.no_grad():
+        want = ref.encode(frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).latent_dist.mode()
+    assert _rel(latent, want) < 1e-5
+
+
+# -- ZSVD loop -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", ["ddpm", "zsvd"])
+def test_invert_then_replay_reproduces_the_latent(host, cog, rule):
+    host.store["lat"] = _latent()
+    for skip in (0, 5):
+        res = host.run(_graph(host, rule, skip, capture=f"cog_rec_{rule}_{skip}"))
+        assert res.success, res.error_message
+        err = _rel(host.captured[f"cog_rec_{rule}_{skip}"]["samples"], host.store["lat"]["samples"])
+        assert err < 1e-4, f"{rule}/skip {skip}: relative error {err:.3g}"
+
+
+def test_switch_all_blocks_is_reconstruction_and_no_blocks_is_negative_prompting(host, cog):
+    host.store["lat"] = _latent(seed=1)
+    kw = dict(steps=8, remove_seed=99, strength=6.0)
+    runs = {"all": "all", "none": "", "one": "1", "plain": None}
+    for key, blocks in runs.items():
+        res = host.run(_graph(host, "ddpm", 2, capture=f"cog_sw_{key}", blocks=blocks, **kw))
+        assert res.success, res.error_message
+    out = {k: host.captured[f"cog_sw_{k}"]["samples"] for k in runs}
+    latent = host.store["lat"]["samples"]
+    assert _rel(out["all"], latent) < 1e-4
+    assert torch.equal(out["none"], out["plain"])
+    assert _rel(out["plain"], latent) > 1e-3  # the edit does change the latent
+    assert _rel(out["one"], out["plain"]) > 1e-4 and _rel(out["one"], latent) > 1e-4
+
+
+def test_switched_model_in_the_inverter_inverts_exactly(host, cog):
+    """The inverter marks its passes, so a switched CogVideoX stays unswitched there."""
+    host.store["lat"] = _latent(seed=2)
+    g = _graph(host, "ddpm", 2, steps=6, remove_seed=99, strength=6.0, capture="cog_sw_inv", blocks="all")
+    g["inv"]["inputs"]["model"] = ["sw", 0]
+    res = host.run(g)
+    assert res.success, res.error_message
+    assert _rel(host.captured["cog_sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
+
+
+def test_switch_without_the_editor_is_refused(host, cog):
+    host.store["lat"] = _latent()
+    res = host.run(_graph(host, "ddpm", 2, steps=4, remove_seed=99, strength=3.0, guider="cfg", blocks="all"))
+    assert not res.success and "Negative Prompt Editor" in res.error_message
+
+
+def test_switch_blocks_outside_the_model(host, cog):
+    host.store["lat"] = _latent()
+    res = host.run(_graph(host, "ddpm", 2, steps=4, remove_seed=99, blocks="0-5"))
+    assert not res.success and "'blocks'" in res.error_message and "0-2" in res.error_message
+
+
+def test_joint_attention_switch_matches_the_papers_rule(host, cog):
+    """Block 1's processor, two passes on hand-made states, against a hand-written softmax attention."""
+    from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed
+
+    model, _ = _load(host)
+    patched = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_AttentionSwitch"].execute(model, "1", 0.0, 1.0).result[0]
+    options = patched.model_options["transformer_options"]
+    cache = _module(host, "negative_prompt_editor").PassCache()
+    blocks = patched.model.diffusion_model.transformer.transformer_blocks
+    attn = blocks[1].attn1
+    gen = torch.Generator().manual_seed(4)
+    dim = attn.heads * 16
+    video_null, video_rm = torch.randn(2, 12, dim, generator=gen), torch.randn(2, 12, dim, generator=gen)
+    text_null, text_rm = torch.randn(2, 5, dim, generator=gen), torch.randn(2, 7, dim, generator=gen)
+    rope = get_3d_rotary_pos_embed(embed_dim=16, crops_coords=((0, 0), (2, 2)), grid_size=(2, 2), temporal_size=3)
+
+    with torch.no_grad():
+        null_opts = dict(options, zsvr_pass="null", zsvr_switch_cache=cache)
+        vid_null, txt_null = attn(hidden_states=video_null, encoder_hidden_states=text_null, image_rotary_emb=rope,
+                                  zsvr_options=null_opts)
+        vid_rm, txt_rm = attn(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope,
+                              zsvr_options=dict(options, zsvr_pass="remove", zsvr_switch_cache=cache))
+        stock_rm = attn(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope)
+        stock_null = attn(hidden_states=video_null, encoder_hidden_states=text_null, image_rotary_emb=rope)
+        # an unswitched block of the same model and pass is diffusers' processor
+        other = blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope,
+                                zsvr_options=dict(options, zsvr_pass="remove", zsvr_switch_cache=cache))
+
+        def qkv(text, video):
+            joint = torch.cat((text, video), dim=1)
+            q, k, v = (f(joint).view(2, -1, attn.heads, 16).transpose(1, 2) for f in (attn.to_q, attn.to_k, attn.to_v))
+            q, k = attn.norm_q(q), attn.norm_k(k)
+            n = text.shape[1]
+            q = torch.cat((q[:, :, :n], apply_rotary_emb(q[:, :, n:], rope)), dim=2)
+            k = torch.cat((k[:, :, :n], apply_rotary_emb(k[:, :, n:], rope)), dim=2)
+            return q, k, v
+
+        def attend(q, k, v):
+            return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+        def project(out):
+            return attn.to_out[0](out.transpose(1, 2).reshape(2, -1, dim))
+
+        qn, kn, vn = qkv(text_null, video_null)
+        qr, kr, vr = qkv(text_rm, video_rm)
+        ref_null = project(attend(qn, kn, vn))
+        ref_txt = project(attend(qr[:, :, :7], kr, vr))  # text queries: their own keys/values
+        ref_vid = project(attend(qr[:, :, 7:], torch.cat((kn[:, :, :5], kr[:, :, 7:]), dim=2),
+                                 torch.cat((vn[:, :, :5], vr[:, :, 7:]), dim=2)))  # video: null text + own video
+
+    assert _rel(vid_null, ref_null[:, 5:]) < 1e-5 and _rel(txt_null, ref_null[:, :5]) < 1e-5
+    assert _rel(vid_rm, ref_vid) < 1e-5 and _rel(txt_rm, ref_txt) < 1e-5
+    assert _rel(vid_null, stock_null[0]) < 1e-6 and _rel(txt_rm, stock_rm[1]) < 1e-5
+    assert _rel(vid_rm, stock_rm[0]) > 1e-3  # the switch did change the video rows
+    assert torch.equal(other[0], blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm,
+                                                 image_rotary_emb=rope)[0])
+
+
+# -- bad input -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("folder,missing", [(NO_SCHEDULER, "scheduler/scheduler_config.json"),
+                                            (NO_WEIGHTS, "transformer/diffusion_pytorch_model.safetensors")])
+def test_missing_component_is_named(host, cog, folder, missing):
+    res = host.run({"m": _loader(folder), "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 0], "key": "x"}}})
+    assert not res.success and missing in res.error_message and "'model_folder'" in res.error_message
+
+
+def test_missing_diffusers_says_how_to_install(host, monkeypatch):
+    loader = _module(host, "load_cogvideox")
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(ValueError, match="pip install diffusers"):
+        loader._import_diffusers()

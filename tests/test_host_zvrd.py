@@ -1,0 +1,448 @@
+"""ZVRD on the real host (tiny SD1.5 U-Net, fp32, frames = latent batch [4, 4, 8, 8]): SLR temporal attention,
+noise sharing and early stop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+
+from zsvr.kernels import noise_sharing as ns
+from zsvr.kernels import temporal_attention as ta
+
+FRAMES = 4
+STEPS = 2
+NEIGHBOUR_LAYER = ("output", 0)    # tiny SD1.5: output blocks 0-1 at half resolution (4x4 tokens)
+TRAJECTORY_LAYER = ("output", 2)   # output blocks 2-3 at latent resolution (8x8 tokens): trajectory layers
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+def _graph(host, *, model="m", slr=None, latent_key="lat", capture="out", steps=STEPS, denoise=0.5, cfg=3.0,
+           neg_tokens=6, sampler="euler", noise=None, sharing=None, early=None):
+    """[UNETLoader | injected model] [-> ZSVR_SLRTemporalAttention] -> CFGGuider -> SamplerCustomAdvanced.
+
+    ``noise``: None = DisableNoise, "random" = RandomNoise(0), "shared" = the NoiseSharing node's NOISE.
+    ``sharing``: inputs of a ZSVR_NoiseSharing wrapping the sampler; ``early``: inputs of a ZSVR_EarlyStop after it.
+    """
+    g = {
+        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
+        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": neg_tokens, "width": 768, "scale": 1.0}},
+        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
+    }
+    if model == "m":
+        g["m"] = {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
+    else:
+        g["m"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}
+    model_ref = ["m", 0]
+    if slr is not None:
+        inputs = {"model": model_ref, "trajectory_start": 0.0, "frames_per_video": 0, "start_percent": 0.0,
+                  "end_percent": 1.0}
+        inputs.update({k: v for k, v in slr.items() if k != "image"})
+        if slr.get("image"):
+            g["slr_img"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": slr["image"]}}
+            inputs["image"] = ["slr_img", 0]
+        g["slr"] = {"class_type": "ZSVR_SLRTemporalAttention", "inputs": inputs}
+        model_ref = ["slr", 0]
+    if isinstance(sampler, str):
+        g["smp_sel"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
+    else:
+        g["smp_sel"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": sampler["inject"]}}
+    sampler_ref = ["smp_sel", 0]
+    if sharing is not None:
+        inputs = {"noise_seed": 7, "sampler": sampler_ref, "lambda": 1.0}
+        inputs.update({k: v for k, v in sharing.items() if k != "image"})
+        if sharing.get("image"):
+            g["ns_img"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": sharing["image"]}}
+            inputs["image"] = ["ns_img", 0]
+        g["ns"] = {"class_type": "ZSVR_NoiseSharing", "inputs": inputs}
+        g["cap_ns"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["ns", 1], "key": capture + "_sampler"}}
+        sampler_ref = ["ns", 1]
+    if early is not None:
+        g["es"] = {"class_type": "ZSVR_EarlyStop", "inputs": {"sampler": sampler_ref, **early}}
+        sampler_ref = ["es", 0]
+    if noise is None:
+        g["noise"] = {"class_type": "DisableNoise", "inputs": {}}
+        noise_ref = ["noise", 0]
+    elif noise == "random":
+        g["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}}
+        noise_ref = ["noise", 0]
+    else:
+        noise_ref = ["ns", 0]
+    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps, "denoise": denoise}}
+    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0], "negative": ["neg", 0], "cfg": cfg}}
+    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": noise_ref, "guider": ["gd", 0], "sampler": sampler_ref, "sigmas": ["sig", 0], "latent_image": ["lat", 0]}}
+    return g
+
+
+def _latent(seed=0, identical=False, size=8):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1 if identical else FRAMES, 4, size, size, generator=gen) * 3
+    return {"samples": x.expand(FRAMES, 4, size, size).contiguous() if identical else x}
+
+
+def _video(frames=FRAMES, size=64, shift=8, seed=0, static=False):
+    """IMAGE [F, size, size, 3]: a noise texture moving ``shift`` px to the right per frame (wrapping)."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(3, size // 8, size // 8, generator=gen)  # smooth enough for DIS at 64 px
+    base = torch.nn.functional.interpolate(base[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+    base = base.clamp(0, 1)
+    out = [torch.roll(base, shifts=0 if static else shift * t, dims=2) for t in range(frames)]
+    return torch.stack(out).permute(0, 2, 3, 1).contiguous()
+
+
+def _run(host, graph, key):
+    res = host.run(graph)
+    assert res.success, res.error_message
+    return host.captured[key]["samples"] if isinstance(host.captured[key], dict) else host.captured[key]
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _pack_module(host, name):
+    return sys.modules[host.pack.__name__ + name]
+
+
+def _input_error(host):
+    return _pack_module(host, ".kernels.errors").InputError
+
+
+@pytest.fixture(scope="module")
+def unet(host):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(host.models["sd15"]))
+
+
+def _slr(host, model, trajectory_start=0.0, frames_per_video=0, image=None, start=0.0, end=1.0):
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_SLRTemporalAttention"]
+    return node.execute(model, trajectory_start, frames_per_video, image, start, end).result[0]
+
+
+def _patch_of(model):
+    return model.model_options["transformer_options"]["patches"]["attn1_patch"][0]
+
+
+def _attn(model_patcher, block, index=0):
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    unet = model_patcher.model.diffusion_model
+    container = {"input": unet.input_blocks, "output": unet.output_blocks}[block[0]][block[1]]
+    st = next(m for m in container if isinstance(m, SpatialTransformer))
+    return st.transformer_blocks[index].attn1
+
+
+class _LayerCapture:
+    """A test attn1_patch (runs after SLR's) and attn1_output_patch recording one layer's calls."""
+
+    def __init__(self, block):
+        self.block = block
+        self.calls: list[dict] = []
+
+    def attn1(self, n, context, value, extra):
+        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
+            self.calls.append({"n": n.detach().clone(), "context": context.detach().clone(),
+                               "cond_or_uncond": list(extra["cond_or_uncond"]), "heads": extra["n_heads"],
+                               "sigma": float(extra["sigmas"].flatten()[0])})
+        return n, context, value
+
+    def output(self, out, extra):
+        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
+            self.calls[-1]["out"] = out.detach().clone()
+        return out
+
+    def install(self, model_patcher):
+        model_patcher.set_model_attn1_patch(self.attn1)
+        model_patcher.set_model_attn1_output_patch(self.output)
+        return model_patcher
+
+
+def _labels(call, fpv):
+    chunks = len(call["cond_or_uncond"])
+    chunk = call["n"].shape[0] // chunks
+    per = chunk if fpv == 0 else fpv
+    video = [c * 1000 + r // per for c in range(chunks) for r in range(chunk)]
+    position = [r % per for _ in range(chunks) for r in range(chunk)]
+    return video, position
+
+
+# -- SLR: equalities with the unpatched model --------------------------------------------------------------------
+def test_slr_on_identical_frames_equals_the_unpatched_model(host, unet):
+    host.store["same"] = _latent(identical=True)
+    host.store["static_video"] = _video(static=True)
+    plain = _run(host, _graph(host, latent_key="same", capture="plain"), "plain")
+    # through the executor, with the input video as guidance
+    out = _run(host, _graph(host, latent_key="same", slr={"image": "static_video"}, capture="slr_img"), "slr_img")
+    assert _rel(out, plain) < 1e-5
+    # guidance from the model's own x0 prediction; check that trajectory attention really ran
+    model = _slr(host, unet, trajectory_start=0.0)
+    host.store["slr_x0"] = model
+    out = _run(host, _graph(host, model="slr_x0", latent_key="same", capture="slr_x0_out"), "slr_x0_out")
+    assert _rel(out, plain) < 1e-5
+    stats = _patch_of(model).stats
+    assert stats["trajectory"] > 0 and stats["neighbour"] > 0 and stats["fallback"] > 0  # step 1 has no x0 yet
+
+
+# -- SLR: one real layer against the literal eq. 5 (and eq. 6-7) --------------------------------------------------
+@pytest.mark.parametrize("neg_tokens,fpv", [(6, 0), (7, 2)])  # cond/uncond batched, one video | separate, two videos
+def test_neighbour_attention_in_a_real_layer_matches_eq_5(host, unet, neg_tokens, fpv):
+    caps = {b: _LayerCapture(b) for b in (NEIGHBOUR_LAYER, TRAJECTORY_LAYER)}
+    model = _slr(host, unet, trajectory_start=0.99, frames_per_video=fpv)  # trajectory replace installed, inactive
+    for cap in caps.values():
+        cap.install(model)
+    host.store["slr_eq5"] = model
+    host.store["lat"] = _latent(seed=3)
+    _run(host, _graph(host, model="slr_eq5", neg_tokens=neg_tokens, capture="eq5"), "eq5")
+    trajectory_sigma = _patch_of(model).trajectory_sigma
+    worst = 0.0
+    for block, cap in caps.items():
+        attn = _attn(unet, block)
+        assert len(cap.calls) == (STEPS if neg_tokens == 6 else 2 * STEPS)
+        # the trajectory layer's replace computes eq. 5 itself until T_TA (the last step is past 0.99 here)
+        calls = [c for c in cap.calls if block != TRAJECTORY_LAYER or c["sigma"] > trajectory_sigma]
+        assert calls
+        for call in calls:
+            n = call["n"]
+            assert call["context"].shape[1] == 2 * n.shape[1]  # [h_prev ; h_next]
+            video, position = _labels(call, fpv)
+            with torch.no_grad():
+                ref = attn.to_out(ta.reference_neighbour_attention(attn.to_q(n), attn.to_k(n), attn.to_v(n),
+                                                                   call["heads"], video, position))
+            err = float((call["out"] - ref).abs().max())
+            assert err < 1e-5, (block, err)
+            assert float(ref.abs().max()) > 1e-2
+            worst = max(worst, err)
+    print(f"SLR eq. 5 in layers {NEIGHBOUR_LAYER} and {TRAJECTORY_LAYER}: max abs error {worst:.2e}")
+
+
+def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
+    """Moving input video as guidance: the trajectory layer's output is to_out(eq. 6-7 on eq. 5) with the
+    correspondences the node chose, and flow-based ones were chosen."""
+    cap = _LayerCapture(TRAJECTORY_LAYER)
+    host.store["moving"] = _video(seed=1)
+    model = cap.install(_slr(host, unet, trajectory_start=0.0, image=host.store["moving"]))
+    host.store["slr_traj"] = model
+    host.store["lat"] = _latent(seed=4)
+    out = _run(host, _graph(host, model="slr_traj", capture="traj"), "traj")
+    neighbour_only = _run(host, _graph(host, slr={"trajectory_start": 1.0}, capture="traj_off"), "traj_off")
+    assert _rel(out, neighbour_only) > 1e-4  # trajectory attention changes the result
+    patch = _patch_of(model)
+    assert patch.stats["trajectory"] > 0 and patch.stats["chosen_flow"] > 0
+    call = cap.calls[-1]  # the last step, whose choices the patch still holds
+    attn = _attn(unet, TRAJECTORY_LAYER)
+    n = call["n"]
+    video, position = _labels(call, 0)
+    with torch.no_grad():
+        o = ta.reference_neighbour_attention(attn.to_q(n), attn.to_k(n), attn.to_v(n), call["heads"], video, position)
+        for c, value in enumerate(call["cond_or_uncond"]):
+            rows = list(range(c * FRAMES, (c + 1) * FRAMES))
+            chosen = [patch._history[(TRAJECTORY_LAYER, 0, value, a, a + 1, (8, 8))] for a in range(FRAMES - 1)]
+            o[rows] = ta.trajectory_attention(o[rows], [f for f, _ in chosen], [b for _, b in chosen], call["heads"])
+        ref = attn.to_out(o)
+    assert float((call["out"] - ref).abs().max()) < 1e-5
+
+
+def test_core_context_windows_use_the_windows_frames(host, unet):
+    """ContextWindowsManual (dim 0, windows 0-3 and 2-5 of 6 frames): neighbours are the window's frames, and the
+    trajectories read the full-batch x0 prediction at the window's frame indices.
+
+    5 steps for 6 frames: ComfyUI 0.3.64's context handler only broadcasts when steps + 1 equals the batch."""
+    node = host.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"]
+    windowed = node.execute(unet, 4, 2, "standard_static", 1, False, "flat", 0).result[0]
+    cap = _LayerCapture(NEIGHBOUR_LAYER)
+    model = cap.install(_slr(host, windowed, trajectory_start=0.0))
+    host.store["slr_cw"] = model
+    gen = torch.Generator().manual_seed(9)
+    host.store["lat6"] = {"samples": torch.randn(6, 4, 8, 8, generator=gen) * 3}
+    _run(host, _graph(host, model="slr_cw", latent_key="lat6", capture="cw", steps=5), "cw")
+    assert _patch_of(model).stats["trajectory"] > 0
+    attn = _attn(unet, NEIGHBOUR_LAYER)
+    for k, call in enumerate(cap.calls):
+        window = (0, 1, 2, 3) if k % 2 == 0 else (2, 3, 4, 5)  # the handler runs the windows in order
+        chunks = len(call["cond_or_uncond"])
+        video = [c for c in range(chunks) for _ in window]
+        with torch.no_grad():
+            n = call["n"]
+            ref = attn.to_out(ta.reference_neighbour_attention(attn.to_q(n), attn.to_k(n), attn.to_v(n),
+                                                               call["heads"], video, list(window) * chunks))
+        assert float((call["out"] - ref).abs().max()) < 1e-5
+
+
+def test_missing_flow_source_falls_back_and_warns_once(host, unet, caplog):
+    patch = _patch_of(_slr(host, unet, trajectory_start=0.0))
+    q = torch.randn(FRAMES, 64, 320)
+    o = torch.randn(FRAMES, 64, 320)
+    extra = {"cond_or_uncond": [0], "n_heads": 1, "activations_shape": [FRAMES, 320, 8, 8],
+             "sigmas": torch.tensor([1.0]), "sample_sigmas": torch.tensor([5.0, 1.0, 0.0]),
+             "block": TRAJECTORY_LAYER, "block_index": 0}
+    with caplog.at_level(logging.WARNING, logger="zsvr"):
+        for _ in range(3):
+            assert torch.equal(patch.trajectory(q, o, extra), o)
+    warnings = [r for r in caplog.records if "no flow source" in r.getMessage()]
+    assert len(warnings) == 1
+    caplog.clear()
+    extra["sigmas"] = torch.tensor([5.0])  # the first step of a run: expected, silent
+    patch._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="zsvr"):
+        patch.trajectory(q, o, extra)
+    assert not caplog.records
+
+
+def test_the_input_model_is_left_untouched(host, unet):
+    before = repr(unet.model_options)
+    patched = _slr(host, unet, image=_video())
+    assert patched is not unet and repr(unet.model_options) == before
+    replaces = patched.model_options["transformer_options"]["patches_replace"]["attn1"]
+    assert set(replaces) == {("output", 2, 0), ("output", 3, 0)}  # the largest decoder resolution only
+
+
+# -- noise sharing -----------------------------------------------------------------------------------------------
+def _recording_sampler(store):
+    import comfy.samplers
+
+    def record(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+        store.append((x.clone(), [noise_sampler(sigmas[0], sigmas[1]) for _ in range(3)]))
+        return x
+
+    return comfy.samplers.KSAMPLER(record)
+
+
+def test_noise_sharing_noise_and_step_noise_are_shared(host):
+    seen: list = []
+    host.store["rec"] = _recording_sampler(seen)
+    host.store["zeros"] = {"samples": torch.zeros(FRAMES, 4, 8, 8)}  # an empty latent: x_T is the scaled noise
+    _run(host, _graph(host, sampler={"inject": "rec"}, latent_key="zeros", noise="shared", sharing={"noise_seed": 11},
+                      denoise=1.0, capture="rec_out"), "rec_out")
+    x_t, zs = seen[-1]
+    assert all(torch.equal(x_t[i], x_t[0]) for i in range(FRAMES))  # same x_T (noise-scaled) for every frame
+    for z in zs:
+        assert z.shape == (FRAMES, 4, 8, 8) and z.dtype == torch.float32
+        assert all(torch.equal(z[i], z[0]) for i in range(FRAMES))  # same z for every frame
+    assert not torch.equal(zs[0], zs[1])  # a fresh draw per step
+    # the NOISE output on an image latent and on a video latent [B, C, T, H, W]
+    noise = host.captured["rec_out_sampler"]
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_NoiseSharing"]
+    noise_obj = node.execute(11, noise, **{"lambda": 1.0}).result[0]
+    video = noise_obj.generate_noise({"samples": torch.zeros(2, 16, 5, 4, 4)})
+    assert all(torch.equal(video[:, :, t], video[:, :, 0]) for t in range(5))
+    assert not torch.equal(video[0], video[1])  # batch items of a video latent keep their own noise
+    first = noise_obj.generate_noise({"samples": torch.zeros(FRAMES, 4, 8, 8)})
+    assert torch.equal(first, noise_obj.generate_noise({"samples": torch.zeros(FRAMES, 4, 8, 8)}))  # reproducible
+    assert all(torch.equal(first[i], first[0]) for i in range(FRAMES))
+
+
+def test_noise_sharing_lambda_one_is_unchanged_and_blending_is_wired(host):
+    NS = _pack_module(host, ".nodes.noise_sharing")
+    host.store["moving"] = _video(seed=2)
+    runs = {}
+    for name, sharing in {"plain": {}, "lam1": {"image": "moving"}, "blend": {"image": "moving", "lambda": 0.5}}.items():
+        seen: list = []
+        host.store["rec"] = _recording_sampler(seen)
+        host.store["lat"] = _latent(seed=6)
+        _run(host, _graph(host, sampler={"inject": "rec"}, noise="shared", sharing=sharing, capture=f"ns_{name}"),
+             f"ns_{name}")
+        runs[name] = (seen[-1][1], host.captured[f"ns_{name}_sampler"])
+    plain, lam1, blend = (torch.stack(runs[k][0]) for k in ("plain", "lam1", "blend"))
+    assert torch.equal(lam1, plain)  # lambda 1 leaves the shared noise unchanged, image or not
+    assert torch.equal(blend[:, 0], plain[:, 0])  # frame 0 is never changed
+    assert not torch.equal(blend[:, 1:], plain[:, 1:])
+    flow, valid = NS.latent_flow(host.store["moving"], FRAMES, (8, 8))
+    assert float(flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)  # 8 px right per frame = 1 latent px back
+    for k in range(plain.shape[0]):  # exactly eq. 11 of the kernel on the shared noise
+        assert torch.equal(blend[k], ns.blend_noise(plain[k], flow, valid, 0.5, 0))
+    sampler = runs["blend"][1].last_noise_sampler  # the same wiring, drawn many times: unit variance
+    draws = torch.stack([sampler()[1:] for _ in range(40)])
+    assert 0.95 < float(draws.std()) < 1.05
+    assert float(valid.float().mean()) > 0.5
+
+
+def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
+    import comfy.samplers
+
+    NS = _pack_module(host, ".nodes.noise_sharing")
+    assert NS.image_frames_for(5, 5) == [0, 1, 2, 3, 4]
+    assert NS.image_frames_for(17, 5) == [0, 4, 8, 12, 16]  # (T-1)*4+1 frames of a causal video VAE
+    assert NS.image_frames_for(6, 5) is None and NS.image_frames_for(4, 5) is None
+    video = _video(frames=17, shift=2).permute(0, 3, 1, 2).contiguous()  # 2 px per frame: 8 px per latent step
+    sampler = NS.NoiseSharingSampler(comfy.samplers.sampler_object("euler_ancestral"), 5, 0.5, video)
+    noise = sampler.noise_sampler_for(torch.zeros(2, 16, 5, 8, 8))
+    z = noise()
+    shared, _ = noise.last
+    assert z.shape == (2, 16, 5, 8, 8) and torch.equal(z[:, :, 0], shared[:, :, 0])
+    assert all(torch.equal(shared[:, :, t], shared[:, :, 0]) for t in range(5))
+    assert noise.flow.shape == (4, 2, 8, 8) and float(noise.flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)
+    assert not torch.equal(z[:, :, 1:], shared[:, :, 1:])
+    InputError = _input_error(host)
+    with pytest.raises(InputError, match="'image'.*17 frames for a latent with 6 frames"):
+        sampler.noise_sampler_for(torch.zeros(1, 16, 6, 8, 8))
+
+
+def test_early_stop_at_the_last_step_equals_no_early_stop_with_shared_noise(host):
+    host.store["same"] = _latent(seed=7, identical=True)
+    kw = dict(latent_key="same", sampler="euler_ancestral", noise="shared", sharing={"noise_seed": 3}, denoise=1.0)
+    plain = _run(host, _graph(host, capture="es_none", **kw), "es_none")
+    by_percent = _run(host, _graph(host, early={"stop_step": 0, "stop_percent": 1.0}, capture="es_pct", **kw), "es_pct")
+    by_step = _run(host, _graph(host, early={"stop_step": STEPS, "stop_percent": 0.5}, capture="es_step", **kw),
+                   "es_step")
+    assert torch.equal(by_percent, plain) and torch.equal(by_step, plain)
+    early = _run(host, _graph(host, early={"stop_step": 1, "stop_percent": 1.0}, capture="es_1", **kw), "es_1")
+    assert not torch.equal(early, plain)
+    # shared x_T and z on identical frames with a frame-independent model: identical frames out
+    assert all(_rel(plain[i], plain[0]) < 1e-6 for i in range(FRAMES))
+    random = _run(host, _graph(host, capture="es_rand", **{**kw, "noise": "random"}), "es_rand")
+    assert _rel(random[1], random[0]) > 1e-2
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def test_bad_input_image_frame_count(host, unet):
+    host.store["lat"] = _latent(seed=8)
+    host.store["short"] = _video(frames=3)
+    res = host.run(_graph(host, slr={"image": "short"}, capture="bad_slr"))
+    assert not res.success and "'image'" in res.error_message and "3 frames" in res.error_message
+    seen: list = []
+    host.store["rec"] = _recording_sampler(seen)
+    res = host.run(_graph(host, sampler={"inject": "rec"}, noise="shared", sharing={"image": "short", "lambda": 0.5},
+                          capture="bad_ns"))
+    assert not res.success and "'image'" in res.error_message and "3 frames" in res.error_message
+
+
+def test_bad_input_lambda_and_sampler(host):
+    import comfy.samplers
+
+    InputError = _input_error(host)
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_NoiseSharing"]
+    ks = comfy.samplers.sampler_object("euler_ancestral")
+    for lam in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InputError, match="'lambda'"):
+            node.execute(0, ks, **{"lambda": lam})
+    res = host.run(_graph(host, sharing={"lambda": 1.5}, capture="bad_lam"))
+    assert not res.valid and "lambda" in res.error_message
+    early = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_EarlyStop"].execute(ks, 0, 0.8).result[0]
+    with pytest.raises(InputError, match="'sampler'.*KSAMPLER"):
+        node.execute(0, early, **{"lambda": 1.0})
+
+
+def test_bad_input_slr_model_and_settings(host, unet):
+    import types
+
+    import comfy.sd
+    InputError = _input_error(host)
+    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    with pytest.raises(InputError, match="'model'.*already attends across frames"):
+        _slr(host, wan)
+    fake = types.SimpleNamespace(model=types.SimpleNamespace(
+        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
+    with pytest.raises(InputError, match="'model'.*does not support"):
+        _slr(host, fake)
+    with pytest.raises(InputError, match="'trajectory_start'"):
+        _slr(host, unet, trajectory_start=1.5)
+    with pytest.raises(InputError, match="'start_percent'"):
+        _slr(host, unet, start=0.8, end=0.2)
+    host.store["lat"] = _latent()
+    res = host.run(_graph(host, slr={"frames_per_video": 3}, capture="bad_fpv"))
+    assert not res.success and "'frames_per_video'" in res.error_message
