@@ -14,7 +14,6 @@ runs after one warm-up run, and the best run. A PyAV-only baseline (decode and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import platform
@@ -26,13 +25,9 @@ PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _import_pack():
-    if "zsvr" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "zsvr", PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["zsvr"] = module
-        spec.loader.exec_module(module)
+    from pack_import import import_pack
+
+    import_pack()
     from zsvr.kernels import video_io
 
     return video_io

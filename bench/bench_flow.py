@@ -25,7 +25,6 @@ Writes the table to stdout and JSON to ``bench/results/flow_cpu.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -38,13 +37,9 @@ PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _import_pack():
-    if "zsvr" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "zsvr", PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["zsvr"] = module
-        spec.loader.exec_module(module)
+    from pack_import import import_pack
+
+    import_pack()
     from zsvr.kernels import noise_sharing, optical_flow, video_io
 
     return optical_flow, noise_sharing, video_io

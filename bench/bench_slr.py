@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import pathlib
 import platform
@@ -60,13 +59,9 @@ SD15_LEVELS = [(0, 1, 2, 3), (1, 2, 2, 3), (2, 4, 2, 3), (3, 4, 1, 0)]
 
 
 def _import_pack():
-    if "zsvr" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "zsvr", PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["zsvr"] = module
-        spec.loader.exec_module(module)
+    from pack_import import import_pack
+
+    import_pack()
     from zsvr.kernels import optical_flow, temporal_attention
 
     return temporal_attention, optical_flow

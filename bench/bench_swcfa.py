@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import pathlib
 import platform
@@ -46,13 +45,9 @@ PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _import_kernel():
-    if "zsvr" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "zsvr", PACK_DIR / "__init__.py", submodule_search_locations=[str(PACK_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["zsvr"] = module
-        spec.loader.exec_module(module)
+    from pack_import import import_pack
+
+    import_pack()
     from zsvr.kernels import cross_frame_attention
 
     return cross_frame_attention

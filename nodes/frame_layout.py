@@ -94,3 +94,15 @@ def schedule_gate(model_patcher, start_percent: float, end_percent: float):
         return sigma_end <= sigma <= sigma_start
 
     return is_active
+
+
+def map_frame_kv(context, value, rows: int, fn):
+    """Apply ``fn`` to the attn1 key/value inputs that are laid out like the frames (``rows`` rows).
+
+    A key/value input with another batch (a cross-attention context) passes
+    through unchanged; when value is the same tensor as context, ``fn`` runs once.
+    """
+    new_context = fn(context) if context.shape[0] == rows else context
+    if value is context:
+        return new_context, new_context
+    return new_context, (fn(value) if value.shape[0] == rows else value)

@@ -97,7 +97,7 @@ from ..kernels import optical_flow as of
 from ..kernels import temporal_attention as ta
 from ..kernels.errors import InputError
 from .adapters.sd_unet import unet_adapter_for
-from .frame_layout import batch_layout, current_sigma, layout_key, schedule_gate
+from .frame_layout import batch_layout, current_sigma, layout_key, map_frame_kv, schedule_gate
 from .types import CATEGORY
 
 log = logging.getLogger("zsvr")
@@ -181,11 +181,8 @@ class SLRPatch:
         plan = self.plan(rows, extra_options, n.device)
         if plan is None:
             return n, context_attn1, value_attn1
-        context = ta.neighbour_context(context_attn1, plan) if context_attn1.shape[0] == rows else context_attn1
-        if value_attn1 is context_attn1:
-            value = context
-        else:
-            value = ta.neighbour_context(value_attn1, plan) if value_attn1.shape[0] == rows else value_attn1
+        context, value = map_frame_kv(context_attn1, value_attn1, rows,
+                                      lambda h: ta.neighbour_context(h, plan))
         self.stats["neighbour"] += 1
         return n, context, value
 

@@ -30,7 +30,7 @@ from ..kernels import cross_frame_attention as cfa
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters.sd_unet import GROUPS, unet_adapter_for
-from .frame_layout import batch_layout, layout_key, schedule_gate
+from .frame_layout import batch_layout, layout_key, map_frame_kv, schedule_gate
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
@@ -107,11 +107,8 @@ class SWCFAPatch:
         if plan is None:
             return n, context_attn1, value_attn1
         # only key/value inputs laid out like the frames are averaged (a cross-attention context is not)
-        context = cfa.apply_plan(context_attn1, plan) if context_attn1.shape[0] == rows else context_attn1
-        if value_attn1 is context_attn1:
-            value = context
-        else:
-            value = cfa.apply_plan(value_attn1, plan) if value_attn1.shape[0] == rows else value_attn1
+        context, value = map_frame_kv(context_attn1, value_attn1, rows,
+                                      lambda h: cfa.apply_plan(h, plan))
         return n, context, value
 
 

@@ -96,33 +96,28 @@ class Graph:
         }
 
 
-def zsvd_wan21(g: Graph) -> Graph:
-    """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 49, "width": 832, "height": 480,
-                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
-    unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
-    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
-    vae = g.add("VAELoader", (0, 740), {"vae_name": "wan_2.1_vae.safetensors"})
-    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (380, 600), {"text": RAIN_PROMPT}, title="Remove prompt")
-    g.connect(clip, 0, null, "clip")
-    g.connect(clip, 0, remove, "clip")
+def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: float, rule: str, skip: int,
+               prefix: str):
+    """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
+
+    ``model`` and ``vae`` are (node, output slot) pairs.
+    """
     enc = g.add("VAEEncode", (380, 0))
     g.connect(load, 0, enc, "pixels")
-    g.connect(vae, 0, enc, "vae")
-    sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": 50, "denoise": 1.0})
-    g.connect(unet, 0, sched, "model")
-    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddpm", "first_step": 20},
+    g.connect(*vae, enc, "vae")
+    sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
+    g.connect(*model, sched, "model")
+    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": cfg, "inversion_seed": 0, "step_rule": rule, "first_step": skip},
                 size=(340, 260))
-    g.connect(unet, 0, inv, "model")
+    g.connect(*model, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
     g.connect(enc, 0, inv, "latent")
     g.connect(sched, 0, inv, "sigmas")
-    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": 20, "start_noise": 0.0})
+    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": skip, "start_noise": 0.0})
     g.connect(inv, 0, rep, "inversion")
     switch = g.add("ZSVR_AttentionSwitch", (760, 300), {"blocks": "0-3,15-29"})
-    g.connect(unet, 0, switch, "model")
+    g.connect(*model, switch, "model")
     editor = g.add("ZSVR_NegativePromptEditor", (1140, 300), {"strength": 15.0})
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
@@ -135,12 +130,27 @@ def zsvd_wan21(g: Graph) -> Graph:
     g.connect(enc, 0, smp, "latent_image")
     dec = g.add("VAEDecode", (1860, 0))
     g.connect(smp, 0, dec, "samples")
-    g.connect(vae, 0, dec, "vae")
+    g.connect(*vae, dec, "vae")
     video = g.add("CreateVideo", (1860, 160))
     g.connect(dec, 0, video, "images")
     g.connect(load, 1, video, "fps")
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/derained"}, size=(420, 380))
+    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": prefix}, size=(420, 380))
     g.connect(video, 0, save, "video")
+
+
+def zsvd_wan21(g: Graph) -> Graph:
+    """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 49, "width": 832, "height": 480,
+                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
+    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
+    vae = g.add("VAELoader", (0, 740), {"vae_name": "wan_2.1_vae.safetensors"})
+    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (380, 600), {"text": RAIN_PROMPT}, title="Remove prompt")
+    g.connect(clip, 0, null, "clip")
+    g.connect(clip, 0, remove, "clip")
+    _zsvd_edit(g, load, (unet, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
+               prefix="zsvr/derained")
     g.note(
         "ZSVD deraining on Wan 2.1 1.3B\n\n"
         "Models: diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, text_encoders/umt5_xxl_fp8_e4m3fn_scaled"
@@ -258,40 +268,8 @@ def zsvd_cogvideox(g: Graph) -> Graph:
     remove = g.add("CLIPTextEncode", (380, 600), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
     g.connect(t5, 0, null, "clip")
     g.connect(t5, 0, remove, "clip")
-    enc = g.add("VAEEncode", (380, 0))
-    g.connect(load, 0, enc, "pixels")
-    g.connect(cog, 1, enc, "vae")
-    sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": 100, "denoise": 1.0})
-    g.connect(cog, 0, sched, "model")
-    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 3.5, "inversion_seed": 0, "step_rule": "zsvd",
-                                              "first_step": 40}, size=(340, 260))
-    g.connect(cog, 0, inv, "model")
-    g.connect(null, 0, inv, "positive")
-    g.connect(null, 0, inv, "negative")
-    g.connect(enc, 0, inv, "latent")
-    g.connect(sched, 0, inv, "sigmas")
-    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": 40, "start_noise": 0.0})
-    g.connect(inv, 0, rep, "inversion")
-    switch = g.add("ZSVR_AttentionSwitch", (760, 300), {"blocks": "0-3,15-29"})
-    g.connect(cog, 0, switch, "model")
-    editor = g.add("ZSVR_NegativePromptEditor", (1140, 300), {"strength": 15.0})
-    g.connect(switch, 0, editor, "model")
-    g.connect(null, 0, editor, "null")
-    g.connect(remove, 0, editor, "remove")
-    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
-    g.connect(rep, 0, smp, "noise")
-    g.connect(editor, 0, smp, "guider")
-    g.connect(rep, 1, smp, "sampler")
-    g.connect(rep, 2, smp, "sigmas")
-    g.connect(enc, 0, smp, "latent_image")
-    dec = g.add("VAEDecode", (1860, 0))
-    g.connect(smp, 0, dec, "samples")
-    g.connect(cog, 1, dec, "vae")
-    video = g.add("CreateVideo", (1860, 160))
-    g.connect(dec, 0, video, "images")
-    g.connect(load, 1, video, "fps")
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/derained_cogvideox"}, size=(420, 380))
-    g.connect(video, 0, save, "video")
+    _zsvd_edit(g, load, (cog, 0), (cog, 1), null, remove, steps=100, cfg=3.5, rule="zsvd", skip=40,
+               prefix="zsvr/derained_cogvideox")
     g.note(
         "ZSVD on CogVideoX-2b, the paper's setup\n\n"
         "Models: models/diffusers/CogVideoX-2b (the diffusers folder: transformer/, vae/, scheduler/), "
