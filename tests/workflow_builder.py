@@ -96,6 +96,27 @@ class Graph:
         }
 
 
+def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str):
+    """SamplerCustomAdvanced -> VAEDecode -> CreateVideo (the loader's fps) -> SaveVideo.
+
+    Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node.
+    """
+    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
+    g.connect(*noise, smp, "noise")
+    g.connect(*guider, smp, "guider")
+    g.connect(*sampler, smp, "sampler")
+    g.connect(*sigmas, smp, "sigmas")
+    g.connect(*latent, smp, "latent_image")
+    dec = g.add("VAEDecode", (1860, 0))
+    g.connect(smp, 0, dec, "samples")
+    g.connect(*vae, dec, "vae")
+    video = g.add("CreateVideo", (1860, 160))
+    g.connect(dec, 0, video, "images")
+    g.connect(load, 1, video, "fps")
+    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": prefix}, size=(420, 380))
+    g.connect(video, 0, save, "video")
+
+
 def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: float, rule: str, skip: int,
                prefix: str):
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
@@ -122,20 +143,8 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: flo
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
-    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
-    g.connect(rep, 0, smp, "noise")
-    g.connect(editor, 0, smp, "guider")
-    g.connect(rep, 1, smp, "sampler")
-    g.connect(rep, 2, smp, "sigmas")
-    g.connect(enc, 0, smp, "latent_image")
-    dec = g.add("VAEDecode", (1860, 0))
-    g.connect(smp, 0, dec, "samples")
-    g.connect(*vae, dec, "vae")
-    video = g.add("CreateVideo", (1860, 160))
-    g.connect(dec, 0, video, "images")
-    g.connect(load, 1, video, "fps")
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": prefix}, size=(420, 380))
-    g.connect(video, 0, save, "video")
+    _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
+                        prefix)
 
 
 def zsvd_wan21(g: Graph) -> Graph:
@@ -220,20 +229,8 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     g.connect(swcfa, 0, guider, "model")
     g.connect(control, 0, guider, "positive")
     g.connect(control, 1, guider, "negative")
-    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
-    g.connect(rep, 0, smp, "noise")
-    g.connect(guider, 0, smp, "guider")
-    g.connect(rep, 1, smp, "sampler")
-    g.connect(smp_sched, 0, smp, "sigmas")
-    g.connect(enc, 0, smp, "latent_image")
-    dec = g.add("VAEDecode", (1860, 0))
-    g.connect(smp, 0, dec, "samples")
-    g.connect(ckpt, 2, dec, "vae")
-    video = g.add("CreateVideo", (1860, 160))
-    g.connect(dec, 0, video, "images")
-    g.connect(load, 1, video, "fps")
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/tdm_restored"}, size=(420, 380))
-    g.connect(video, 0, save, "video")
+    _sample_decode_save(g, (rep, 0), (guider, 0), (rep, 1), (smp_sched, 0), (enc, 0), (ckpt, 2), load,
+                        "zsvr/tdm_restored")
     g.note(
         "TDM video restoration on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth. "
@@ -320,20 +317,8 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
     g.connect(share, 1, stop, "sampler")
     sched = g.add("BasicScheduler", (760, 600), {"scheduler": "normal", "steps": 30, "denoise": 0.6})
     g.connect(ckpt, 0, sched, "model")
-    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
-    g.connect(share, 0, smp, "noise")
-    g.connect(guider, 0, smp, "guider")
-    g.connect(stop, 0, smp, "sampler")
-    g.connect(sched, 0, smp, "sigmas")
-    g.connect(enc, 0, smp, "latent_image")
-    dec = g.add("VAEDecode", (1860, 0))
-    g.connect(smp, 0, dec, "samples")
-    g.connect(ckpt, 2, dec, "vae")
-    video = g.add("CreateVideo", (1860, 160))
-    g.connect(dec, 0, video, "images")
-    g.connect(load, 1, video, "fps")
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": "zsvr/zvrd_restored"}, size=(420, 380))
-    g.connect(video, 0, save, "video")
+    _sample_decode_save(g, (share, 0), (guider, 0), (stop, 0), (sched, 0), (enc, 0), (ckpt, 2), load,
+                        "zsvr/zvrd_restored")
     g.note(
         "ZVRD on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth "
