@@ -106,3 +106,10 @@ def map_frame_kv(context, value, rows: int, fn):
     if value is context:
         return new_context, new_context
     return new_context, (fn(value) if value.shape[0] == rows else value)
+
+
+FRAMES_PER_VIDEO_TOOLTIP = (
+    "Frames of each video in the latent batch: 0 = the whole batch is one video; "
+    "e.g. 16 for a batch of two 16-frame videos (it must divide the batch). "
+    "Frames never mix across videos, nor between positive and negative prompts.")
+"""The one tooltip of every frame patch's ``frames_per_video`` input."""

@@ -97,7 +97,7 @@ from ..kernels import optical_flow as of
 from ..kernels import temporal_attention as ta
 from ..kernels.errors import InputError
 from .adapters.sd_unet import unet_adapter_for
-from .frame_layout import batch_layout, current_sigma, layout_key, map_frame_kv, schedule_gate
+from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, batch_layout, current_sigma, layout_key, map_frame_kv, schedule_gate
 from .types import CATEGORY
 
 log = logging.getLogger("zsvr")
@@ -410,9 +410,7 @@ class SLRTemporalAttention(io.ComfyNode):
                                        "(0 = every step, 0.5 = the second half, 1 = off; cross-neighbour attention "
                                        "runs at every step). The paper's T_TA is not published; 0.5 is our pick."),
                 io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
-                             tooltip="Frames of each video in the latent batch: 0 = the whole batch is one video; "
-                                     "e.g. 16 for a batch of two 16-frame videos (it must divide the batch). "
-                                     "Frames never mix across videos, nor between positive and negative prompts."),
+                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional: the input video (one frame per latent frame). Its optical flow "
                                        "and 8x8 patches guide the trajectories. Without it they come from the "

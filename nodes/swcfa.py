@@ -30,7 +30,7 @@ from ..kernels import cross_frame_attention as cfa
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters.sd_unet import GROUPS, unet_adapter_for
-from .frame_layout import batch_layout, layout_key, map_frame_kv, schedule_gate
+from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, batch_layout, layout_key, map_frame_kv, schedule_gate
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
@@ -134,9 +134,7 @@ class SWCFA(io.ComfyNode):
                                      "of its video (TDM uses 3). Windows are clipped at the video's ends, so a "
                                      "radius larger than the video simply means the whole video. 0 = off."),
                 io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
-                             tooltip="Frames of each video in the latent batch: 0 = the whole batch is one video; "
-                                     "e.g. 16 for a batch of two 16-frame videos (it must divide the batch). "
-                                     "Frames never mix across videos, nor between positive and negative prompts."),
+                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
                 io.String.Input("blocks", default="all",
                                 tooltip="Which self-attention layers get the window: 'all', or a comma list of "
                                         "input, middle, output, each optionally with U-Net block ids like "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unet_layers import LayerCapture, attn1_module
 from zsvr.kernels import cross_frame_attention as cfa
 
 LAYER = ("input", 1)  # the first U-Net block with a transformer (tiny SD1.5: input blocks 1 and 3)
@@ -75,40 +76,8 @@ def _swcfa(host, model, radius=2, frames_per_video=0, blocks="all", start=0.0, e
     return node.execute(model, radius, frames_per_video, blocks, start, end).result[0]
 
 
-def _layer_module(model_patcher, block=LAYER, index=0):
-    from comfy.ldm.modules.attention import SpatialTransformer
-
-    unet = model_patcher.model.diffusion_model
-    container = {"input": unet.input_blocks, "output": unet.output_blocks}[block[0]][block[1]]
-    st = next(m for m in container if isinstance(m, SpatialTransformer))
-    return st.transformer_blocks[index].attn1
 
 
-class _LayerCapture:
-    """A test attn1_patch (runs after SW-CFA's) and attn1_output_patch recording one layer's calls."""
-
-    def __init__(self, block=LAYER):
-        self.block = block
-        self.calls: list[dict] = []
-
-    def attn1(self, n, context, value, extra):
-        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
-            window = extra.get("context_window")
-            self.calls.append({"n": n.detach().clone(), "context": context.detach().clone(),
-                               "cond_or_uncond": list(extra["cond_or_uncond"]),
-                               "index_list": list(window.index_list) if window is not None else None,
-                               "sigma": float(extra["sigmas"].flatten()[0]), "heads": extra["n_heads"]})
-        return n, context, value
-
-    def output(self, out, extra):
-        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
-            self.calls[-1]["out"] = out.detach().clone()
-        return out
-
-    def install(self, model_patcher):
-        model_patcher.set_model_attn1_patch(self.attn1)
-        model_patcher.set_model_attn1_output_patch(self.output)
-        return model_patcher
 
 
 def _reference_output(attn, call, radius, frames_per_video):
@@ -161,14 +130,14 @@ def test_empty_block_list_equals_the_unpatched_model(host):
     (7, 5, 3),   # two videos, separate batches, radius beyond the video (clipped)
 ])
 def test_one_layer_matches_eq_7_9(host, unet, neg_tokens, radius, fpv):
-    cap = _LayerCapture()
+    cap = LayerCapture(LAYER)
     model = cap.install(_swcfa(host, unet, radius=radius, frames_per_video=fpv))
     host.store["patched"] = model
     host.store["lat"] = _latent(seed=3)
     _run(host, _sample_graph(host, model="patched", neg_tokens=neg_tokens, capture="layer"), "layer")
     layouts = [len(c["cond_or_uncond"]) for c in cap.calls]
     assert layouts == ([1] * 2 * STEPS if neg_tokens != 6 else [2] * STEPS), layouts
-    attn = _layer_module(unet)
+    attn = attn1_module(unet, LAYER)
     worst = scale = 0.0
     for call in cap.calls:
         assert call["n"].dtype == torch.float32
@@ -190,13 +159,13 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
     """
     node = host.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"]
     windowed = node.execute(unet, 4, 2, "standard_static", 1, False, "flat", 0).result[0]
-    cap = _LayerCapture()
+    cap = LayerCapture(LAYER)
     host.store["windowed"] = cap.install(_swcfa(host, windowed, radius=1, frames_per_video=3))
     host.store["lat"] = _latent(seed=4)
     _run(host, _sample_graph(host, model="windowed", capture="cw", steps=5), "cw")
     windows = {tuple(c["index_list"]) for c in cap.calls}
     assert windows == {(0, 1, 2, 3), (2, 3, 4, 5)}, windows  # windows straddle the two videos' boundary
-    attn = _layer_module(unet)
+    attn = attn1_module(unet, LAYER)
     for call in cap.calls:
         ref = _reference_output(attn, call, 1, 3)
         assert float((call["out"] - ref).abs().max()) < 1e-5

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from unet_layers import LayerCapture, attn1_module
 from zsvr.kernels import noise_sharing as ns
 from zsvr.kernels import temporal_attention as ta
 
@@ -128,38 +129,8 @@ def _patch_of(model):
     return model.model_options["transformer_options"]["patches"]["attn1_patch"][0]
 
 
-def _attn(model_patcher, block, index=0):
-    from comfy.ldm.modules.attention import SpatialTransformer
-
-    unet = model_patcher.model.diffusion_model
-    container = {"input": unet.input_blocks, "output": unet.output_blocks}[block[0]][block[1]]
-    st = next(m for m in container if isinstance(m, SpatialTransformer))
-    return st.transformer_blocks[index].attn1
 
 
-class _LayerCapture:
-    """A test attn1_patch (runs after SLR's) and attn1_output_patch recording one layer's calls."""
-
-    def __init__(self, block):
-        self.block = block
-        self.calls: list[dict] = []
-
-    def attn1(self, n, context, value, extra):
-        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
-            self.calls.append({"n": n.detach().clone(), "context": context.detach().clone(),
-                               "cond_or_uncond": list(extra["cond_or_uncond"]), "heads": extra["n_heads"],
-                               "sigma": float(extra["sigmas"].flatten()[0])})
-        return n, context, value
-
-    def output(self, out, extra):
-        if tuple(extra.get("block", ())) == self.block and extra.get("block_index", 0) == 0:
-            self.calls[-1]["out"] = out.detach().clone()
-        return out
-
-    def install(self, model_patcher):
-        model_patcher.set_model_attn1_patch(self.attn1)
-        model_patcher.set_model_attn1_output_patch(self.output)
-        return model_patcher
 
 
 def _labels(call, fpv):
@@ -191,7 +162,7 @@ def test_slr_on_identical_frames_equals_the_unpatched_model(host, unet):
 # -- SLR: one real layer against the literal eq. 5 (and eq. 6-7) --------------------------------------------------
 @pytest.mark.parametrize("neg_tokens,fpv", [(6, 0), (7, 2)])  # cond/uncond batched, one video | separate, two videos
 def test_neighbour_attention_in_a_real_layer_matches_eq_5(host, unet, neg_tokens, fpv):
-    caps = {b: _LayerCapture(b) for b in (NEIGHBOUR_LAYER, TRAJECTORY_LAYER)}
+    caps = {b: LayerCapture(b) for b in (NEIGHBOUR_LAYER, TRAJECTORY_LAYER)}
     model = _slr(host, unet, trajectory_start=0.99, frames_per_video=fpv)  # trajectory replace installed, inactive
     for cap in caps.values():
         cap.install(model)
@@ -201,7 +172,7 @@ def test_neighbour_attention_in_a_real_layer_matches_eq_5(host, unet, neg_tokens
     trajectory_sigma = _patch_of(model).trajectory_sigma
     worst = 0.0
     for block, cap in caps.items():
-        attn = _attn(unet, block)
+        attn = attn1_module(unet, block)
         assert len(cap.calls) == (STEPS if neg_tokens == 6 else 2 * STEPS)
         # the trajectory layer's replace computes eq. 5 itself until T_TA (the last step is past 0.99 here)
         calls = [c for c in cap.calls if block != TRAJECTORY_LAYER or c["sigma"] > trajectory_sigma]
@@ -223,7 +194,7 @@ def test_neighbour_attention_in_a_real_layer_matches_eq_5(host, unet, neg_tokens
 def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
     """Moving input video as guidance: the trajectory layer's output is to_out(eq. 6-7 on eq. 5) with the
     correspondences the node chose, and flow-based ones were chosen."""
-    cap = _LayerCapture(TRAJECTORY_LAYER)
+    cap = LayerCapture(TRAJECTORY_LAYER)
     host.store["moving"] = _video(seed=1)
     model = cap.install(_slr(host, unet, trajectory_start=0.0, image=host.store["moving"]))
     host.store["slr_traj"] = model
@@ -234,7 +205,7 @@ def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
     patch = _patch_of(model)
     assert patch.stats["trajectory"] > 0 and patch.stats["chosen_flow"] > 0
     call = cap.calls[-1]  # the last step, whose choices the patch still holds
-    attn = _attn(unet, TRAJECTORY_LAYER)
+    attn = attn1_module(unet, TRAJECTORY_LAYER)
     n = call["n"]
     video, position = _labels(call, 0)
     with torch.no_grad():
@@ -254,14 +225,14 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
     5 steps for 6 frames: ComfyUI 0.3.64's context handler only broadcasts when steps + 1 equals the batch."""
     node = host.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"]
     windowed = node.execute(unet, 4, 2, "standard_static", 1, False, "flat", 0).result[0]
-    cap = _LayerCapture(NEIGHBOUR_LAYER)
+    cap = LayerCapture(NEIGHBOUR_LAYER)
     model = cap.install(_slr(host, windowed, trajectory_start=0.0))
     host.store["slr_cw"] = model
     gen = torch.Generator().manual_seed(9)
     host.store["lat6"] = {"samples": torch.randn(6, 4, 8, 8, generator=gen) * 3}
     _run(host, _graph(host, model="slr_cw", latent_key="lat6", capture="cw", steps=5), "cw")
     assert _patch_of(model).stats["trajectory"] > 0
-    attn = _attn(unet, NEIGHBOUR_LAYER)
+    attn = attn1_module(unet, NEIGHBOUR_LAYER)
     for k, call in enumerate(cap.calls):
         window = (0, 1, 2, 3) if k % 2 == 0 else (2, 3, 4, 5)  # the handler runs the windows in order
         chunks = len(call["cond_or_uncond"])
