@@ -74,6 +74,7 @@ import torch
 import comfy.conds
 import comfy.latent_formats
 import comfy.ldm.common_dit
+import comfy.ldm.modules.attention
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -284,6 +285,14 @@ def _crop_region(grid: tuple[int, int], base_w: int, base_h: int):
     return (top, left), (top + new_h, left + new_w)
 
 
+def host_attention(q, k, v, transformer_options):
+    """ComfyUI's optimized attention on [B, heads, L, head_dim]: the backend the host was started with
+    (SDPA, ``--use-sage-attention``, ``--use-flash-attention``, ...) and any ``optimized_attention_override``
+    in the call's ``transformer_options``."""
+    return comfy.ldm.modules.attention.optimized_attention(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True,
+                                                           transformer_options=transformer_options)
+
+
 class CogVideoXDiT(torch.nn.Module):
     """ComfyUI-facing diffusion model around diffusers' ``CogVideoXTransformer3DModel``."""
 
@@ -295,7 +304,7 @@ class CogVideoXDiT(torch.nn.Module):
         self.dtype = dtype
         self._rope_cache: dict = {}
         for index, block in enumerate(transformer.transformer_blocks):
-            block.attn1.set_processor(SwitchProcessor(index, block.attn1.processor))
+            block.attn1.set_processor(SwitchProcessor(index, block.attn1.processor, attention=host_attention))
 
     def forward(self, x, timestep, context=None, control=None, transformer_options={}, **kwargs):
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(

@@ -300,8 +300,41 @@ def test_joint_attention_switch_matches_the_papers_rule(host, cog):
     assert _rel(vid_rm, ref_vid) < 1e-5 and _rel(txt_rm, ref_txt) < 1e-5
     assert _rel(vid_null, stock_null[0]) < 1e-6 and _rel(txt_rm, stock_rm[1]) < 1e-5
     assert _rel(vid_rm, stock_rm[0]) > 1e-3  # the switch did change the video rows
-    assert torch.equal(other[0], blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm,
-                                                 image_rotary_emb=rope)[0])
+    # an unswitched block is diffusers' attention, computed with the host's attention backend
+    assert _rel(other[0], blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm,
+                                          image_rotary_emb=rope)[0]) < 1e-6
+
+
+def test_every_block_uses_the_hosts_attention_and_a_users_override(host, cog):
+    """A user's ``optimized_attention_override`` (a Sage/Flash patch) sees every CogVideoX attention call,
+    switched blocks included (text and video queries), and the edit is unchanged when it forwards."""
+    calls = []
+
+    def override(func, *args, **kwargs):
+        calls.append(args[0].shape[2])  # query length
+        return func(*args, **kwargs)
+
+    host.store["lat"] = _latent(seed=5)
+    model, _ = _load(host)
+    user = model.clone()
+    user.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+    outputs = []
+    for key, source in (("plain", model), ("user", user)):
+        host.store[key] = source
+        g = _graph(host, "zsvd", 4, steps=6, remove_seed=9, strength=3.0, blocks="0,2", capture=f"cog_ov_{key}")
+        g["m"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": key}}
+        calls.clear()
+        res = host.run(g)
+        assert res.success, res.error_message
+        outputs.append(host.captured[f"cog_ov_{key}"]["samples"])
+    assert torch.equal(outputs[0], outputs[1])
+    # the inversion calls the model at steps 4 and 5 only (one row), so does the edit (a null pass, then a
+    # remove pass); in the remove pass switched blocks 0 and 2 attend twice: the text queries alone, then the
+    # video queries alone; every other call is a whole joint attention
+    text_len, video_len = tm.COGVIDEOX_TEXT_LEN, 3 * 4 * 4
+    assert calls.count(text_len) == 2 * 2 and calls.count(video_len) == 2 * 2
+    whole = [n for n in calls if n not in (text_len, video_len)]
+    assert set(whole) == {text_len + video_len} and len(whole) == 2 * 3 + 2 * (3 + 1)
 
 
 # -- bad input -------------------------------------------------------------------------------------
