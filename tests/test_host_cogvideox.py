@@ -198,6 +198,32 @@ def test_core_vae_encode_decode(host, cog):
     assert _rel(latent, want) < 1e-5
 
 
+def test_core_tiled_vae_nodes_code_in_tiles(host, cog):
+    """Core VAEEncodeTiled / VAEDecodeTiled (ComfyUI's own tiling, also its out-of-memory fallback) run the
+    CogVideoX VAE tile by tile at any frame size; a tile as large as the frame is the plain pass."""
+    frames = torch.rand(9, 72, 168, 3, generator=torch.Generator().manual_seed(3))
+    host.store["cog_px_tiled"] = frames
+
+    def coded(tile):
+        sizes = {"tile_size": tile, "overlap": 32, "temporal_size": 64, "temporal_overlap": 8}
+        g = {"m": _loader(), "px": {"class_type": "ZSVRTest_Inject", "inputs": {"key": "cog_px_tiled"}},
+             "enc": {"class_type": "VAEEncodeTiled", "inputs": dict(sizes, pixels=["px", 0], vae=["m", 1])},
+             "dec": {"class_type": "VAEDecodeTiled", "inputs": dict(sizes, samples=["enc", 0], vae=["m", 1])},
+             "plain": {"class_type": "VAEDecode", "inputs": {"samples": ["enc", 0], "vae": ["m", 1]}},
+             "c1": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["enc", 0], "key": f"tenc{tile}"}},
+             "c2": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["dec", 0], "key": f"tdec{tile}"}},
+             "c3": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["plain", 0], "key": f"tplain{tile}"}}}
+        res = host.run(g)
+        assert res.success, res.error_message
+        return host.captured[f"tenc{tile}"]["samples"], host.captured[f"tdec{tile}"], host.captured[f"tplain{tile}"]
+
+    latent, tiled, plain = coded(64)  # 3 x 7 tiles of 64 px: latent tiles of 8
+    assert latent.shape == (1, 16, 3, 9, 21) and tiled.shape == plain.shape == (9, 72, 168, 3)
+    assert torch.isfinite(latent).all() and torch.isfinite(tiled).all()
+    _, tiled_one, plain_one = coded(512)  # one tile: the plain pass
+    assert torch.equal(tiled_one, plain_one)
+
+
 # -- ZSVD loop -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", ["ddpm", "zsvd"])
 def test_invert_then_replay_reproduces_the_latent(host, cog, rule):
