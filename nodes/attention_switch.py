@@ -14,23 +14,19 @@ from comfy_api.latest import io
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters import adapter_for
+from .frame_layout import schedule_gate
 from .negative_prompt_editor import SWITCH_KEY
 from .types import CATEGORY
 
 
 def _schedule_gate(model_patcher, start_percent: float, end_percent: float):
-    sampling = model_patcher.get_model_object("model_sampling")
-    sigma_start = float(sampling.percent_to_sigma(start_percent))
-    sigma_end = float(sampling.percent_to_sigma(end_percent))
+    """The frame_layout gate, as the callable every adapter takes (always true for the whole schedule)."""
+    gate = schedule_gate(model_patcher, start_percent, end_percent)
+    return gate if gate is not None else _always
 
-    def is_active(transformer_options) -> bool:
-        sigmas = transformer_options.get("sigmas")
-        if sigmas is None:
-            return True
-        sigma = float(sigmas.detach().flatten()[0])
-        return sigma_end <= sigma <= sigma_start
 
-    return is_active
+def _always(transformer_options) -> bool:
+    return True
 
 
 class AttentionSwitch(io.ComfyNode):

@@ -72,11 +72,21 @@ def layout_key(rows: int, extra_options, device) -> tuple:
     return (rows, chunks, tuple(index_list) if index_list is not None else None, getattr(window, "dim", 0), str(device))
 
 
+_last_sigma: list = [None, None]  # [the sigmas tensor last read, its value]
+
+
 def current_sigma(extra_options) -> float | None:
+    """The sigma of the model call in progress, as a float.
+
+    Reading a GPU tensor is a device sync; ComfyUI hands every block of one call the same ``sigmas`` tensor,
+    so it is read once per model call, not once per attention layer (the tensor is held, so ``is`` is exact).
+    """
     sigmas = extra_options.get("sigmas")
     if sigmas is None:
         return None
-    return float(sigmas.detach().flatten()[0])
+    if _last_sigma[0] is not sigmas:
+        _last_sigma[:] = [sigmas, float(sigmas.detach().flatten()[0])]
+    return _last_sigma[1]
 
 
 def schedule_gate(model_patcher, start_percent: float, end_percent: float):

@@ -342,3 +342,24 @@ def test_ddim_inversion_hands_its_x_T_to_a_sampling_schedule_of_another_length(h
     res = host.run(_tdm_graph(host, 16, capture="tdm_bad", scheduler="ddim_uniform"))
     assert not res.success
     assert "'sigmas'" in res.error_message and "not a level of the DDIM inversion" in res.error_message
+
+
+def test_the_schedule_gate_reads_the_sigma_once_per_model_call(host):
+    """Every attention layer of one model call gets the same ``sigmas`` tensor; reading it is a device sync,
+    so the gate reads it once per call, not once per layer."""
+    import sys
+
+    frame_layout = sys.modules[f"{host.pack.__name__}.nodes.frame_layout"]
+
+    class Sigmas:  # stands for the GPU tensor ComfyUI puts in transformer_options["sigmas"]
+        def __init__(self, value):
+            self.value, self.reads = value, 0
+
+        def detach(self):
+            self.reads += 1
+            return torch.tensor([self.value])
+
+    first, second = Sigmas(3.0), Sigmas(2.0)
+    assert [frame_layout.current_sigma({"sigmas": first}) for _ in range(16)] == [3.0] * 16
+    assert frame_layout.current_sigma({"sigmas": second}) == 2.0 and frame_layout.current_sigma({}) is None
+    assert first.reads == 1 and second.reads == 1
