@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         print("no GPU: use --small for a CPU check", file=sys.stderr)
         return 2
     if args.small:
+        torch.set_num_threads(1)  # tiny tensors: more threads only contend (seen 90x slower on a shared 2-core box)
         dtype = torch.float32
         config = dict(num_attention_heads=2, attention_head_dim=16, num_layers=30, text_embed_dim=32,
                       sample_frames=9, sample_height=16, sample_width=16, time_embed_dim=32,
