@@ -15,6 +15,7 @@ from .negative_prompt_editor import NegativePromptEditor
 from .noise_sharing import NoiseSharing
 from .slr_temporal_attention import SLRTemporalAttention
 from .swcfa import SWCFA
+from .temporal_consistency_guidance import TemporalConsistencyGuidance
 
 NODE_LIST: list[type[io.ComfyNode]] = [
     LoadVideo,
@@ -26,6 +27,7 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     SWCFA,
     SLRTemporalAttention,
     NoiseSharing,
+    TemporalConsistencyGuidance,
     LoadCogVideoX,
 ]
 

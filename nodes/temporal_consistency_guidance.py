@@ -1,0 +1,291 @@
+"""``ZSVR_TemporalConsistencyGuidance``: ZVRD's temporal consistency guidance (pixel term) as a patched MODEL clone.
+
+ZVRD (Cao et al., AAAI 2025, eq. 8-10) guides sampling with the gradient of a
+temporal-consistency loss on the current x0 prediction of all frames: the
+occlusion-masked difference between each frame and the previous frame warped
+to it along the optical flow (eq. 8), plus a CLIP feature term (eq. 9). The
+math, the reconstructed equations and every choice (half squared L2, measured
+on the x0 prediction in latent space with the input video's flow downsampled
+to the latent grid, step size schedule, steps) are in
+``kernels.temporal_consistency_guidance``.
+
+How it hooks in: a post-CFG function (``set_model_sampler_post_cfg_function``)
+on a clone of the MODEL. ComfyUI calls it after classifier-free guidance with
+the step's prediction (``args["denoised"]``), the noisy input, sigma, the
+model, its options and the conds; it returns ``denoised - weight * grad``, so
+the guidance composes with any guider that runs ComfyUI's CFG function
+(CFGGuider, ZSVR Negative Prompt Editor, ...) and any sampler, including ZSVR
+Early Stop (whose returned prediction is the guided one).
+
+* **mode "x0"**: ``grad`` is the loss gradient with respect to the prediction
+  (no model backward; negligible cost).
+* **mode "through model"**: DPS-style, ``grad`` is the gradient with respect
+  to the noisy input ``x_t`` through the model: the step is re-run with
+  autograd recording (``comfy.samplers.sampling_function`` with the same
+  conds, cfg and model options, and the post-CFG functions that run before
+  this one) and back-propagated. Cost per guided step: one extra forward and
+  one backward, about 4x the step's compute (3.5-4x measured on the tests'
+  tiny U-Net), and the activation memory of a training step for every frame
+  and the cond/uncond batch at once. ComfyUI loads models under
+  ``torch.inference_mode()``, and autograd cannot save inference-mode weights
+  for the backward; so this mode registers an identity weight wrapper
+  (``ModelPatcher.add_weight_wrapper``, the mechanism ComfyUI's own LoRA
+  training uses) on every layer, which makes ComfyUI hand each layer a fresh
+  copy of its weight at every forward: a small cost at every step, and one
+  more copy of the weights held during the backward. Other models that run
+  inside the step (a ControlNet, ...) are loaded for inference only and cannot
+  be differentiated through, nor can attention backends without a backward
+  pass (sage attention; ComfyUI's CPU sub-quadratic attention when memory is
+  short): the step then stops with an error that says to use mode "x0". Other
+  frame patches (SLR attention, SW-CFA) run again inside the extra forward;
+  stateful ones (SLR's trajectory history) see that step twice.
+
+Flow: OpenCV DIS between consecutive frames of ``image`` (backward flow and
+the forward-backward occlusion check of ``kernels.optical_flow``), resized to
+the latent grid (``nodes.noise_sharing.latent_flow``, shared with Noise
+Sharing), computed once per latent size when sampling starts and cached on the
+patch (so re-running the sampler with other settings does not recompute it).
+
+The CLIP feature term (eq. 9) is not implemented: it needs CLIP image-encoder
+weights (and a VAE decoder in the loop), which are not available offline. Its
+seam is ``TCGPatch.feature_loss`` (None here), passed to the kernel's
+``feature_loss`` argument: a callable ``(x0, prev, cur) -> scalar`` added to
+the pixel loss.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+import comfy.patcher_extension
+from comfy_api.latest import io
+
+from ..kernels import optical_flow as of
+from ..kernels import temporal_consistency_guidance as tcg
+from ..kernels.errors import InputError
+from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, schedule_gate
+from .host import interrupt_check
+from .noise_sharing import latent_flow
+from .types import CATEGORY
+
+MODES = ("x0", "through model")
+WRAPPER_KEY = "zsvr_temporal_consistency_guidance"
+WORKS_WITH = "an image model that denoises a video as a batch of frames (SD1.5, SD2.x, SDXL and their fine-tunes)"
+
+
+def check_image_frames(image_frames: int, latent_frames: int) -> None:
+    if image_frames != latent_frames:
+        raise InputError("image", f"has {image_frames} frames but the latent batch has {latent_frames}",
+                         "connect the video the latent was encoded from, one IMAGE frame per latent frame "
+                         "(the same frame cap, start frame and every-nth settings)")
+
+
+def _autograd_safe(weight: torch.Tensor) -> torch.Tensor:
+    """Identity weight wrapper: its presence makes ComfyUI copy the weight per forward (see the module docstring);
+    an inference-mode weight that still reaches here while gradients are on is cloned into a normal tensor."""
+    if torch.is_grad_enabled() and weight.is_inference():
+        return weight.clone()
+    return weight
+
+
+def install_weight_copies(model_patcher) -> int:
+    """Register :func:`_autograd_safe` on every weight and bias of the model's ComfyUI layers; returns the count."""
+    count = 0
+    for name, module in model_patcher.model.named_modules():
+        if not hasattr(module, "weight_function"):
+            continue
+        for attr in ("weight", "bias"):
+            if getattr(module, attr, None) is not None:
+                model_patcher.add_weight_wrapper(f"{name}.{attr}", _autograd_safe)
+                count += 1
+    return count
+
+
+class TCGPatch:
+    """The post-CFG guidance, the early frame check and the flow cache of one patched clone."""
+
+    feature_loss = None  # seam for ZVRD's CLIP feature term (eq. 9): a kernel ``feature_loss`` callable
+
+    def __init__(self, image: torch.Tensor, weight: float, mode: str, frames_per_video: int, gate=None):
+        self.image = image  # [F, 3, H, W] float32 0..1 on the CPU
+        self.weight = float(weight)
+        self.mode = mode
+        self.frames_per_video = int(frames_per_video)
+        self.gate = gate
+        self._flows: dict = {}  # (frames, h, w) -> (flow, valid) on the CPU, kept across runs
+        self._on_device: dict = {}  # (frames, h, w, device) -> (flow, valid)
+        self.stats: collections.Counter = collections.Counter()
+        self.losses: list = []  # (sigma, loss before the update) of every guided call of the latest run
+
+    def flow_for(self, shape, device=None):
+        """Backward flow ``[F-1, 2, h, w]`` and reliability mask ``[F-1, 1, h, w]`` for a latent of ``shape``."""
+        frames, _, h, w = shape
+        check_image_frames(self.image.shape[0], frames)
+        tcg.consecutive_pairs(frames, self.frames_per_video)  # refuses a frames_per_video that does not divide
+        key = (frames, h, w)
+        if key not in self._flows:
+            interrupt_check()
+            if frames < 2:
+                self._flows[key] = (torch.zeros(0, 2, h, w), torch.zeros(0, 1, h, w, dtype=torch.bool))
+            else:
+                self._flows[key] = latent_flow(self.image, frames, (h, w))
+            self.stats["flow_estimated"] += 1
+        if device is None:
+            return self._flows[key]
+        dkey = key + (str(device),)
+        if dkey not in self._on_device:
+            flow, valid = self._flows[key]
+            self._on_device = {dkey: (flow.to(device), valid.to(device))}
+        return self._on_device[dkey]
+
+    def outer_sample(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: refuse a mismatched ``image`` before any step, estimate the flow once."""
+        latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
+        if isinstance(latent, torch.Tensor):
+            _check_latent(latent)
+            self.flow_for(latent.shape)
+        self.losses = []
+        return executor(*args, **kwargs)
+
+    def post_cfg(self, args):
+        denoised = args["denoised"]
+        sigma = args.get("sigma")
+        if self.gate is not None and sigma is not None and not self.gate({"sigmas": sigma}):
+            return denoised
+        interrupt_check()
+        _check_latent(denoised)
+        flow, valid = self.flow_for(denoised.shape, denoised.device)
+        if self.mode == "x0":
+            grad, loss = tcg.x0_gradient(denoised, flow, valid, self.frames_per_video,
+                                         feature_loss=self.feature_loss)
+        else:
+            grad, loss = self._through_model(args, flow, valid)
+        self.stats["guided"] += 1
+        self.losses.append((None if sigma is None else float(sigma.flatten()[0]), loss))
+        return tcg.guided(denoised, grad, self.weight)
+
+    def _through_model(self, args, flow, valid):
+        import comfy.samplers
+
+        options = dict(args["model_options"])
+        hooks = list(options.get("sampler_post_cfg_function", []))
+        mine = next((i for i, fn in enumerate(hooks) if getattr(fn, "__self__", None) is self), len(hooks))
+        options["sampler_post_cfg_function"] = hooks[:mine]  # the prediction as this hook received it
+        sigma = args["sigma"]
+
+        def denoise(x: torch.Tensor) -> torch.Tensor:
+            return comfy.samplers.sampling_function(args["model"], x, _normal(sigma), args.get("uncond"),
+                                                    args.get("cond"), args["cond_scale"], model_options=options)
+
+        try:
+            return tcg.through_model_gradient(denoise, args["input"], flow, valid, self.frames_per_video,
+                                              feature_loss=self.feature_loss)
+        except torch.OutOfMemoryError as exc:
+            raise InputError("mode", "'through model' ran out of memory for the extra forward and backward pass "
+                             "(it holds the activations of every frame at once)",
+                             "use mode 'x0' (no model backward), fewer frames or a smaller size") from exc
+        except RuntimeError as exc:
+            text = str(exc).strip()
+            if "Inference tensors cannot be saved for backward" in text:
+                problem = ("'through model' cannot back-propagate through this step: a model in it (a ControlNet, "
+                           "T2I adapter, ...) was loaded for inference only")
+            else:
+                first = text.splitlines()[0] if text else type(exc).__name__
+                problem = f"'through model' could not back-propagate through this step ({first})"
+            raise InputError("mode", problem,
+                             "use mode 'x0' (no model backward); 'through model' needs every model in the step to be "
+                             "differentiable, and an attention backend with a backward pass (not sage attention; "
+                             "ComfyUI's CPU sub-quadratic attention has none when memory is short)") from exc
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone() if t.is_inference() else t
+
+
+def _check_latent(latent: torch.Tensor) -> None:
+    if latent.dim() != 4:
+        raise InputError("model", f"produces a latent of shape {tuple(latent.shape)}, not [frames, C, H, W]",
+                         f"use {WORKS_WITH}; video models keep their frames on the latent's time axis")
+
+
+def check_model(model_patcher) -> None:
+    base = getattr(model_patcher, "model", None)
+    latent_format = getattr(base, "latent_format", None)
+    dims = getattr(latent_format, "latent_dimensions", None)
+    if dims != 2:
+        kind = "a video model" if dims == 3 else "not an image model"
+        name = f"{type(base).__name__} ({type(getattr(base, 'diffusion_model', None)).__name__})"
+        raise InputError("model", f"is {kind}, {name}, whose frames are not the batch of its latent",
+                         f"use {WORKS_WITH}")
+
+
+class TemporalConsistencyGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZSVR_TemporalConsistencyGuidance",
+            display_name="Temporal Consistency Guidance (ZSVR)",
+            category=f"{CATEGORY}/zvrd",
+            description=(
+                "ZVRD's temporal consistency guidance for an image model that denoises a video as a batch of "
+                "frames: at every step the clean prediction is moved to reduce the difference between each frame "
+                "and the previous frame carried along the input video's optical flow (occluded pixels excluded). "
+                "Pixel term only (measured on the latent); ZVRD's CLIP feature term is not included, because its "
+                "weights are not available offline (the code leaves a seam for it). Mode 'x0' is cheap; 'through "
+                "model' back-propagates through the model (about 4x the compute and much more memory per step)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The image model (SD1.5, SD2.x, SDXL, ...) that samples the frames "
+                                                "as a batch; a patched copy is returned, the input is unchanged."),
+                io.Image.Input("image", tooltip="The input video, one frame per latent frame: the optical flow and "
+                                                "occlusion masks between its consecutive frames say which latent "
+                                                "pixels must agree. Estimated once (OpenCV DIS) and cached."),
+                io.Float.Input("weight", default=0.1, min=0.0, max=2.0, step=0.01,
+                               tooltip="Step size of the guidance on the clean prediction (0 = off, the unpatched "
+                                       "model exactly). The loss is half the squared difference, so 0.5 makes an "
+                                       "isolated pair of frames agree in one step; keep it below 0.5 in mode x0. "
+                                       "The paper's value is not published; 0.1 is our pick."),
+                io.Combo.Input("mode", options=list(MODES), default="x0",
+                               tooltip="x0: gradient with respect to the clean prediction (cheap, no model "
+                                       "backward). through model: DPS-style gradient with respect to the noisy "
+                                       "input through the model (one extra forward and backward per step, about "
+                                       "4x the compute and training-like memory; not with a ControlNet)."),
+                io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
+                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Guide from this point of the schedule (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Guide until this point of the schedule (1 = last step)."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, image, weight, mode, frames_per_video, start_percent=0.0,
+                end_percent=1.0) -> io.NodeOutput:
+        check_model(model)
+        if not (isinstance(weight, (int, float)) and weight >= 0.0 and weight == weight):
+            raise InputError("weight", f"is {weight!r}", "use 0 (off) or a positive step size, e.g. 0.1")
+        if mode not in MODES:
+            raise InputError("mode", f"is {mode!r}", f"use one of: {', '.join(MODES)}")
+        if frames_per_video < 0:
+            raise InputError("frames_per_video", f"is {frames_per_video}",
+                             "use 0 (the whole batch is one video) or the frame count of each video")
+        if start_percent > end_percent:
+            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
+                             "make start_percent at most end_percent")
+        frames = of.as_nchw(image, "image").detach().to("cpu", torch.float32).contiguous()
+        if frames.shape[0] < 1:
+            raise InputError("image", "has no frames", "connect the input video")
+        patched = model.clone()
+        if weight == 0.0:
+            return io.NodeOutput(patched)  # off: nothing installed, so sampling equals the unpatched model exactly
+        patch = TCGPatch(frames, weight, mode, frames_per_video,
+                         gate=schedule_gate(model, start_percent, end_percent))
+        patched.set_model_sampler_post_cfg_function(patch.post_cfg)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, patch.outer_sample)
+        if mode == "through model":
+            install_weight_copies(patched)
+        return io.NodeOutput(patched)

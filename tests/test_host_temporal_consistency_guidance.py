@@ -1,0 +1,272 @@
+"""ZVRD temporal consistency guidance on the real host (tiny SD1.5 U-Net, fp32, frames = latent batch [4, 4, 8, 8])."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from zsvr.kernels import temporal_consistency_guidance as tcg
+
+FRAMES = 4
+STEPS = 3
+NODE = "ZSVR_TemporalConsistencyGuidance"
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+def _graph(host, *, tcg_inputs=None, latent_key="lat", image_key="img", capture="out", steps=STEPS, denoise=0.6,
+           cfg=3.0, noise="random", control=False):
+    """UNETLoader [-> ZSVR_TemporalConsistencyGuidance] -> CFGGuider [+ tile ControlNet] -> SamplerCustomAdvanced."""
+    g = {
+        "m": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}},
+        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
+        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": 6, "width": 768, "scale": 1.0}},
+        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
+    }
+    model_ref = ["m", 0]
+    if tcg_inputs is not None:
+        inputs = {"model": model_ref, "weight": 0.2, "mode": "x0", "frames_per_video": 0, "start_percent": 0.0,
+                  "end_percent": 1.0}
+        inputs.update(tcg_inputs)
+        g["img"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": image_key}}
+        inputs["image"] = ["img", 0]
+        g["tcg"] = {"class_type": NODE, "inputs": inputs}
+        g["cap_model"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["tcg", 0], "key": capture + "_model"}}
+        model_ref = ["tcg", 0]
+    positive, negative = ["pos", 0], ["neg", 0]
+    if control:
+        g["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": host.models["controlnet_sd15"].name}}
+        g["hint"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": image_key}}
+        g["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": positive, "negative": negative, "control_net": ["cn", 0], "image": ["hint", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+        positive, negative = ["apply", 0], ["apply", 1]
+    g["noise"] = ({"class_type": "RandomNoise", "inputs": {"noise_seed": 0}} if noise == "random"
+                  else {"class_type": "DisableNoise", "inputs": {}})
+    g["ks"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps,
+                                                           "denoise": denoise}}
+    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": positive, "negative": negative,
+                                                     "cfg": cfg}}
+    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["noise", 0], "guider": ["gd", 0], "sampler": ["ks", 0], "sigmas": ["sig", 0],
+        "latent_image": ["lat", 0]}}
+    return g
+
+
+def _run(host, graph, key):
+    res = host.run(graph)
+    assert res.success, res.error_message
+    return host.captured[key]["samples"]
+
+
+def _flickering_latent(seed=0, amount=1.5):
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, 4, 8, 8, generator=gen) * 2
+    return {"samples": base + amount * torch.randn(FRAMES, 4, 1, 1, generator=gen)  # per-frame brightness flicker
+            + 0.5 * amount * torch.randn(FRAMES, 4, 8, 8, generator=gen)}  # and per-pixel flicker
+
+
+def _static_video(frames=FRAMES, size=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(3, size // 8, size // 8, generator=gen)
+    base = torch.nn.functional.interpolate(base[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+    return base.clamp(0, 1).permute(1, 2, 0)[None].expand(frames, size, size, 3).contiguous()
+
+
+def _pack_module(host, name):
+    return sys.modules[host.pack.__name__ + name]
+
+
+def _input_error(host):
+    return _pack_module(host, ".kernels.errors").InputError
+
+
+def _inconsistency(host, samples, image):
+    """The guidance's own loss (eq. 8) on a latent, with the flow and occlusion of ``image`` at latent size."""
+    flow, valid = _pack_module(host, ".nodes.noise_sharing").latent_flow(image, samples.shape[0], samples.shape[-2:])
+    return float(tcg.temporal_loss(samples.float(), flow, valid))
+
+
+def _patch_of(model):
+    return model.model_options["sampler_post_cfg_function"][0].__self__
+
+
+@pytest.fixture(scope="module")
+def unet(host):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(host.models["sd15"]))
+
+
+def _node(host):
+    return host.nodes.NODE_CLASS_MAPPINGS[NODE]
+
+
+# -- weight 0 and the input model ------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["x0", "through model"])
+def test_weight_zero_equals_the_unpatched_model_exactly(host, mode):
+    host.store["lat"] = _flickering_latent(seed=1)
+    host.store["img"] = _static_video()
+    plain = _run(host, _graph(host, capture="w0_plain"), "w0_plain")
+    off = _run(host, _graph(host, tcg_inputs={"weight": 0.0, "mode": mode}, capture="w0_off"), "w0_off")
+    assert torch.equal(off, plain)
+    assert "sampler_post_cfg_function" not in host.captured["w0_off_model"].model_options
+
+
+def test_the_input_model_is_left_untouched(host, unet):
+    before_options = repr(unet.model_options)
+    before_uuid = unet.patches_uuid
+    node = _node(host)
+    host.store["lat"] = _flickering_latent(seed=2)
+    host.store["img"] = _static_video()
+    for mode in ("x0", "through model"):
+        patched = node.execute(unet, host.store["img"], 0.2, mode, 0, 0.0, 1.0).result[0]
+        assert patched is not unet
+        assert len(patched.model_options["sampler_post_cfg_function"]) == 1
+        assert bool(patched.weight_wrapper_patches) == (mode == "through model")
+        host.store["tcg_direct"] = patched
+        graph = _graph(host, capture="direct")
+        graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tcg_direct"}}
+        for ref in ("gd", "sig"):
+            graph[ref]["inputs"]["model"] = ["inj", 0]
+        _run(host, graph, "direct")
+        assert _patch_of(patched).stats["guided"] == STEPS
+    assert repr(unet.model_options) == before_options and unet.patches_uuid == before_uuid
+    assert not unet.weight_wrapper_patches and "sampler_post_cfg_function" not in unet.model_options
+    # the shared module carries no leftover weight functions once the plain model is loaded again
+    host.store["plain_direct"] = unet
+    graph = _graph(host, capture="direct_plain")
+    graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "plain_direct"}}
+    for ref in ("gd", "sig"):
+        graph[ref]["inputs"]["model"] = ["inj", 0]
+    again = _run(host, graph, "direct_plain")
+    assert not any(getattr(m, "weight_function", []) for m in unet.model.modules())
+    assert torch.equal(again, _run(host, _graph(host, capture="loader_plain"), "loader_plain"))
+
+
+# -- the guidance works ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["x0", "through model"])
+def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host, mode):
+    host.store["lat"] = _flickering_latent(seed=3)
+    host.store["img"] = _static_video()
+    plain = _run(host, _graph(host, capture="g_plain"), "g_plain")
+    guided = _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}"), f"g_{mode}")
+    before = _inconsistency(host, host.store["lat"]["samples"], host.store["img"])
+    loss_plain = _inconsistency(host, plain, host.store["img"])
+    loss_guided = _inconsistency(host, guided, host.store["img"])
+    print(f"TCG {mode}: temporal loss of the input {before:.1f}, sampled {loss_plain:.1f} unguided, "
+          f"{loss_guided:.1f} guided (weight 0.2, {STEPS} steps)")
+    assert loss_guided < 0.5 * loss_plain
+    patch = _patch_of(host.captured[f"g_{mode}_model"])
+    assert patch.stats["guided"] == STEPS and patch.stats["flow_estimated"] == 1
+    assert len(patch.losses) == STEPS and all(float(loss) > 0 for _, loss in patch.losses)
+    # the flow is cached on the patch: a second run with the same MODEL estimates nothing again
+    host.store["lat"] = _flickering_latent(seed=4)
+    _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}"), f"g_{mode}")
+    assert _patch_of(host.captured[f"g_{mode}_model"]) is patch and patch.stats["flow_estimated"] == 1
+
+
+def test_schedule_window_limits_the_guided_steps(host):
+    host.store["lat"] = _flickering_latent(seed=5)
+    host.store["img"] = _static_video()
+    _run(host, _graph(host, tcg_inputs={"start_percent": 0.0, "end_percent": 0.3}, steps=4, denoise=1.0,
+                      capture="window"), "window")
+    patch = _patch_of(host.captured["window_model"])
+    assert 0 < patch.stats["guided"] < 4
+
+
+def test_through_model_gradient_goes_through_the_model(host, unet):
+    """The extra forward reproduces the step's prediction exactly, and its gradient is J^T grad L, close to but not
+    equal to the x0 gradient (J ~ I - sigma d eps/dx), the gap shrinking with sigma."""
+    host.store["lat"] = _flickering_latent(seed=3)
+    host.store["img"] = _static_video()
+    patched = _node(host).execute(unet, host.store["img"], 0.2, "through model", 0, 0.0, 1.0).result[0]
+    patch = _patch_of(patched)
+    seen = []
+    through_model = patch._through_model
+
+    def spy(args, flow, valid):
+        grad, loss = through_model(args, flow, valid)
+        grad_x0, loss_x0 = tcg.x0_gradient(args["denoised"], flow, valid)
+        seen.append((float(args["sigma"][0]), float((grad - grad_x0).norm() / grad_x0.norm()),
+                     float((grad * grad_x0).sum() / (grad.norm() * grad_x0.norm())), float(loss), float(loss_x0)))
+        return grad, loss
+
+    patch._through_model = spy
+    host.store["tcg_spy"] = patched
+    graph = _graph(host, capture="spy")
+    graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tcg_spy"}}
+    for ref in ("gd", "sig"):
+        graph[ref]["inputs"]["model"] = ["inj", 0]
+    _run(host, graph, "spy")
+    assert len(seen) == STEPS
+    for sigma, gap, cosine, loss, loss_x0 in seen:
+        assert loss == pytest.approx(loss_x0, rel=1e-5)  # the recomputed prediction is the step's own
+        assert cosine > 0.9
+    assert seen[0][1] > 1e-3 and seen[0][1] > seen[-1][1]  # a real Jacobian, nearer I as sigma falls
+
+
+def test_frames_per_video_keeps_two_videos_apart(host):
+    """Two videos of two frames: with frames_per_video 2 the second video's result does not depend on the first."""
+    host.store["img"] = _static_video()
+    lat = _flickering_latent(seed=6)["samples"]
+    other = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(7)) * 3
+    results = {}
+    for fpv in (2, 0):
+        for name, first in (("a", lat[:2]), ("b", other)):
+            host.store["lat"] = {"samples": torch.cat([first, lat[2:]])}
+            results[fpv, name] = _run(host, _graph(host, tcg_inputs={"frames_per_video": fpv}, noise="disable",
+                                                   capture="fpv"), "fpv")
+    a, b = results[2, "a"], results[2, "b"]
+    assert torch.allclose(a[2:], b[2:], atol=1e-5) and not torch.allclose(a[:2], b[:2])
+    # as one video (frames_per_video 0) frame 2 is compared with frame 1, so the first frames matter
+    assert not torch.allclose(results[0, "a"][2:], results[0, "b"][2:], atol=1e-3)
+
+
+# -- bad input -------------------------------------------------------------------------------------------------
+def test_mismatched_image_frame_count_is_refused_through_the_executor(host):
+    host.store["lat"] = _flickering_latent(seed=8)
+    host.store["short"] = _static_video(frames=3)
+    res = host.run(_graph(host, tcg_inputs={}, image_key="short", capture="bad_frames"))
+    assert not res.success
+    message = res.error_message
+    assert "ZSVR input 'image'" in message and "has 3 frames but the latent batch has 4" in message
+    assert "Fix: connect the video the latent was encoded from" in message
+
+
+def test_bad_settings_are_refused(host, unet):
+    import comfy.sd
+
+    InputError = _input_error(host)
+    node = _node(host)
+    image = _static_video()
+    with pytest.raises(InputError, match="'weight'"):
+        node.execute(unet, image, -0.1, "x0", 0, 0.0, 1.0)
+    with pytest.raises(InputError, match="'mode'"):
+        node.execute(unet, image, 0.1, "pixels", 0, 0.0, 1.0)
+    with pytest.raises(InputError, match="'start_percent'"):
+        node.execute(unet, image, 0.1, "x0", 0, 0.8, 0.2)
+    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    with pytest.raises(InputError, match="'model'.*video model.*SD1.5, SD2.x, SDXL"):
+        node.execute(wan, image, 0.1, "x0", 0, 0.0, 1.0)
+    host.store["lat"] = _flickering_latent(seed=9)
+    host.store["img"] = image
+    res = host.run(_graph(host, tcg_inputs={"weight": -1.0}, capture="bad_weight"))
+    assert not res.valid and "weight" in res.error_message
+    res = host.run(_graph(host, tcg_inputs={"frames_per_video": 3}, capture="bad_fpv"))
+    assert not res.success and "'frames_per_video'" in res.error_message and "does not divide" in res.error_message
+
+
+def test_through_model_with_a_controlnet_says_to_use_x0(host):
+    host.store["lat"] = _flickering_latent(seed=10)
+    host.store["img"] = _static_video()
+    res = host.run(_graph(host, tcg_inputs={"mode": "through model"}, control=True, capture="cn_tm"))
+    assert not res.success
+    message = res.error_message
+    assert message.startswith("ZSVR input 'mode'") and "loaded for inference only" in message
+    assert "Fix: use mode 'x0'" in message
+    x0 = host.run(_graph(host, tcg_inputs={"mode": "x0"}, control=True, capture="cn_x0"))
+    assert x0.success, x0.error_message
