@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters import adapter_for
-from .frame_layout import schedule_gate
+from .frame_layout import schedule_gate, schedule_window_inputs
 from .negative_prompt_editor import SWITCH_KEY
 from .types import CATEGORY
 
@@ -51,10 +51,7 @@ class AttentionSwitch(io.ComfyNode):
                 io.String.Input("blocks", default="0-3,15-29",
                                 tooltip="Blocks to switch: indices and ranges like 0-3,15-29 (ZSVD's choice for the "
                                         "30-block CogVideoX-2b), 'all', or empty for none."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Switch from this point of the schedule (0 = first step)."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Switch until this point of the schedule (1 = last step)."),
+                *schedule_window_inputs("Switch"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

@@ -89,6 +89,17 @@ def current_sigma(extra_options) -> float | None:
     return _last_sigma[1]
 
 
+def schedule_window_inputs(action: str) -> list:
+    """The ``start_percent`` / ``end_percent`` inputs every schedule-gated node declares (see :func:`schedule_gate`);
+    ``action`` names what the node does in its window, e.g. "Switch" or "Apply SLR attention"."""
+    from comfy_api.latest import io
+
+    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                           tooltip=f"{action} from this point of the schedule (0 = first step)."),
+            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                           tooltip=f"{action} until this point of the schedule (1 = last step).")]
+
+
 def schedule_gate(model_patcher, start_percent: float, end_percent: float):
     """``is_active(extra_options)``: the current sigma lies in [sigma(end_percent), sigma(start_percent)]."""
     if start_percent <= 0.0 and end_percent >= 1.0:

@@ -97,7 +97,15 @@ from ..kernels import optical_flow as of
 from ..kernels import temporal_attention as ta
 from ..kernels.errors import InputError
 from .adapters.sd_unet import unet_adapter_for
-from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, batch_layout, current_sigma, layout_key, map_frame_kv, schedule_gate
+from .frame_layout import (
+    FRAMES_PER_VIDEO_TOOLTIP,
+    batch_layout,
+    current_sigma,
+    layout_key,
+    map_frame_kv,
+    schedule_gate,
+    schedule_window_inputs,
+)
 from .types import CATEGORY
 
 log = logging.getLogger("zsvr")
@@ -415,10 +423,7 @@ class SLRTemporalAttention(io.ComfyNode):
                                tooltip="Optional: the input video (one frame per latent frame). Its optical flow "
                                        "and 8x8 patches guide the trajectories. Without it they come from the "
                                        "model's own x0 prediction of the previous step."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Apply SLR attention from this point of the schedule (0 = first step)."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Apply SLR attention until this point of the schedule (1 = last step)."),
+                *schedule_window_inputs("Apply SLR attention"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

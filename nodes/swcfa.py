@@ -30,7 +30,14 @@ from ..kernels import cross_frame_attention as cfa
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from .adapters.sd_unet import GROUPS, unet_adapter_for
-from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, batch_layout, layout_key, map_frame_kv, schedule_gate
+from .frame_layout import (
+    FRAMES_PER_VIDEO_TOOLTIP,
+    batch_layout,
+    layout_key,
+    map_frame_kv,
+    schedule_gate,
+    schedule_window_inputs,
+)
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
@@ -139,10 +146,7 @@ class SWCFA(io.ComfyNode):
                                 tooltip="Which self-attention layers get the window: 'all', or a comma list of "
                                         "input, middle, output, each optionally with U-Net block ids like "
                                         "output:3-11 (blocks without attention are skipped). Empty = none."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Apply from this point of the schedule (0 = first step)."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Apply until this point of the schedule (1 = last step)."),
+                *schedule_window_inputs("Apply"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

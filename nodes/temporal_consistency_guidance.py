@@ -65,7 +65,7 @@ from comfy_api.latest import io
 from ..kernels import optical_flow as of
 from ..kernels import temporal_consistency_guidance as tcg
 from ..kernels.errors import InputError
-from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, schedule_gate
+from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, schedule_gate, schedule_window_inputs
 from .host import interrupt_check
 from .noise_sharing import latent_flow
 from .types import CATEGORY
@@ -254,10 +254,7 @@ class TemporalConsistencyGuidance(io.ComfyNode):
                                        "4x the compute and training-like memory; not with a ControlNet)."),
                 io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
                              tooltip=FRAMES_PER_VIDEO_TOOLTIP),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Guide from this point of the schedule (0 = first step)."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Guide until this point of the schedule (1 = last step)."),
+                *schedule_window_inputs("Guide"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
