@@ -13,20 +13,14 @@ from comfy_api.latest import io
 
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
-from .adapters import adapter_for
+from . import switch_protocol as protocol
+from .adapters import FAMILIES, adapter_for
 from .frame_layout import schedule_gate, schedule_window_inputs
-from .negative_prompt_editor import SWITCH_KEY
 from .types import CATEGORY
 
 
-def _schedule_gate(model_patcher, start_percent: float, end_percent: float):
-    """The frame_layout gate, as the callable every adapter takes (always true for the whole schedule)."""
-    gate = schedule_gate(model_patcher, start_percent, end_percent)
-    return gate if gate is not None else _always
-
-
-def _always(transformer_options) -> bool:
-    return True
+def _families_help() -> str:
+    return "; ".join(getattr(a, "switch_help", a.family) for a in FAMILIES if a.capabilities.text_key_switch)
 
 
 class AttentionSwitch(io.ComfyNode):
@@ -39,12 +33,9 @@ class AttentionSwitch(io.ComfyNode):
             description=(
                 "ZSVD attention switching: in the chosen blocks the remove prompt's text keys/values are replaced "
                 "by the null prompt's, so the edit removes the unwanted content while keeping the rest. Use with "
-                "ZSVR Negative Prompt Editor. Supported: CogVideoX via ZSVR Load CogVideoX (joint attention; the "
-                "paper's model: blocks 0-3,15-29 of 30 on 2b), Wan 2.1/2.2 (cross-attention blocks; patch both Wan "
-                "2.2 experts), HunyuanVideo "
-                "(double blocks 0-19 then single blocks 20-59; the text swap covers keys, values and the text mask, "
-                "not the pooled CLIP vector). HunyuanVideo is guidance-distilled and responds weakly to two-branch "
-                "negative prompting: expect a smaller effect than on Wan or CogVideoX."
+                "ZSVR Negative Prompt Editor. The 'blocks' error names the valid range of the connected model. "
+                f"Supported: {_families_help()}. HunyuanVideo is guidance-distilled and responds weakly to "
+                "two-branch negative prompting: expect a smaller effect than on Wan or CogVideoX."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The video model to patch (a patched copy is returned)."),
@@ -65,7 +56,7 @@ class AttentionSwitch(io.ComfyNode):
                              "make start_percent at most end_percent")
         patched = model.clone()
         if chosen:
-            adapter.install_switch(patched, chosen, _schedule_gate(model, start_percent, end_percent))
-            patched.model_options.setdefault("transformer_options", {})[SWITCH_KEY] = {
-                "blocks": chosen, "family": adapter.family}
+            settings = protocol.SwitchSettings(chosen, adapter.family, schedule_gate(model, start_percent, end_percent))
+            adapter.install_switch(patched, chosen, settings.is_active)
+            patched.model_options.setdefault("transformer_options", {})[protocol.SWITCH_KEY] = settings
         return io.NodeOutput(patched)

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from ..kernels import inversion as inv_kernel
 from ..kernels.errors import InputError
 from . import host
+from . import switch_protocol as protocol
 from .types import CATEGORY, Inversion
 
 
@@ -114,7 +115,7 @@ class DDPMInvert(io.ComfyNode):
         same = host.conditioning_equal(positive, negative)
         # mark the passes as inversion: an attention switch on this model stays inactive here
         model = model.clone()
-        model.model_options.setdefault("transformer_options", {})["zsvr_pass"] = "inversion"
+        protocol.mark_pass(model.model_options.setdefault("transformer_options", {}), protocol.Pass.INVERSION)
         guider = comfy.samplers.CFGGuider(model)
         # equal conds: CFG is the identity for any scale, and scale 1 lets the host skip the second row
         guider.set_conds(positive, positive if same else negative)

@@ -3,10 +3,10 @@
 Prediction: ``remove + strength * (null - remove)`` (``kernels.guidance``). The
 null path is ComfyUI's positive row and the remove path its negative row, so
 with no attention patch the result is exactly core ``CFGGuider`` with
-positive = null, negative = remove, cfg = strength. Attention patches learn
-which batch rows are which from ``transformer_options["zsvr_rows"]``
-(``cond_or_uncond`` value of each path) together with the host's
-``transformer_options["cond_or_uncond"]`` (never assume the row order).
+positive = null, negative = remove, cfg = strength. A model switched by
+``ZSVR_AttentionSwitch`` is run as two tagged passes per step, null then
+remove, that share one pass cache (``switch_protocol``): host batch splitting
+can then never separate the two rows the switch relates.
 """
 
 from __future__ import annotations
@@ -18,46 +18,28 @@ from comfy_api.latest import io
 from ..kernels.errors import InputError
 from ..kernels.guidance import negative_prompt_edit
 from . import host
+from . import switch_protocol as protocol
 from .types import CATEGORY
-
-ROWS_KEY = "zsvr_rows"
-PASS_KEY = "zsvr_pass"
-SWITCH_KEY = "zsvr_attention_switch"  # set in transformer_options by ZSVR_AttentionSwitch
-CACHE_KEY = "zsvr_switch_cache"  # one dict per step, shared by that step's null and remove passes
-NULL_ROW = 0  # ComfyUI's positive (cond) row
-REMOVE_ROW = 1  # ComfyUI's negative (uncond) row
-
-
-class PassCache:
-    """Values a switch hands from a step's null pass to its remove pass.
-
-    Not a dict on purpose: ComfyUI copies nested dicts of ``transformer_options``
-    on the way to the model, and this object must stay shared.
-    """
-
-    def __init__(self):
-        self.values: dict = {}
 
 
 class NegativePromptGuider(comfy.samplers.CFGGuider):
     """CFGGuider over (null, remove) that names its rows for attention patches."""
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        model_options = comfy.model_patcher.create_model_options_clone(model_options)
-        model_options.setdefault("transformer_options", {})[ROWS_KEY] = {"null": NULL_ROW, "remove": REMOVE_ROW}
         null_cond = self.conds.get("positive")
         remove_cond = self.conds.get("negative")
-        switched = model_options["transformer_options"].get(SWITCH_KEY) is not None
+        switched = protocol.settings(model_options.get("transformer_options")) is not None
         if switched:
-            model_options["transformer_options"][CACHE_KEY] = PassCache()
+            model_options = comfy.model_patcher.create_model_options_clone(model_options)
+            model_options["transformer_options"][protocol.CACHE_KEY] = protocol.PassCache()
         if self.cfg == 1.0 and not model_options.get("disable_cfg1_optimization", False):
             # strength 1 is the null prediction alone: one row, as the host would do
             if switched:
-                return self._one_pass(null_cond, "null", x, timestep, model_options)
+                return self._one_pass(null_cond, protocol.Pass.NULL, x, timestep, model_options)
             return comfy.samplers.calc_cond_batch(self.inner_model, [null_cond], x, timestep, model_options)[0]
         if switched:
-            pred_null = self._one_pass(null_cond, "null", x, timestep, model_options)
-            pred_remove = self._one_pass(remove_cond, "remove", x, timestep, model_options)
+            pred_null = self._one_pass(null_cond, protocol.Pass.NULL, x, timestep, model_options)
+            pred_remove = self._one_pass(remove_cond, protocol.Pass.REMOVE, x, timestep, model_options)
         else:
             pred_null, pred_remove = comfy.samplers.calc_cond_batch(
                 self.inner_model, [null_cond, remove_cond], x, timestep, model_options)
@@ -68,14 +50,15 @@ class NegativePromptGuider(comfy.samplers.CFGGuider):
         return negative_prompt_edit(pred_null, pred_remove, self.cfg)
 
 
-    def _one_pass(self, cond, name, x, timestep, model_options):
-        cache = model_options["transformer_options"].get(CACHE_KEY)
+    @staticmethod
+    def _one_pass_options(model_options, which: protocol.Pass) -> dict:
+        """The options of one tagged pass; both passes of a step hold the same pass-cache object."""
         options = comfy.model_patcher.create_model_options_clone(model_options)
-        options["transformer_options"][PASS_KEY] = name
-        options["transformer_options"][CACHE_KEY] = cache  # the same dict object in both passes
-        row = NULL_ROW if name == "null" else REMOVE_ROW
-        # calc_cond_batch labels its single entry as row 0; keep the editor's row identity
-        options["transformer_options"][ROWS_KEY] = {"null": NULL_ROW, "remove": REMOVE_ROW, "pass_row": row}
+        protocol.mark_pass(options["transformer_options"], which)
+        return options
+
+    def _one_pass(self, cond, which, x, timestep, model_options):
+        options = self._one_pass_options(model_options, which)
         return comfy.samplers.calc_cond_batch(self.inner_model, [cond], x, timestep, options)[0]
 
 

@@ -1,23 +1,95 @@
-"""Architecture adapters: where each model family keeps its attention (DESIGN.md principle 4).
+"""The model-family registry: which family a MODEL is, and what the pack can do with it (DESIGN.md principle 4).
 
-A patch node asks :func:`adapter_for` and never checks model classes itself.
+Every family adapter declares ``family`` (a display name), ``capabilities``
+(:class:`~.capabilities.Capabilities`) and ``matches(diffusion_model)``; the
+families that support ZSVD attention switching also ``num_blocks`` and
+``install_switch``, the frames-as-batch U-Net its layer lookup and attn1 hooks.
+A node asks :func:`require` for the capability it needs and never checks model
+classes or tensor ranks itself; an unsupported model gets one error naming the
+families that do support it.
 """
 
 from __future__ import annotations
 
 from ...kernels.errors import InputError
+from .capabilities import Capabilities
 from .cogvideox import CogVideoXAdapter
 from .hunyuan_video import HunyuanVideoAdapter
+from .sd_unet import SDUNetAdapter
 from .wan import WanAdapter
 
-ADAPTERS = [WanAdapter, HunyuanVideoAdapter, CogVideoXAdapter]
+FAMILIES = (SDUNetAdapter, WanAdapter, HunyuanVideoAdapter, CogVideoXAdapter)
+"""Every family the pack knows, in the order they are tried."""
+
+__all__ = ["FAMILIES", "Capabilities", "family_of", "require", "frame_axis", "adapter_for"]
+
+
+def _diffusion_model(model_patcher):
+    return getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+
+
+def family_of(model_patcher):
+    """The adapter (an instance) of the model's family, or None for a model no adapter knows."""
+    diffusion_model = _diffusion_model(model_patcher)
+    for adapter in FAMILIES:
+        if adapter.matches(diffusion_model):
+            return adapter()
+    return None
+
+
+def model_name(model_patcher) -> str:
+    """``BaseModel (diffusion model)`` class names, for messages."""
+    base = getattr(model_patcher, "model", None)
+    return f"{type(base).__name__} ({type(_diffusion_model(model_patcher)).__name__})"
+
+
+def latent_is_video(model_patcher) -> bool:
+    """True for a video latent: the family says so, or (unknown family) the host's latent format has 3 dimensions."""
+    family = family_of(model_patcher)
+    if family is not None:
+        return family.capabilities.latent_is_video
+    latent_format = getattr(getattr(model_patcher, "model", None), "latent_format", None)
+    return getattr(latent_format, "latent_dimensions", 2) == 3
+
+
+def frame_axis(model_patcher) -> str:
+    """Where the video's frames are in the model's latent: ``"batch"`` or ``"time"`` (axis 2).
+
+    A family the registry knows answers for itself; any other model is judged by the host's own latent format
+    (3 latent dimensions: a video model, frames on the time axis)."""
+    family = family_of(model_patcher)
+    if family is not None:
+        return family.capabilities.frame_axis
+    return "time" if latent_is_video(model_patcher) else "batch"
+
+
+def require(model_patcher, capability: str, purpose: str, input_name: str = "model"):
+    """The model's family adapter if it has ``capability``; else an InputError naming the families that do.
+
+    Args:
+        model_patcher: the MODEL input.
+        capability: a :class:`Capabilities` field that must be true (``"text_key_switch"``, ``"self_attention_patch"``...).
+        purpose: what the node does, for the message (e.g. "ZSVR attention switching").
+        input_name: the node input the model came from.
+    """
+    if capability not in Capabilities.__dataclass_fields__:
+        raise ValueError(f"capability must be a Capabilities field, got {capability!r}")
+    family = family_of(model_patcher)
+    if family is not None and getattr(family.capabilities, capability):
+        return family
+    supported = [a for a in FAMILIES if getattr(a.capabilities, capability)]
+    names = ", ".join(a.family for a in supported)
+    name = model_name(model_patcher)
+    if capability == "self_attention_patch" and latent_is_video(model_patcher):
+        raise InputError(
+            input_name,
+            f"is a video model, {name}, which already attends across frames, so {purpose} is not needed "
+            "(it is for image U-Nets that denoise a video as a batch of frames)",
+            f"connect the video model straight to the sampler, or use {purpose} with {names}",
+        )
+    raise InputError(input_name, f"is a {name}, which {purpose} does not support", f"use one of: {names}")
 
 
 def adapter_for(model_patcher, input_name: str = "model"):
-    diffusion_model = getattr(model_patcher.model, "diffusion_model", None)
-    for adapter in ADAPTERS:
-        if adapter.matches(diffusion_model):
-            return adapter()
-    supported = ", ".join(a.family for a in ADAPTERS)
-    raise InputError(input_name, f"is a {type(diffusion_model).__name__}, which ZSVR attention switching does not "
-                     f"support", f"use one of: {supported}")
+    """The family adapter ZSVD attention switching uses."""
+    return require(model_patcher, "text_key_switch", "ZSVR attention switching", input_name)

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels.errors import InputError
+from .. import switch_protocol as protocol
+from .capabilities import Capabilities
 
-PASS_KEY = "zsvr_pass"
-CACHE_KEY = "zsvr_switch_cache"
 TAG_KEY = "zsvr_hunyuan_block"
 IMG_LEN_KEY = "zsvr_hunyuan_img_len"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -30,6 +29,10 @@ OVERRIDE_KEY = "optimized_attention_override"
 
 class HunyuanVideoAdapter:
     family = "HunyuanVideo"
+    capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
+                                latent_is_video=True, context_windows=True)
+    switch_help = ("HunyuanVideo: double blocks first, then single blocks, numbered in execution order (the text "
+                   "swap covers keys, values and the text mask, not the pooled CLIP vector)")
 
     @staticmethod
     def matches(diffusion_model) -> bool:
@@ -53,7 +56,7 @@ class HunyuanVideoAdapter:
             # single blocks see [video, text] as one stream: record the video length at double block 0
             model_patcher.set_model_patch_replace(_RecordImgLen(), "dit", "double_block", 0)
         options = model_patcher.model_options.setdefault("transformer_options", {})
-        options[OVERRIDE_KEY] = SwitchAttention(is_active, options.get(OVERRIDE_KEY))
+        options[OVERRIDE_KEY] = SwitchAttention(options.get(OVERRIDE_KEY))
 
 
 class _RecordImgLen:
@@ -78,10 +81,12 @@ class _TagBlock:
 
 
 class SwitchAttention:
-    """``optimized_attention_override`` doing the ZSVD split in tagged blocks; chains to ``previous``."""
+    """``optimized_attention_override`` doing the ZSVD split in tagged blocks; chains to ``previous``.
 
-    def __init__(self, is_active, previous=None):
-        self.is_active = is_active
+    Which pass a call is and whether the switch acts now come from the clone's switch settings
+    (``switch_protocol``); the override itself holds only the override it chains to."""
+
+    def __init__(self, previous=None):
         self.previous = previous
 
     def _call(self, func, *args, **kwargs):
@@ -94,26 +99,19 @@ class SwitchAttention:
         tag = opts.get(TAG_KEY)
         if tag is None:
             return self._call(func, q, k, v, heads, *args, **kwargs)
-        which = opts.get(PASS_KEY)
-        if which not in ("null", "remove", "inversion"):
-            raise InputError("model", "carries a ZSVR attention switch but is being sampled without the ZSVR "
-                             "Negative Prompt Editor, which supplies the null path the switch reads",
-                             "connect the switched model to ZSVR Negative Prompt Editor (or use the unswitched model)")
+        which = protocol.switched_role(opts, tag[0])
+        if which is None:
+            return self._call(func, q, k, v, heads, *args, **kwargs)
         block, img_len = tag
         if not kwargs.get("skip_reshape", False) or img_len is None:
             raise RuntimeError("ZSVR HunyuanVideo switch: unexpected attention layout")
         mask = kwargs.get("mask")
-        cache = opts[CACHE_KEY].values if which != "inversion" else None
         key = ("hunyuan", block)
-        if which == "null":
+        if which is protocol.Pass.NULL:
             txt_mask = None if mask is None else mask[..., img_len:]
-            cache[key] = (k[:, :, img_len:], v[:, :, img_len:], txt_mask)
+            protocol.cache_values(opts)[key] = (k[:, :, img_len:], v[:, :, img_len:], txt_mask)
             return self._call(func, q, k, v, heads, *args, **kwargs)
-        if which == "inversion" or not self.is_active(opts):
-            return self._call(func, q, k, v, heads, *args, **kwargs)
-        if key not in cache:
-            raise RuntimeError("ZSVR attention switch: the null pass did not run before the remove pass")
-        k_txt, v_txt, null_mask = cache[key]
+        k_txt, v_txt, null_mask = protocol.null_values(opts, key)
         k_img = torch.cat((k[:, :, :img_len], k_txt.to(k.dtype)), dim=2)
         v_img = torch.cat((v[:, :, :img_len], v_txt.to(v.dtype)), dim=2)
         img_mask = None

@@ -17,6 +17,7 @@ temporal U-Net already attend across frames.
 from __future__ import annotations
 
 from ...kernels.errors import InputError
+from .capabilities import Capabilities
 
 GROUPS = ("input", "middle", "output")
 SUPPORTED = "an image U-Net: SD1.5, SD2.x or SDXL (and their fine-tunes)"
@@ -38,6 +39,8 @@ def _is_temporal_unet(diffusion_model) -> bool:
 
 class SDUNetAdapter:
     family = "SD1.5 / SD2.x / SDXL U-Net (UNetModel)"
+    capabilities = Capabilities(text_key_switch=False, frame_axis="batch", self_attention_patch=True,
+                                latent_is_video=False, context_windows=True)
 
     @staticmethod
     def matches(diffusion_model) -> bool:
