@@ -37,7 +37,8 @@ RESULTS = PACK_DIR / "bench" / "results"
 
 
 def _import_switch():
-    """The CogVideoX switch module without ComfyUI: its package __init__ (which imports comfy) is bypassed."""
+    """The CogVideoX switch module and the switch protocol without ComfyUI: the package __init__ files (which
+    import comfy) are bypassed."""
     from pack_import import import_pack
 
     import_pack()
@@ -46,14 +47,10 @@ def _import_switch():
             module = types.ModuleType(name)
             module.__path__ = [str(PACK_DIR / folder)]
             sys.modules[name] = module
+    from zsvr.nodes import switch_protocol
     from zsvr.nodes.adapters import cogvideox
 
-    return cogvideox
-
-
-class _Cache:
-    def __init__(self):
-        self.values = {}
+    return cogvideox, switch_protocol
 
 
 def main(argv=None) -> int:
@@ -65,7 +62,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from diffusers import CogVideoXTransformer3DModel
 
-    sw = _import_switch()
+    sw, protocol = _import_switch()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     if device == "cpu" and not args.small:
@@ -93,7 +90,7 @@ def main(argv=None) -> int:
     for part in args.blocks.split(","):
         lo, _, hi = part.partition("-")
         blocks.extend(range(int(lo), int(hi or lo) + 1))
-    settings = sw.SwitchSettings(blocks, lambda options: True)
+    settings = protocol.SwitchSettings(blocks, sw.CogVideoXAdapter.family, lambda options: True)
 
     def forward(x, ctx, t, options):
         return model(hidden_states=x, encoder_hidden_states=ctx, timestep=t,
@@ -103,10 +100,9 @@ def main(argv=None) -> int:
         forward(x2, ctx2, t2, {})
 
     def switched_step():
-        cache = _Cache()
-        base = {sw.SETTINGS_KEY: settings, sw.CACHE_KEY: cache}
-        forward(x2[:1], ctx2[:1], t2[:1], dict(base, **{sw.PASS_KEY: "null"}))
-        forward(x2[1:], ctx2[1:], t2[1:], dict(base, **{sw.PASS_KEY: "remove"}))
+        base = {protocol.SWITCH_KEY: settings, protocol.CACHE_KEY: protocol.PassCache()}
+        forward(x2[:1], ctx2[:1], t2[:1], dict(base, **{protocol.PASS_KEY: protocol.Pass.NULL}))
+        forward(x2[1:], ctx2[1:], t2[1:], dict(base, **{protocol.PASS_KEY: protocol.Pass.REMOVE}))
 
     def timed(fn):
         with torch.inference_mode():

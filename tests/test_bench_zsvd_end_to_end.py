@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import sys
+import types
 
 import pytest
 import torch
@@ -33,13 +35,20 @@ def _load(name: str, path: pathlib.Path):
     return module
 
 
+def _pure_package(name: str, folder: pathlib.Path) -> None:
+    """Register ``name`` as a bare package over ``folder`` (its ``__init__``, which imports ComfyUI, is not run),
+    so the adapter's relative imports (``zsvr.nodes.switch_protocol``, ``.capabilities``) resolve without ComfyUI."""
+    if name not in sys.modules:
+        module = types.ModuleType(name)
+        module.__path__ = [str(folder)]
+        sys.modules[name] = module
+
+
+_pure_package("zsvr.nodes", PACK_DIR / "nodes")
+_pure_package("zsvr.nodes.adapters", PACK_DIR / "nodes" / "adapters")
 official = _load("zsvr_bench_official_zsvd", PACK_DIR / "bench" / "official_zsvd.py")
 switch = _load("zsvr.nodes.adapters.cogvideox", PACK_DIR / "nodes" / "adapters" / "cogvideox.py")
-
-
-class _Cache:
-    def __init__(self):
-        self.values = {}
+protocol = sys.modules["zsvr.nodes.switch_protocol"]
 
 
 def _setup(rope: bool):
@@ -84,9 +93,12 @@ def test_official_doubled_attention_equals_the_packs_switch(rope):
 
     for index, block in enumerate(model.transformer_blocks):
         block.attn1.set_processor(switch.SwitchProcessor(index, stock[index]))
-    base = {switch.SETTINGS_KEY: switch.SwitchSettings(blocks, lambda options: True), switch.CACHE_KEY: _Cache()}
-    null = _forward(model, x[:1], texts[:1], t[:1], rotary, {switch.OPTIONS_KWARG: dict(base, zsvr_pass="null")})
-    remove = _forward(model, x[1:], texts[1:], t[1:], rotary, {switch.OPTIONS_KWARG: dict(base, zsvr_pass="remove")})
+    base = {protocol.SWITCH_KEY: protocol.SwitchSettings(blocks, switch.CogVideoXAdapter.family, lambda options: True),
+            protocol.CACHE_KEY: protocol.PassCache()}
+    null = _forward(model, x[:1], texts[:1], t[:1], rotary,
+                    {switch.OPTIONS_KWARG: dict(base, **{protocol.PASS_KEY: protocol.Pass.NULL})})
+    remove = _forward(model, x[1:], texts[1:], t[1:], rotary,
+                      {switch.OPTIONS_KWARG: dict(base, **{protocol.PASS_KEY: protocol.Pass.REMOVE})})
 
     torch.testing.assert_close(doubled[0:1], null, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(doubled[1:2], remove, rtol=1e-5, atol=1e-5)

@@ -111,6 +111,92 @@ def test_schedule_is_diffusers_cogvideox_ddim(host, cog):
     assert torch.equal(ms.timestep(sigmas[:-1]).long(), sched.timesteps.long())
 
 
+@pytest.mark.parametrize("kind", ["scaled_linear", "linear", "squaredcos_cap_v2"])
+@pytest.mark.parametrize("zsnr", [False, True])
+def test_schedule_kernel_equals_comfys_schedule_math(host, kind, zsnr):
+    """The pure-torch schedule (kernels/cogvideox_schedule.py) gives bit for bit the sigmas of ComfyUI's own beta
+    schedules and zero-terminal-SNR rescale, so ComfyUI's timestep lookup sees the same table."""
+    import comfy.model_sampling
+    from comfy.ldm.modules.diffusionmodules.util import make_beta_schedule
+    from zsvr.kernels.cogvideox_schedule import schedule_sigmas
+
+    comfy_names = {"scaled_linear": "linear", "linear": "sqrt_linear", "squaredcos_cap_v2": "squaredcos_cap_v2"}
+    config = dict(tm.COGVIDEOX_SCHEDULER_CONFIG, beta_schedule=kind, rescale_betas_zero_snr=zsnr)
+    betas = torch.as_tensor(make_beta_schedule(comfy_names[kind], 1000, linear_start=0.00085, linear_end=0.012),
+                            dtype=torch.float64)
+    abar = torch.cumprod(1.0 - betas, dim=0)
+    want = ((1.0 - abar) / abar).sqrt() * math.sqrt(3.0)
+    if zsnr:
+        want = comfy.model_sampling.rescale_zero_terminal_snr_sigmas(want)
+    got = schedule_sigmas(config)
+    assert got.dtype == torch.float64 and torch.equal(got, want)
+
+
+def test_schedule_kernel_errors_name_their_parameter():
+    from zsvr.kernels.cogvideox_schedule import betas, rescale_zero_terminal_snr, schedule_sigmas
+
+    with pytest.raises(ValueError, match="scheduler_config has beta_schedule 'cosine'"):
+        schedule_sigmas(dict(tm.COGVIDEOX_SCHEDULER_CONFIG, beta_schedule="cosine"))
+    with pytest.raises(ValueError, match="scheduler_config has trained_betas"):
+        schedule_sigmas(dict(tm.COGVIDEOX_SCHEDULER_CONFIG, trained_betas=[0.1, 0.2]))
+    with pytest.raises(ValueError, match="snr_shift_scale"):
+        schedule_sigmas(dict(tm.COGVIDEOX_SCHEDULER_CONFIG, snr_shift_scale=0))
+    with pytest.raises(TypeError, match="scheduler_config must be a mapping"):
+        schedule_sigmas([("beta_schedule", "linear")])
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        betas("linear", 1, 0.1, 0.2)
+    with pytest.raises(ValueError, match="sigmas must be"):
+        rescale_zero_terminal_snr(torch.ones(1))
+    # no snr_shift_scale: 3.0 for diffusers' CogVideoX schedulers, none for other scheduler classes
+    plain = {k: v for k, v in tm.COGVIDEOX_SCHEDULER_CONFIG.items()
+             if k not in ("snr_shift_scale", "rescale_betas_zero_snr")}
+    ratio = (schedule_sigmas(dict(plain, _class_name="CogVideoXDDIMScheduler"))
+             / schedule_sigmas(dict(plain, _class_name="DDIMScheduler")))
+    assert torch.allclose(ratio, torch.full_like(ratio, math.sqrt(3.0)), rtol=1e-12, atol=0)
+
+
+def test_unsupported_scheduler_is_a_model_folder_error(host):
+    fmt = _module(host, "adapters.cogvideox_format")
+    with pytest.raises(ValueError, match="'model_folder'.*beta_schedule 'cosine'"):
+        fmt.build_model_sampling(None, dict(tm.COGVIDEOX_SCHEDULER_CONFIG, beta_schedule="cosine"))
+    with pytest.raises(ValueError, match="'model_folder'.*prediction_type 'sample'"):
+        fmt.build_model_sampling(None, dict(tm.COGVIDEOX_SCHEDULER_CONFIG, prediction_type="sample"))
+
+
+def test_rope_crop_region():
+    """diffusers' get_resize_crop_region_for_grid: the grid keeps its aspect ratio, fitted and centred in the base."""
+    from zsvr.kernels.cogvideox_rope import crop_region
+
+    assert crop_region((30, 45), 45, 30) == ((0, 0), (30, 45))  # the training grid itself
+    assert crop_region((2, 2), 4, 4) == ((0, 0), (4, 4))  # same ratio, smaller: scaled up to the whole base
+    assert crop_region((3, 5), 4, 4) == ((1, 0), (3, 4))  # wider than the base: full width, centred rows
+    assert crop_region((5, 3), 4, 4) == ((0, 1), (4, 3))  # taller: full height, centred columns
+    for bad in (((0, 2), 4, 4), ((2, 2), 0, 4), ((2,), 4, 4), ((2, 2), 4, 2.0)):
+        with pytest.raises(ValueError, match="grid|base_w|base_h"):
+            crop_region(*bad)
+
+
+def test_adapter_installs_the_processors_and_declares_its_capabilities(host, cog):
+    """The loader gives every block the adapter's processor (once, over diffusers' stock one); the switch node's
+    settings are all the switch needs, so install_switch patches nothing."""
+    adapter_mod = _module(host, "adapters.cogvideox")
+    model, _ = _load(host)
+    blocks = model.model.diffusion_model.transformer.transformer_blocks
+    procs = [b.attn1.processor for b in blocks]
+    assert all(type(p).__name__ == "SwitchProcessor" for p in procs) and [p.block for p in procs] == [0, 1, 2]
+    assert all(type(p.stock).__name__ == "CogVideoXAttnProcessor2_0" for p in procs)
+    assert all(p.attention is adapter_mod.host_attention for p in procs)
+    adapter_mod.CogVideoXAdapter.install_processors(model.model.diffusion_model.transformer)  # again: still one layer
+    assert all(type(b.attn1.processor.stock).__name__ == "CogVideoXAttnProcessor2_0" for b in blocks)
+    caps = adapter_mod.CogVideoXAdapter.capabilities
+    assert (caps.text_key_switch, caps.frame_axis, caps.self_attention_patch, caps.latent_is_video,
+            caps.context_windows) == (True, "time", False, True, False)
+    clone = model.clone()
+    before = dict(clone.model_options.get("transformer_options", {}))
+    adapter_mod.CogVideoXAdapter().install_switch(clone, [0, 1], None)
+    assert clone.model_options.get("transformer_options", {}) == before and not clone.patches
+
+
 @pytest.mark.parametrize("folder,shape", [(FOLDER, (2, 16, 3, 8, 8)), (ROPE_FOLDER, (1, 16, 2, 6, 10))])
 def test_model_prediction_equals_diffusers(host, cog, folder, shape):
     """ComfyUI's denoised x0 equals diffusers' transformer + v-prediction at the same timestep (2b and 5b layouts)."""
@@ -279,7 +365,8 @@ def test_joint_attention_switch_matches_the_papers_rule(host, cog):
     model, _ = _load(host)
     patched = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_AttentionSwitch"].execute(model, "1", 0.0, 1.0).result[0]
     options = patched.model_options["transformer_options"]
-    cache = _module(host, "negative_prompt_editor").PassCache()
+    protocol = _module(host, "switch_protocol")
+    cache = protocol.PassCache()
     blocks = patched.model.diffusion_model.transformer.transformer_blocks
     attn = blocks[1].attn1
     gen = torch.Generator().manual_seed(4)
@@ -289,16 +376,17 @@ def test_joint_attention_switch_matches_the_papers_rule(host, cog):
     rope = get_3d_rotary_pos_embed(embed_dim=16, crops_coords=((0, 0), (2, 2)), grid_size=(2, 2), temporal_size=3)
 
     with torch.no_grad():
-        null_opts = dict(options, zsvr_pass="null", zsvr_switch_cache=cache)
+        null_opts = dict(options, **{protocol.PASS_KEY: protocol.Pass.NULL, protocol.CACHE_KEY: cache})
+        remove_opts = dict(options, **{protocol.PASS_KEY: protocol.Pass.REMOVE, protocol.CACHE_KEY: cache})
         vid_null, txt_null = attn(hidden_states=video_null, encoder_hidden_states=text_null, image_rotary_emb=rope,
                                   zsvr_options=null_opts)
         vid_rm, txt_rm = attn(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope,
-                              zsvr_options=dict(options, zsvr_pass="remove", zsvr_switch_cache=cache))
+                              zsvr_options=remove_opts)
         stock_rm = attn(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope)
         stock_null = attn(hidden_states=video_null, encoder_hidden_states=text_null, image_rotary_emb=rope)
         # an unswitched block of the same model and pass is diffusers' processor
         other = blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm, image_rotary_emb=rope,
-                                zsvr_options=dict(options, zsvr_pass="remove", zsvr_switch_cache=cache))
+                                zsvr_options=remove_opts)
 
         def qkv(text, video):
             joint = torch.cat((text, video), dim=1)

@@ -11,7 +11,7 @@ position (diffusers ``CogVideoXAttnProcessor2_0`` rotates ``[:, :, text_len:]``)
 
 How it is reached (no diffusers forward is copied or monkey-patched): the
 loader installs a :class:`SwitchProcessor` as every block's diffusers
-attention processor. It is diffusers' own extension point; ComfyUI's
+attention processor (:meth:`CogVideoXAdapter.install_processors`). It is diffusers' own extension point; ComfyUI's
 ``transformer_options`` of the current call reach it through diffusers'
 ``attention_kwargs`` (the wrapper passes ``{OPTIONS_KWARG: transformer_options}``,
 which every ``CogVideoXBlock`` forwards to its ``attn1``), so nothing is
@@ -21,9 +21,12 @@ without ComfyUI's options it is diffusers' stock processor. In a switched
 block the remove pass costs two attention calls over the same keys (the few
 text queries, then the video queries), never a second full attention.
 
-Which blocks switch, and when, is per MODEL clone: ``install_switch`` stores a
-:class:`SwitchSettings` in the clone's ``model_options["transformer_options"]``
-under :data:`SETTINGS_KEY` (ComfyUI copies those options into every call).
+Which blocks switch, and when, is per MODEL clone: ``ZSVR_AttentionSwitch``
+stores the clone's :class:`~..switch_protocol.SwitchSettings` under
+:data:`~..switch_protocol.SWITCH_KEY` in its ``transformer_options`` (ComfyUI
+copies those options into every call), and each processor asks
+:func:`~..switch_protocol.switched_role` for its block; the null pass leaves
+its text keys/values in the step's pass cache under ``(FAMILY_MARK, block)``.
 """
 
 from __future__ import annotations
@@ -31,17 +34,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...kernels.errors import InputError
+from .. import switch_protocol as protocol
+from .capabilities import Capabilities
 
-PASS_KEY = "zsvr_pass"
-CACHE_KEY = "zsvr_switch_cache"
-SETTINGS_KEY = "zsvr_cogvideox_switch"
 OPTIONS_KWARG = "zsvr_options"
-FAMILY_MARK = "cogvideox"  # ``diffusion_model.zsvr_family`` of the loader's wrapper
+"""diffusers ``attention_kwargs`` key under which the wrapper passes ComfyUI's ``transformer_options``."""
+FAMILY_MARK = "cogvideox"
+"""``diffusion_model.zsvr_family`` of the loader's wrapper; also the family part of the pass-cache keys."""
 
 
 class CogVideoXAdapter:
     family = "CogVideoX (ZSVR Load CogVideoX)"
+    capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
+                                latent_is_video=True, context_windows=False)
 
     @staticmethod
     def matches(diffusion_model) -> bool:
@@ -53,18 +58,30 @@ class CogVideoXAdapter:
     def num_blocks(model_patcher) -> int:
         return len(model_patcher.model.diffusion_model.transformer.transformer_blocks)
 
+    @staticmethod
+    def install_processors(transformer, attention=None) -> None:
+        """Give every block of diffusers' ``CogVideoXTransformer3DModel`` a :class:`SwitchProcessor` (the loader
+        calls this once). ``attention`` is the backend of calls made under ComfyUI; default :func:`host_attention`.
+        Installing again keeps the original diffusers processor as the stock one."""
+        for index, block in enumerate(transformer.transformer_blocks):
+            stock = block.attn1.processor
+            if isinstance(stock, SwitchProcessor):
+                stock = stock.stock
+            block.attn1.set_processor(SwitchProcessor(index, stock, attention=attention or host_attention))
+
     def install_switch(self, model_patcher, blocks: list[int], is_active) -> None:
-        """Switch ``blocks`` of ``model_patcher`` (a clone) from the options its calls carry."""
-        options = model_patcher.model_options.setdefault("transformer_options", {})
-        options[SETTINGS_KEY] = SwitchSettings(blocks, is_active)
+        """Nothing to patch: every block's processor (installed by the loader) already reads the switch settings
+        ``ZSVR_AttentionSwitch`` stores in the clone's ``transformer_options`` under ``SWITCH_KEY``."""
 
 
-class SwitchSettings:
-    """Which blocks switch and the schedule gate (an object: ComfyUI copies nested dicts only)."""
+def host_attention(q, k, v, transformer_options):
+    """ComfyUI's optimized attention on [B, heads, L, head_dim]: the backend the host was started with
+    (SDPA, ``--use-sage-attention``, ``--use-flash-attention``, ...) and any ``optimized_attention_override``
+    in the call's ``transformer_options``. ComfyUI is imported on use, so this module loads without it."""
+    import comfy.ldm.modules.attention as comfy_attention
 
-    def __init__(self, blocks, is_active):
-        self.blocks = frozenset(int(b) for b in blocks)
-        self.is_active = is_active
+    return comfy_attention.optimized_attention(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True,
+                                               transformer_options=transformer_options)
 
 
 def sdpa(q, k, v, options=None):
@@ -78,8 +95,8 @@ class SwitchProcessor:
     ``stock`` is diffusers' ``CogVideoXAttnProcessor2_0``; calls that carry no
     ComfyUI options (diffusers used directly) go to it untouched.
     ``attention(q, k, v, options)`` is the attention backend for calls that
-    do ([B, heads, L, head_dim] in and out); the loader passes ComfyUI's
-    ``optimized_attention``, so the host's choice (``--use-sage-attention``,
+    do ([B, heads, L, head_dim] in and out); the loader installs :func:`host_attention`,
+    ComfyUI's ``optimized_attention``, so the host's choice (``--use-sage-attention``,
     ``--use-flash-attention``, SDPA) and any ``optimized_attention_override``
     in ``transformer_options`` (a user's attention patch) apply to CogVideoX
     too, switched blocks included. Default: :func:`sdpa`.
@@ -104,18 +121,15 @@ class SwitchProcessor:
         options = zsvr_options
         text_len = encoder_hidden_states.shape[1]
         q, k, v = project_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-        which = self._switch_role(options)
+        which = protocol.switched_role(options, self.block)
         if which is None:
             return project_out(attn, self.attention(q, k, v, options), text_len)
-        cache = options[CACHE_KEY].values
         key = (FAMILY_MARK, self.block)
-        if which == "null":
+        if which is protocol.Pass.NULL:
             # clone: a view would keep this pass's whole video-length keys/values alive until the remove pass
-            cache[key] = (k[:, :, :text_len].clone(), v[:, :, :text_len].clone())
+            protocol.cache_values(options)[key] = (k[:, :, :text_len].clone(), v[:, :, :text_len].clone())
             return project_out(attn, self.attention(q, k, v, options), text_len)
-        if key not in cache:
-            raise RuntimeError("ZSVR attention switch: the null pass did not run before the remove pass")
-        k_txt, v_txt = (t.to(device=k.device, dtype=k.dtype) for t in cache[key])
+        k_txt, v_txt = (t.to(device=k.device, dtype=k.dtype) for t in protocol.null_values(options, key))
         if k_txt.shape[0] not in (1, k.shape[0]):
             raise RuntimeError(f"ZSVR CogVideoX switch: the null pass had batch {k_txt.shape[0]}, "
                                f"the remove pass {k.shape[0]}")
@@ -129,45 +143,53 @@ class SwitchProcessor:
         out_vid = self.attention(q[:, :, text_len:], k, v, options)  # video queries: null text, own video
         return _project(attn, out_vid), _project(attn, out_txt)
 
-    def _switch_role(self, options):
-        """'null' or 'remove' where this block switches in this call, else None (plain attention)."""
-        settings = options.get(SETTINGS_KEY)
-        if settings is None or self.block not in settings.blocks:
-            return None
-        which = options.get(PASS_KEY)
-        if which not in ("null", "remove", "inversion"):
-            raise InputError("model", "carries a ZSVR attention switch but is being sampled without the ZSVR "
-                             "Negative Prompt Editor, which supplies the null path the switch reads",
-                             "connect the switched model to ZSVR Negative Prompt Editor (or use the unswitched model)")
-        if which == "inversion" or (which == "remove" and not settings.is_active(options)):
-            return None
-        return which
-
 
 def project_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb=None):
-    """Queries, keys, values [B, heads, text + video, head_dim] of a CogVideoX joint attention.
+    """Queries, keys, values [B, heads, text + video, head_dim] of a CogVideoX block's joint attention.
 
-    Same steps as diffusers' processor: joint sequence [text, video], q/k/v
-    projections, per-head LayerNorm of q and k, RoPE on the video part only
-    (in place: every tensor here is this call's own).
+    CogVideoX attends over one joint sequence, text first (Yang et al., ICLR 2025,
+    sec. 2.2, "3D full attention"). With ``c`` the text states, ``z`` the video
+    states and ``split`` cutting the channels into ``heads`` heads:
+
+        x = [c; z]
+        Q = RoPE_z(LN_q(split(x W_q)))      K = RoPE_z(LN_k(split(x W_k)))      V = split(x W_v)
+
+    ``LN_q`` / ``LN_k`` are per-head LayerNorms over ``head_dim`` (the module's
+    ``norm_q`` / ``norm_k``; absent in a model built without QK norm) and ``RoPE_z``
+    rotates the video rows only, by the 3-D rotary embedding ``image_rotary_emb``
+    (5b, 1.5; RoFormer eq. 34): text tokens carry no position. The weights are
+    the attention module's own ``to_q`` / ``to_k`` / ``to_v``; the rotation is
+    diffusers' ``apply_rotary_emb``, the one the embedding was made for.
     """
-    joint = torch.cat((encoder_hidden_states, hidden_states), dim=1)
-    batch = joint.shape[0]
     text_len = encoder_hidden_states.shape[1]
-    q, k, v = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
-    head_dim = k.shape[-1] // attn.heads
-    q, k, v = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (q, k, v))
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
-    if image_rotary_emb is not None:
-        from diffusers.models.embeddings import apply_rotary_emb
+    joint = torch.cat((encoder_hidden_states, hidden_states), dim=1)  # x = [c; z]
 
-        q[:, :, text_len:] = apply_rotary_emb(q[:, :, text_len:], image_rotary_emb)
-        if not attn.is_cross_attention:
-            k[:, :, text_len:] = apply_rotary_emb(k[:, :, text_len:], image_rotary_emb)
+    def projected(linear, norm):
+        per_head = _split_heads(linear(joint), attn.heads)
+        return per_head if norm is None else norm(per_head)
+
+    q = _rotate_video(projected(attn.to_q, attn.norm_q), text_len, image_rotary_emb)
+    k = _rotate_video(projected(attn.to_k, attn.norm_k), text_len, image_rotary_emb)
+    v = projected(attn.to_v, None)
     return q, k, v
+
+
+def _split_heads(x, heads: int):
+    """[B, L, heads * head_dim] -> [B, heads, L, head_dim]."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _rotate_video(x, text_len: int, rotary):
+    """``x`` [B, heads, text + video, head_dim] with its video rows rotated by ``rotary`` (None: unchanged).
+
+    In place: ``x`` is always a tensor this call made, and a copy would cost a video-length tensor."""
+    if rotary is None:
+        return x
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    video = x[:, :, text_len:]
+    video.copy_(apply_rotary_emb(video, rotary))
+    return x
 
 
 def _project(attn, out):
