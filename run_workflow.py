@@ -14,123 +14,30 @@ A failure on one video is reported and the rest still run. At the end a table
 gives frames, seconds and peak memory per video. Exit status 1 if any failed.
 
 The workflow may be UI format (what you drag into ComfyUI) or API format;
-UI workflows are converted with ``nodes/workflow_format.py``.
+UI workflows are converted with ``headless/workflow_format.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import pathlib
 import shutil
 import sys
 import time
-import uuid
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent
+if str(PACK_DIR) not in sys.path:
+    sys.path.insert(0, str(PACK_DIR))
+
+from headless.comfy_boot import ComfyHost  # noqa: E402
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SAVE_PREFIX_INPUTS = ("filename_prefix",)
 
 
-class Host:
-    """ComfyUI booted in this process with the pack loaded (the server's own validate + execute path)."""
-
-    def __init__(self, comfy_dir: pathlib.Path, cpu: bool | None = None, output_dir: pathlib.Path | None = None):
-        if str(comfy_dir) not in sys.path:
-            sys.path.insert(0, str(comfy_dir))
-        import comfy.cli_args
-
-        if cpu is None:
-            import torch
-
-            cpu = not torch.cuda.is_available()
-        comfy.cli_args.args.cpu = cpu
-        import folder_paths
-
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            folder_paths.set_output_directory(str(output_dir))
-        import utils.extra_config  # noqa: F401  (before nodes: nodes.py shadows the top-level utils package)
-        import server  # noqa: F401
-        import nodes
-        import execution
-        import comfy.utils
-        import comfy.model_management
-
-        self.folder_paths = folder_paths
-        self.nodes = nodes
-        self.execution = execution
-        self.model_management = comfy.model_management
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-        if not asyncio.run(nodes.load_custom_node(str(PACK_DIR))):
-            raise RuntimeError(f"ComfyUI could not load the pack at {PACK_DIR}")
-        self.pack = sys.modules[str(PACK_DIR).replace(".", "_x_")]
-        self.progress_listener = None
-        comfy.utils.set_progress_bar_global_hook(self._hook)
-        self.events: list = []
-        self.executor = execution.PromptExecutor(_Server(self.events), cache_type=execution.CacheType.CLASSIC)
-
-    def _hook(self, value, total, preview_image=None, prompt_id=None, node_id=None):
-        from comfy_execution.utils import get_executing_context
-
-        ctx = get_executing_context()
-        if node_id is None and ctx is not None:
-            node_id = ctx.node_id
-        if self.progress_listener is not None:
-            self.progress_listener(node_id, value, total)
-        self.model_management.throw_exception_if_processing_interrupted()
-
-    def input_types(self, class_type: str):
-        cls = self.nodes.NODE_CLASS_MAPPINGS.get(class_type)
-        return None if cls is None else cls.INPUT_TYPES()
-
-    def to_api(self, workflow: dict) -> dict:
-        if "nodes" not in workflow:
-            return workflow
-        import importlib
-
-        workflow_format = importlib.import_module(f"{self.pack.__name__}.nodes.workflow_format")
-        return workflow_format.ui_to_api(workflow, self.input_types)
-
-    def validate(self, prompt: dict):
-        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
-
-    def execute(self, prompt: dict) -> dict:
-        """Validate and run; returns {'ok', 'error', 'outputs'}."""
-        valid = self.validate(prompt)
-        if not valid[0]:
-            details = [valid[1].get("message", ""), valid[1].get("details", "")]
-            for node_id, err in (valid[3] or {}).items():
-                for e in err.get("errors", []):
-                    details.append(f"node {node_id}: {e.get('details') or e.get('message')}")
-            return {"ok": False, "error": " | ".join(d for d in details if d), "outputs": {}}
-        self.events.clear()
-        self.executor.execute(prompt, str(uuid.uuid4()), {"client_id": "zsvr-runner"}, valid[2])
-        error = None
-        for event, data in self.executor.status_messages:
-            if event == "execution_error":
-                error = f"node {data['node_id']} ({data['node_type']}): {data['exception_message'].strip()}"
-            elif event == "execution_interrupted":
-                error = "interrupted"
-        outputs = {d["node"]: d.get("output") for e, d in self.events if e == "executed" and isinstance(d, dict)}
-        return {"ok": error is None and self.executor.success, "error": error, "outputs": outputs}
-
-
-class _Server:
-    def __init__(self, events):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
-        self.events = events
-
-    def send_sync(self, event, data, sid=None):
-        self.events.append((event, data))
-
-    def queue_updated(self):
-        pass
+Host = ComfyHost
+"""ComfyUI booted in this process with the pack loaded (``headless/comfy_boot.py``)."""
 
 
 def parse_sets(sets: list[str]) -> list[tuple[str, str, object]]:
@@ -212,16 +119,17 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
             bar.set_postfix_str(f"node {node_id}")
             bar.refresh()
 
-        host.progress_listener = listener
+        previous_listener, host.progress_listener = host.progress_listener, listener
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
-            result = host.execute(prompt)
+            run = host.execute(prompt)
+            result = {"ok": run.success, "error": run.error_text() or None, "outputs": run.outputs}
         except Exception as exc:  # a broken video must not stop the batch
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "outputs": {}}
         finally:
-            host.progress_listener = None
+            host.progress_listener = previous_listener
             bar.close()
         seconds = time.perf_counter() - start
         frames = _frames(host, loaders[0]) if result["ok"] else None

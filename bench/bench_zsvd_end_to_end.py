@@ -381,7 +381,7 @@ def run_timed(host, prompt: dict, device) -> dict:
     for i, (node, t) in enumerate(marks):
         seconds[node] = (marks[i + 1][1] if i + 1 < len(marks) else end) - t
         node_alloc[node], node_reserved[node] = peaks[i + 1]
-    out = {"ok": result["ok"], "error": result["error"], "wall_s": end - start, "node_s": seconds,
+    out = {"ok": result.success, "error": result.error_text() or None, "wall_s": end - start, "node_s": seconds,
            "order": [m[0] for m in marks]}
     if cuda:
         out["node_peak_gb"] = node_alloc

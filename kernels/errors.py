@@ -1,10 +1,29 @@
-"""The one error type ZSVR raises for bad user input.
+"""Errors: :class:`ParameterError` for the kernels, :class:`InputError` for what users see.
 
-ComfyUI shows an exception's message in its error dialog. Every check in the
-pack raises :class:`InputError`, whose message names the input, says what was
-expected and what to do, so a user never has to read a stack trace from deep
-inside torch.
+Kernels raise :class:`ParameterError`, a plain ``ValueError`` that names the
+kernel's *own* parameter (kornia's style), so they read well on their own.
+Nodes translate it into :class:`InputError`, which names the *node's* input
+(``nodes/errors.py``: ``with kernel_inputs(x0="image"): ...``); ComfyUI shows
+that message in its error dialog, so a user reads which input, what was wrong
+and what to do, never a stack trace from deep inside torch, and never the name
+of a parameter no node has.
 """
+
+
+class ParameterError(ValueError):
+    """A kernel parameter is invalid: ``ParameterError("sigmas", "is empty", "pass a 1-D schedule")``.
+
+    Attributes:
+        parameter: the kernel function's own parameter name.
+        problem: what is wrong with it, as a predicate ("is -3").
+        fix: what to do instead (may be empty).
+    """
+
+    def __init__(self, parameter: str, problem: str, fix: str = ""):
+        self.parameter = parameter
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{parameter} {problem}" + (f"; {fix}" if fix else ""))
 
 
 class InputError(ValueError):

@@ -36,10 +36,15 @@ eq. 3-5): draw ``x_t = a_t x0 + b_t eps_t`` with independent ``eps_t`` for every
 level of the schedule, then for each step recover the noise the step must have
 used, ``z_t = (x_{t-1} - mu_t(x_t)) / std_t``. Replaying the same rule with the
 stored ``z_t`` and the same model reproduces every ``x_t`` and so ``x0``. A
-step with ``std = 0`` (the last step to sigma 0 under every rule, and every
-``ddim`` step) stores its residual ``x_{t-1} - mu_t(x_t)`` instead, which makes
-replay exact there too. The ``eps_t`` are regenerated from ``(seed, t)``, so
-only the ``z_t`` are stored.
+step with ``std = 0`` (the last step to sigma 0, and every ``ddim`` step)
+stores its residual ``x_{t-1} - mu_t(x_t)`` instead, which makes replay exact
+there too (:data:`LAST_STEPS` "exact"), except under ``zsvd``: the official
+ZSVD loop (CogVideoX's DDIM scheduler with ``set_alpha_to_one``) gives its last
+step variance 0, zeroes its ``z`` and returns the guided clean prediction at
+the last level, so rule ``zsvd`` stores nothing for that step and makes no
+model call for it; its replay reproduces every level above the last exactly
+and ends on the prediction there. The ``eps_t`` are regenerated from
+``(seed, t)``, so only the ``z_t`` are stored.
 
 DDIM inversion (``ddim``; Song et al. 2021, sec. 4.3, used by TDM) runs the
 deterministic step backwards: ``x_{t} = a_t x0_hat + b_t eps_hat(x_{t-1})``
@@ -55,9 +60,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import ParameterError
 
 RULES = ("ddpm", "zsvd", "ddim")
+LAST_STEPS = ("exact", "prediction")
+"""How a replay ends at sigma 0: ``exact`` adds the stored residual (reconstruction is exact), ``prediction``
+returns the (edited) clean prediction at the last level, as the official ZSVD loop does."""
 
 # The per-level noise seeds: eps_t is drawn on the CPU from this, so the same
 # (seed, level) gives the same noise on every device.
@@ -89,8 +97,8 @@ def path_coefficients(noise_scaling: Callable, sigmas: Sequence[float]) -> tuple
         a = float(noise_scaling(sig, zero.clone(), one.clone()))
         mixed = float(noise_scaling(sig, one.clone() * 2.0, one.clone() * 3.0))
         if not math.isclose(mixed, 3.0 * a + 2.0 * b, rel_tol=1e-6, abs_tol=1e-9) or b < 0:
-            raise InputError("model", f"its noise schedule at sigma {float(s):.4g} is not of the form a*x0 + b*noise",
-                             "use an EPS, V-prediction or flow (CONST) model")
+            raise ParameterError("noise_scaling", f"at sigma {float(s):.4g} is not of the form a*x0 + b*noise",
+                                 "use an EPS, V-prediction or flow (CONST) model")
         a_list.append(a)
         b_list.append(b)
     return a_list, b_list
@@ -99,7 +107,7 @@ def path_coefficients(noise_scaling: Callable, sigmas: Sequence[float]) -> tuple
 def step_coefficients(rule: str, a: float, b: float, a_next: float, b_next: float) -> StepCoefficients:
     """Coefficients of one step from level (a, b) to (a_next, b_next); see the module docstring."""
     if rule not in RULES:
-        raise InputError("step_rule", f"is '{rule}'", f"choose one of {', '.join(RULES)}")
+        raise ParameterError("rule", f"is '{rule}'", f"choose one of {', '.join(RULES)}")
     if b <= 0:
         raise ValueError("a step must start at a noise level above zero")
     if b_next == 0:
@@ -175,8 +183,8 @@ class InversionResult:
     def start_latent(self, step: int, device=None, dtype=None) -> torch.Tensor:
         """The latent at level ``step``, where replay from that step begins."""
         if step < self.first_step or step > self.steps:
-            raise InputError("skip", f"is {step}, but this inversion covers steps {self.first_step}..{self.steps}",
-                             f"use a skip of at least {self.first_step}, or lower the inverter's first_step")
+            raise ParameterError("step", f"is {step}, but this inversion covers steps {self.first_step}..{self.steps}",
+                                 f"start at step {self.first_step} or later, or invert from an earlier first_step")
         x0 = self.x0.to(device=device or self.x0.device, dtype=dtype or self.x0.dtype)
         if self.rule == "ddim":
             return self.trajectory[step].to(device=x0.device, dtype=x0.dtype)
@@ -197,14 +205,14 @@ class InversionResult:
 def validate_sigmas(sigmas: torch.Tensor, name: str = "sigmas") -> torch.Tensor:
     """A schedule must be 1-D, finite, non-negative, strictly decreasing, with at least one step."""
     if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 2:
-        raise InputError(name, "must be a 1-D schedule with at least 2 values (1 step)",
+        raise ParameterError(name, "must be a 1-D schedule with at least 2 values (1 step)",
                          "connect a scheduler node such as BasicScheduler with steps >= 1")
     s = sigmas.detach().to("cpu", torch.float64)
     if not torch.isfinite(s).all() or (s < 0).any():
-        raise InputError(name, "contains negative or non-finite values", "connect a scheduler node's output unchanged")
+        raise ParameterError(name, "contains negative or non-finite values", "connect a scheduler node's output unchanged")
     if not (s[1:] < s[:-1]).all():
         bad = int(torch.nonzero(s[1:] >= s[:-1])[0]) + 1
-        raise InputError(name, f"are not strictly decreasing (value {bad} is {float(s[bad]):.4g} after "
+        raise ParameterError(name, f"are not strictly decreasing (value {bad} is {float(s[bad]):.4g} after "
                          f"{float(s[bad - 1]):.4g})", "use a scheduler's output; do not flip or concatenate schedules")
     return sigmas
 
@@ -233,17 +241,20 @@ def invert(
     """
     validate_sigmas(sigmas)
     if rule not in RULES:
-        raise InputError("step_rule", f"is '{rule}'", f"choose one of {', '.join(RULES)}")
+        raise ParameterError("rule", f"is '{rule}'", f"choose one of {', '.join(RULES)}")
     n = len(sigmas) - 1
     if not 0 <= first_step < n:
-        raise InputError("first_step", f"is {first_step}, but the schedule has {n} steps",
-                         f"use a value from 0 to {n - 1}")
+        raise ParameterError("first_step", f"is {first_step}, but the schedule has {n} steps",
+                             f"use a value from 0 to {n - 1}")
     store_dtype = store_dtype or x0.dtype
     sig = [float(s) for s in sigmas]
     result = InversionResult(rule=rule, sigmas=sigmas.detach().to("cpu", torch.float32), a=list(a), b=list(b),
                              seed=int(seed), first_step=first_step, x0=x0.detach().to("cpu"), stored=[None] * n)
-    total = n - first_step + (1 if rule == "ddim" else 0)
+    # rule zsvd ends like the official loop: no residual for a last step that lands on sigma 0 (see module docstring)
+    official_last = rule == "zsvd" and b[n] == 0
+    total = n - first_step + (1 if rule == "ddim" else 0) - (1 if official_last else 0)
     calls = 0
+    copies = _HostCopies()
 
     def predict(x, sigma):
         nonlocal calls
@@ -255,7 +266,8 @@ def invert(
 
     if rule in ("ddpm", "zsvd"):
         x_next = None
-        for i in range(n - 1, first_step - 1, -1):  # any order works; descending reuses x_{i+1}
+        top = n - 2 if official_last else n - 1
+        for i in range(top, first_step - 1, -1):  # any order works; descending reuses x_{i+1}
             x_i = noisy_level(x0, a[i], b[i], seed, i)
             if x_next is None:
                 x_next = noisy_level(x0, a[i + 1], b[i + 1], seed, i + 1)
@@ -263,28 +275,55 @@ def invert(
             x0_hat = predict(x_i, sig[i])
             mean = apply_step(x_i, x0_hat, coeffs, None)
             d = x_next - mean
-            result.stored[i] = (d / coeffs.std if coeffs.std > 0 else d).to("cpu", store_dtype)
+            result.stored[i] = copies.to_host(d / coeffs.std if coeffs.std > 0 else d, store_dtype)
             x_next = x_i
     else:
         # DDIM inversion: walk up from x_N using the prediction at the lower level.
         x = x0 * a[n] if b[n] == 0 else noisy_level(x0, a[n], b[n], seed, n)
-        result.trajectory[n] = x.detach().to("cpu")
+        result.trajectory[n] = copies.to_host(x.detach(), x.dtype)
         for i in range(n - 1, first_step - 1, -1):
             s_eval = sig[i + 1] if b[i + 1] > 0 else max(sig[i + 1], sigma_floor)
             a_e, b_e = (a[i + 1], b[i + 1]) if b[i + 1] > 0 else _path_at_floor(a, b, sig, n, s_eval)
             x0_hat = predict(x, s_eval)
             eps_hat = (x - x0_hat * a_e) / b_e
             x = x0_hat * a[i] + eps_hat * b[i]
-            result.trajectory[i] = x.detach().to("cpu")
+            result.trajectory[i] = copies.to_host(x.detach(), x.dtype)
+        copies.wait()
         # final residual: the deterministic last step from the inverted path back to x0
         last = n - 1
         coeffs = step_coefficients(rule, a[last], b[last], a[n], b[n])
         x_last = result.trajectory[last].to(device=x0.device, dtype=x0.dtype)
         x0_hat = predict(x_last, sig[last])
         target = x0 * a[n] if b[n] == 0 else result.trajectory[n].to(device=x0.device, dtype=x0.dtype)
-        result.stored[last] = (target - apply_step(x_last, x0_hat, coeffs, None)).to("cpu", store_dtype)
+        result.stored[last] = copies.to_host(target - apply_step(x_last, x0_hat, coeffs, None), store_dtype)
+    copies.wait()
     result.model_calls = calls
     return result
+
+
+class _HostCopies:
+    """Device-to-host copies of the inversion's per-step state that do not stall the device.
+
+    A CUDA tensor is copied with ``non_blocking=True`` into pinned host memory
+    (the model keeps running while the copy is in flight); :meth:`wait`
+    synchronises once, before any copy is read. CPU tensors are plain copies.
+    """
+
+    def __init__(self):
+        self._pending = False
+
+    def to_host(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if t.device.type != "cuda":
+            return t.to("cpu", dtype)
+        host = torch.empty(t.shape, dtype=dtype, device="cpu", pin_memory=True)
+        host.copy_(t.to(dtype), non_blocking=True)
+        self._pending = True
+        return host
+
+    def wait(self) -> None:
+        if self._pending:
+            torch.cuda.current_stream().synchronize()
+            self._pending = False
 
 
 def _path_at_floor(a, b, sig, n, s_eval):
@@ -318,6 +357,59 @@ def replay_schedule_check(inv: InversionResult, sigmas: torch.Tensor, start: int
     expected = inv.sigmas[start:]
     got = sigmas.detach().to("cpu", torch.float32)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):
-        raise InputError("sigmas", f"do not match the inversion's schedule from step {start} "
-                         f"({len(got) - 1} steps given, {len(expected) - 1} expected)",
-                         "connect the SIGMAS output of ZSVR Inversion Sampler to the sampler unchanged")
+        raise ParameterError("sigmas", f"do not match the inversion's schedule from step {start} "
+                             f"({len(got) - 1} steps given, {len(expected) - 1} expected)",
+                             "connect the SIGMAS output of ZSVR Inversion Sampler to the sampler unchanged")
+
+
+def ddim_start_level(inv: InversionResult, sigmas: torch.Tensor) -> int:
+    """The inverted ``ddim`` level at which a schedule starting at ``sigmas[0]`` begins (TDM hand-over)."""
+    first = float(sigmas[0])
+    for level, s in enumerate(inv.sigmas.tolist()):
+        if level in inv.trajectory and math.isclose(s, first, rel_tol=1e-5, abs_tol=1e-7):
+            return level
+    levels = ", ".join(f"{inv.sigmas[i]:.4g}" for i in sorted(inv.trajectory))
+    raise ParameterError("sigmas", f"start at {first:.4g}, which is not a level of the DDIM inversion ({levels})",
+                         "start the sampling schedule at an inverted level (e.g. the SIGMAS output of this node)")
+
+
+def plan_replay(inv: InversionResult, sigmas: torch.Tensor, start: int, path=None,
+                last_step: str = "exact") -> tuple[int, list[StepCoefficients], list[torch.Tensor | None]]:
+    """The start level, step coefficients and stored noise/residuals of a replay over ``sigmas``.
+
+    Stochastic rules (``ddpm``, ``zsvd``) replay the inversion's own schedule from
+    ``start`` (their noise is per step). ``ddim`` accepts any schedule whose first
+    sigma is an inverted level (``path`` = its ``(a, b)``; TDM inverts in 10 steps
+    and samples in 32): the inverted latent there is handed over, and the final
+    residual is added only when the last step is the inversion's.
+    ``last_step`` (:data:`LAST_STEPS`): ``prediction`` drops the residual of a
+    last step that lands on sigma 0; rule ``zsvd`` never stores one.
+
+    Args:
+        inv: the inversion.
+        sigmas: the sampling schedule.
+        start: the start step (stochastic rules).
+        path: ``(a, b)`` lists for ``sigmas`` (``ddim`` only).
+        last_step: ``"exact"`` or ``"prediction"``.
+    """
+    if last_step not in LAST_STEPS:
+        raise ParameterError("last_step", f"is {last_step!r}", f"use one of {', '.join(LAST_STEPS)}")
+    validate_sigmas(sigmas)
+    if inv.rule == "ddim":
+        if path is None:
+            raise ParameterError("path", "is required for a ddim replay", "pass the (a, b) lists of sigmas")
+        a, b = path
+        start = ddim_start_level(inv, sigmas)
+        coeffs = [step_coefficients("ddim", a[j], b[j], a[j + 1], b[j + 1]) for j in range(len(sigmas) - 1)]
+        same_tail = len(sigmas) >= 2 and math.isclose(float(sigmas[-2]), float(inv.sigmas[-2]), rel_tol=1e-6) \
+            and float(sigmas[-1]) == float(inv.sigmas[-1])
+        stored = [None] * (len(sigmas) - 2) + [inv.stored_for(inv.steps - 1) if same_tail else None]
+        lands_on_zero = b[-1] == 0
+    else:
+        replay_schedule_check(inv, sigmas, start)
+        coeffs = [inv.coefficients(i) for i in range(start, inv.steps)]
+        stored = [inv.stored_for(i) for i in range(start, inv.steps)]
+        lands_on_zero = inv.b[-1] == 0
+    if last_step == "prediction" and lands_on_zero and stored:
+        stored[-1] = None
+    return start, coeffs, stored

@@ -19,6 +19,7 @@ from ..kernels import inversion as inv_kernel
 from ..kernels.errors import InputError
 from . import host
 from . import switch_protocol as protocol
+from .errors import kernel_inputs
 from .types import CATEGORY, Inversion
 
 
@@ -88,7 +89,8 @@ class DDPMInvert(io.ComfyNode):
                                      "randomize-after-run control): a new seed would re-run the inversion every time."),
                 io.Combo.Input("step_rule", options=list(inv_kernel.RULES), default="ddpm",
                                tooltip="ddpm: edit-friendly DDPM posterior (any model). zsvd: the official ZSVD "
-                                       "code's step (DDIM mean + DDPM-sized noise). ddim: deterministic DDIM "
+                                       "code's step (DDIM mean + DDPM-sized noise), ending like it on the guided "
+                                       "clean prediction (one model call fewer). ddim: deterministic DDIM "
                                        "inversion (TDM). Replay always uses the same rule."),
                 io.Int.Input("first_step", default=0, min=0, max=10000,
                              tooltip="Invert only from this step on (saves model calls). The sampler's skip must be "
@@ -104,7 +106,8 @@ class DDPMInvert(io.ComfyNode):
         host.check_conditioning(negative, "negative")
         if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
             raise InputError("latent", "is not a LATENT", "connect a VAE Encode output")
-        inv_kernel.validate_sigmas(sigmas)
+        with kernel_inputs():
+            inv_kernel.validate_sigmas(sigmas)
         steps = len(sigmas) - 1
         if first_step >= steps:
             raise InputError("first_step", f"is {first_step}, but the schedule has {steps} steps",
@@ -124,11 +127,13 @@ class DDPMInvert(io.ComfyNode):
         model_dtype = model.model_dtype()
         store_dtype = model_dtype if model_dtype in (torch.float16, torch.bfloat16) else torch.float32
         runner = _InversionRunner(step_rule, seed, first_step, store_dtype)
-        total = steps - first_step + (1 if step_rule == "ddim" else 0)
+        total = steps - first_step + (1 if step_rule == "ddim" else 0) \
+            - (1 if step_rule == "zsvd" and float(sigmas[-1]) == 0.0 else 0)
         callback = latent_preview.prepare_callback(model, total)
         noise = torch.zeros_like(samples)
-        guider.sample(noise, samples, runner, sigmas, callback=callback,
-                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        with kernel_inputs(rule="step_rule", noise_scaling="model"):
+            guider.sample(noise, samples, runner, sigmas, callback=callback,
+                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         result = runner.result
         result.meta = dict(host.model_family(model), latent_shape=tuple(samples.shape), cfg=1.0 if same else cfg)
         return io.NodeOutput(result)

@@ -6,8 +6,6 @@ own prompt reproduces the input; ``ZSVR_NegativePromptEditor`` edits it).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 import comfy.samplers
@@ -16,6 +14,7 @@ from comfy_api.latest import io
 from ..kernels import inversion as inv_kernel
 from ..kernels.errors import InputError
 from . import host
+from .errors import kernel_inputs
 from .types import CATEGORY, Inversion
 
 
@@ -39,16 +38,14 @@ class InversionNoise:
 class ReplaySampler(comfy.samplers.Sampler):
     """Starts at the inverted latent of level ``start`` and steps with the inversion's rule and noise.
 
-    Stochastic rules (``ddpm``, ``zsvd``) need the inversion's own schedule from
-    ``start`` on (their noise is per step). ``ddim`` accepts any schedule whose
-    first sigma is one of the inverted levels (TDM inverts in 10 steps and
-    samples in 32): the inverted latent at that level is handed over, and the
-    final residual is added only when the last step matches the inversion's.
+    The replay plan (which steps, which stored noise, the DDIM hand-over to
+    another schedule, how the last step ends) is ``kernels.inversion.plan_replay``.
     """
 
-    def __init__(self, inversion: inv_kernel.InversionResult, start: int):
+    def __init__(self, inversion: inv_kernel.InversionResult, start: int, last_step: str = "exact"):
         self.inversion = inversion
         self.start = start
+        self.last_step = last_step
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -60,22 +57,13 @@ class ReplaySampler(comfy.samplers.Sampler):
                              "connect the same LATENT that was inverted")
         if denoise_mask is not None:
             raise InputError("latent_image", "carries a noise mask", "ZSVR replay edits the whole latent: remove the mask")
-        inv_kernel.validate_sigmas(sigmas)
         model_sampling = model_wrap.inner_model.model_sampling
         device, dtype = latent_image.device, latent_image.dtype
-        if inv.rule == "ddim":
-            start = self._ddim_level(sigmas)
-            a, b = host.path_for(model_sampling, sigmas)
-            coeffs = [inv_kernel.step_coefficients("ddim", a[j], b[j], a[j + 1], b[j + 1]) for j in range(len(sigmas) - 1)]
-            same_tail = len(sigmas) >= 2 and math.isclose(float(sigmas[-2]), float(inv.sigmas[-2]), rel_tol=1e-6) \
-                and float(sigmas[-1]) == float(inv.sigmas[-1])
-            stored = [None] * (len(sigmas) - 2) + [inv.stored_for(inv.steps - 1) if same_tail else None]
-        else:
-            start = self.start
-            inv_kernel.replay_schedule_check(inv, sigmas, start)
-            coeffs = [inv.coefficients(i) for i in range(start, inv.steps)]
-            stored = [inv.stored_for(i) for i in range(start, inv.steps)]
-        x = inv.start_latent(start, device=device, dtype=dtype)
+        with kernel_inputs(noise_scaling="model", step="skip"):
+            inv_kernel.validate_sigmas(sigmas)
+            path = host.path_for(model_sampling, sigmas) if inv.rule == "ddim" else None
+            start, coeffs, stored = inv_kernel.plan_replay(inv, sigmas, self.start, path, self.last_step)
+            x = inv.start_latent(start, device=device, dtype=dtype)
         s_in = x.new_ones([x.shape[0]])
         total = len(sigmas) - 1
 
@@ -88,16 +76,6 @@ class ReplaySampler(comfy.samplers.Sampler):
                 callback(j, x0_hat, x_j, total)
 
         return inv_kernel.replay(denoise, x, coeffs, stored, on_step)
-
-    def _ddim_level(self, sigmas) -> int:
-        inv = self.inversion
-        first = float(sigmas[0])
-        for level, s in enumerate(inv.sigmas.tolist()):
-            if level in inv.trajectory and math.isclose(s, first, rel_tol=1e-5, abs_tol=1e-7):
-                return level
-        levels = ", ".join(f"{inv.sigmas[i]:.4g}" for i in sorted(inv.trajectory))
-        raise InputError("sigmas", f"start at {first:.4g}, which is not a level of the DDIM inversion ({levels})",
-                         "start the sampling schedule at an inverted level (e.g. the SIGMAS output of this node)")
 
 
 class InversionSampler(io.ComfyNode):
@@ -128,6 +106,14 @@ class InversionSampler(io.ComfyNode):
                                tooltip="Optional start as a noise level instead of a step: the equivalent EPS sigma "
                                        "b/a (k-diffusion sigma; flow sigma s means s/(1-s)). ZSVD official: 4.55 "
                                        "(flow sigma 0.82). 0 = use skip."),
+                io.Combo.Input("last_step", options=list(inv_kernel.LAST_STEPS), default="exact", optional=True,
+                               tooltip="How the last step (to a clean latent) ends, for step rules ddpm and ddim. "
+                                       "exact: add the residual the inversion stored, so strength 1 gives the input "
+                                       "back exactly; it is the fine detail the model did not predict, which can "
+                                       "include thin rain streaks, so it may put some rain back. prediction: end on "
+                                       "the edited clean prediction, like the official ZSVD code (a little detail "
+                                       "is lost, no rain is added back). Rule zsvd always ends like the official "
+                                       "code. Changing this does not re-run the inversion."),
             ],
             outputs=[
                 io.Noise.Output(display_name="noise"),
@@ -137,7 +123,7 @@ class InversionSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, inversion, skip, start_noise) -> io.NodeOutput:
+    def execute(cls, inversion, skip, start_noise, last_step="exact") -> io.NodeOutput:
         if not isinstance(inversion, inv_kernel.InversionResult):
             raise InputError("inversion", "is not a ZSVR inversion", "connect ZSVR DDPM Inversion's output")
         steps = inversion.steps
@@ -150,4 +136,6 @@ class InversionSampler(io.ComfyNode):
             raise InputError(name, f"starts at step {start}, but the inversion was only computed from step "
                              f"{inversion.first_step}", f"set the inverter's first_step to {start} or less, or skip more")
         sigmas = inversion.sigmas[start:].clone()
-        return io.NodeOutput(InversionNoise(inversion, start), ReplaySampler(inversion, start), sigmas)
+        if last_step not in inv_kernel.LAST_STEPS:
+            raise InputError("last_step", f"is {last_step!r}", f"use one of: {', '.join(inv_kernel.LAST_STEPS)}")
+        return io.NodeOutput(InversionNoise(inversion, start), ReplaySampler(inversion, start, last_step), sigmas)

@@ -15,24 +15,20 @@ start-up is avoided (figures measured on this 2-core machine, see
 shared/HOST_NOTES.md). In-process also lets a test read the tensors a node
 produced through the test-only ``ZSVRTest_Capture`` node.
 
-Boot order matters and each step avoids a measured failure: ``args.cpu`` is set
-before ``comfy.model_management`` is imported (no CUDA here);
-``utils.extra_config`` and ``server`` are imported before ``nodes`` (which puts
-``comfy/`` first on ``sys.path``, after which ``comfy/utils.py`` shadows the
-top-level ``utils`` package); the progress hook mirrors ComfyUI's own
-``main.hijack_progress`` contract (it raises on interrupt).
+The boot itself is the pack's own (``headless/comfy_boot.py``, shared with
+``run_workflow.py`` and the benches); this harness adds the tiny models, the
+realrain clips, the test-only nodes and a progress recorder that can interrupt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import functools
 import hashlib
 import os
 import pathlib
 import shutil
 import sys
-import uuid
 
 import pytest
 
@@ -73,47 +69,29 @@ class AnyType(str):
 ANY = AnyType("*")
 
 
-@dataclasses.dataclass
-class RunResult:
-    valid: bool
-    success: bool
-    validation_error: dict | None = None
-    node_errors: dict | None = None
-    error: dict | None = None
-    interrupted: bool = False
-    executed: list = dataclasses.field(default_factory=list)
-    cached: list = dataclasses.field(default_factory=list)
-    outputs: dict = dataclasses.field(default_factory=dict)
-    progress: list = dataclasses.field(default_factory=list)
+@functools.lru_cache(maxsize=None)
+def _run_result_class():
+    from headless.comfy_boot import Execution
 
-    @property
-    def error_message(self) -> str:
-        if self.error is not None:
-            return self.error.get("exception_message", "")
-        if self.validation_error is not None:
-            parts = [self.validation_error.get("message", ""), self.validation_error.get("details", "")]
-            for node in (self.node_errors or {}).values():
-                for err in node.get("errors", []):
-                    parts.append(err.get("details", "") or err.get("message", ""))
-            return " | ".join(p for p in parts if p)
-        return ""
+    @dataclasses.dataclass
+    class RunResult(Execution):
+        """The host's :class:`Execution` of a prompt plus the progress events it reported."""
 
+        progress: list = dataclasses.field(default_factory=list)
 
-class _FakeServer:
-    """What PromptExecutor needs of ``server.PromptServer``: records every event."""
+        @property
+        def error_message(self) -> str:
+            if self.error is not None:
+                return self.error.get("exception_message", "")
+            if self.validation_error is not None:
+                parts = [self.validation_error.get("message", ""), self.validation_error.get("details", "")]
+                for node in (self.node_errors or {}).values():
+                    for err in node.get("errors", []):
+                        parts.append(err.get("details", "") or err.get("message", ""))
+                return " | ".join(p for p in parts if p)
+            return ""
 
-    def __init__(self):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
-        self.events: list[tuple[str, object]] = []
-
-    def send_sync(self, event, data, sid=None):
-        self.events.append((event, data))
-
-    def queue_updated(self):
-        pass
+    return RunResult
 
 
 class Host:
@@ -130,60 +108,37 @@ class Host:
 
     # -- boot -----------------------------------------------------------------
     def _boot(self) -> None:
-        if str(self.comfy_dir) not in sys.path:
-            sys.path.insert(0, str(self.comfy_dir))
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
-        import folder_paths
+        """The pack's own in-process boot (``headless/comfy_boot.py``) on tiny models and the realrain clips."""
+        if str(PACK_DIR) not in sys.path:
+            sys.path.insert(0, str(PACK_DIR))
+        from headless.comfy_boot import ComfyHost
 
         self.models_dir = self.work_dir / "models"
         self.input_dir = self.work_dir / "input"
-        for sub in ("input", "output", "temp"):
-            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
-        folder_paths.set_input_directory(str(self.input_dir))
-        folder_paths.set_output_directory(str(self.work_dir / "output"))
-        folder_paths.set_temp_directory(str(self.work_dir / "temp"))
+        self.input_dir.mkdir(parents=True, exist_ok=True)
         self.models = _tiny_models(self.models_dir)
-        for kind in ("diffusion_models", "vae", "checkpoints", "text_encoders", "controlnet", "diffusers"):
-            (self.models_dir / kind).mkdir(parents=True, exist_ok=True)
-            folder_paths.add_model_folder_path(kind, str(self.models_dir / kind), is_default=True)
         if REALRAIN_DIR.is_dir():
             for clip in sorted(REALRAIN_DIR.glob("*.mp4")):
                 target = self.input_dir / clip.name
                 if not target.exists():
                     shutil.copyfile(clip, target)
-
-        import utils.extra_config  # noqa: F401  (before nodes: see module docstring)
-        import server  # noqa: F401
-        import nodes
-        import execution
-        import comfy.utils
-        import comfy.model_management
-
-        self.nodes = nodes
-        self.execution = execution
-        self.model_management = comfy.model_management
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-        loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
-        if not loaded:
-            raise RuntimeError(f"ComfyUI failed to load the pack from {PACK_DIR}; see the log above")
-        self.pack = sys.modules[str(PACK_DIR).replace(".", "_x_")]
+        kinds = ("diffusion_models", "vae", "checkpoints", "text_encoders", "controlnet", "diffusers")
+        self.comfy = ComfyHost(self.comfy_dir, cpu=True, output_dir=self.work_dir / "output",
+                               input_dir=self.input_dir, temp_dir=self.work_dir / "temp",
+                               model_folders=[(kind, self.models_dir / kind) for kind in kinds], client_id="pytest")
+        self.nodes = self.comfy.nodes
+        self.execution = self.comfy.execution
+        self.model_management = self.comfy.model_management
+        self.pack = self.comfy.pack
+        self.server = self.comfy.server
+        self.executor = self.comfy.executor
+        self.comfy.progress_listener = self._on_progress
         self._register_test_nodes()
-        comfy.utils.set_progress_bar_global_hook(self._progress_hook)
-        self.server = _FakeServer()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
 
-    def _progress_hook(self, value, total, preview_image=None, prompt_id=None, node_id=None):
-        from comfy_execution.utils import get_executing_context
-
-        ctx = get_executing_context()
-        if node_id is None and ctx is not None:
-            node_id = ctx.node_id
+    def _on_progress(self, node_id, value, total):
         self.progress.append((node_id, value, total))
         if self._interrupt_after is not None and len(self.progress) >= self._interrupt_after:
             self.nodes.interrupt_processing(True)
-        self.model_management.throw_exception_if_processing_interrupted()
 
     def _register_test_nodes(self) -> None:
         host = self
@@ -268,38 +223,18 @@ class Host:
 
     def execution_validate(self, prompt: dict):
         """The host's own prompt validation: (ok, error, outputs, node_errors)."""
-        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        return self.comfy.validate(prompt)
 
-    def run(self, prompt: dict, interrupt_after_progress: int | None = None) -> RunResult:
+    def run(self, prompt: dict, interrupt_after_progress: int | None = None):
         """Validate and execute an API-format prompt; never raises for a node's error."""
-        prompt_id = str(uuid.uuid4())
-        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
-            return RunResult(valid=False, success=False, validation_error=valid[1], node_errors=valid[3])
-        self.server.events = []
         self.progress = []
         self._interrupt_after = interrupt_after_progress
         try:
-            self.executor.execute(prompt, prompt_id, {"client_id": "pytest"}, valid[2])
+            done = self.comfy.execute(prompt)
         finally:
             self._interrupt_after = None
-            self.nodes.interrupt_processing(False)
-        result = RunResult(valid=True, success=self.executor.success, progress=list(self.progress))
-        for event, data in self.executor.status_messages:
-            if event == "execution_error":
-                result.error = data
-                result.success = False
-            elif event == "execution_interrupted":
-                result.interrupted = True
-                result.success = False
-            elif event == "execution_cached":
-                result.cached = list(data["nodes"])
-        for event, data in self.server.events:
-            if event == "executing" and isinstance(data, dict) and data.get("node") is not None:
-                result.executed.append(data["node"])
-            elif event == "executed" and isinstance(data, dict):
-                result.outputs[data["node"]] = data.get("output")
-        return result
+        fields = {f.name: getattr(done, f.name) for f in dataclasses.fields(done)}
+        return _run_result_class()(**fields, progress=list(self.progress))
 
 
 def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:

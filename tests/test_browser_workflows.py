@@ -6,7 +6,7 @@ driven by the ``playwright`` Python package with ``executable_path``; no
 browser download), and asserts that every node type is registered, no node is
 marked in error, no error dialog is open, and that the frontend's own
 ``graphToPrompt`` gives exactly the API prompt our converter
-(``nodes/workflow_format.py``) gives. A screenshot per workflow goes to
+(``headless/workflow_format.py``) gives. A screenshot per workflow goes to
 ``$ZSVR_SCREENSHOT_DIR`` (the README's pictures: ``docs/screenshots``), else to
 the test's temporary folder.
 
@@ -120,7 +120,7 @@ def test_workflow_opens_cleanly_in_the_browser(host, server, browser, path, tmp_
         dialogs = [t for t in page.locator(".p-dialog").all_inner_texts() if t.strip()]
         assert not any("missing" in t.lower() or "error" in t.lower() for t in dialogs), dialogs
         # the widget values the page shows are the ones the file means
-        wf_format = importlib.import_module(f"{host.pack.__name__}.nodes.workflow_format")
+        wf_format = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
         ours = wf_format.ui_to_api(workflow, lambda t: host.nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES()
                                    if t in host.nodes.NODE_CLASS_MAPPINGS else None)
         for node in state:

@@ -68,7 +68,7 @@ def wf(host):
     cog = host.models_dir / "diffusers" / "tiny_cogvideox_wf"
     if not (cog / "transformer" / "config.json").is_file():
         tiny_models.write_tiny_cogvideox(cog)
-    return importlib.import_module(f"{host.pack.__name__}.nodes.workflow_format")
+    return importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
 
 
 def _input_types(host):
@@ -214,15 +214,7 @@ def test_runner_processes_every_realrain_clip(host, wf, tmp_path):
     videos = sorted(REALRAIN_DIR.glob("*.mp4"))
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")
-    runner_host = run_workflow.Host.__new__(run_workflow.Host)  # reuse the booted host's executor
-    runner_host.folder_paths = sys.modules["folder_paths"]
-    runner_host.pack = host.pack
-    runner_host.nodes = host.nodes
-    runner_host.execution = host.execution
-    runner_host.model_management = host.model_management
-    runner_host.progress_listener = None
-    runner_host.events = host.server.events
-    runner_host.executor = host.executor
+    runner_host = host.comfy  # the runner's own boot, already booted by the harness
     rows = run_workflow.run_batch(runner_host, prompt, videos + [bad], host.work_dir / "output", progress=False)
     table = run_workflow.format_table(rows)
     print(table)

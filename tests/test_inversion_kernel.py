@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zsvr.kernels import inversion as k
-from zsvr.kernels.errors import InputError
+from zsvr.kernels.errors import ParameterError
 from zsvr.kernels.guidance import negative_prompt_edit
 
 
@@ -47,7 +47,7 @@ def test_path_coefficients_read_a_and_b():
     assert a == [1.0, 1.0] and b == [2.0, 0.0]
     a, b = k.path_coefficients(flow_scaling, [1.0, 0.25])
     assert a == [0.0, 0.75] and b == [1.0, 0.25]
-    with pytest.raises(InputError, match="model"):
+    with pytest.raises(ParameterError, match="noise_scaling"):
         k.path_coefficients(lambda s, n, l: n * n + l, [1.0])
 
 
@@ -96,6 +96,8 @@ def test_level_noise_is_reproducible_and_independent():
 @pytest.mark.parametrize("path", ["ve", "flow"])
 @pytest.mark.parametrize("rule", ["ddpm", "zsvd"])
 def test_stochastic_inversion_replays_exactly(path, rule):
+    """ddpm (exact last step): every level and x0 come back. zsvd: every level above the last comes back
+    exactly and the replay ends on the model's prediction at the last level (the official loop's end)."""
     torch.manual_seed(0)
     x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     sig = schedule(path, 30)
@@ -103,12 +105,48 @@ def test_stochastic_inversion_replays_exactly(path, rule):
     model = gaussian_denoiser(path, torch.full_like(x0, 0.3))
     for skip in (0, 12, 29):
         inv = k.invert(model, x0, sig, a, b, rule, seed=5, first_step=skip)
-        assert inv.model_calls == 30 - skip
-        assert all(s is None for s in inv.stored[:skip]) and all(s is not None for s in inv.stored[skip:])
+        official = rule == "zsvd"
+        assert inv.model_calls == 30 - skip - (1 if official else 0)
+        assert all(s is None for s in inv.stored[:skip])
+        assert all(s is not None for s in inv.stored[skip:29]) and (inv.stored[29] is None) == official
         x = inv.start_latent(skip)
-        coeffs = [inv.coefficients(i) for i in range(skip, 30)]
-        out = k.replay(lambda xx, j: model(xx, float(sig[skip + j])), x, coeffs, inv.stored[skip:])
-        assert float((out - x0).norm() / x0.norm()) < 1e-10
+        start, coeffs, stored = k.plan_replay(inv, sig[skip:], skip)
+        assert start == skip and len(coeffs) == 30 - skip
+        seen = []
+        out = k.replay(lambda xx, j: model(xx, float(sig[skip + j])), x, coeffs, stored,
+                       on_step=lambda j, x0_hat, xj: seen.append((xj.clone(), x0_hat.clone())))
+        for j, (xj, _) in enumerate(seen):  # every level the replay passes through is the inverted one
+            level = k.noisy_level(x0, a[skip + j], b[skip + j], 5, skip + j)
+            assert float((xj - level).norm() / level.norm()) < 1e-10
+        if official:
+            assert torch.allclose(out, seen[-1][1] * a[30], rtol=0, atol=1e-12)  # the last prediction itself
+            assert float((out - x0).norm() / x0.norm()) > 1e-6
+        else:
+            assert float((out - x0).norm() / x0.norm()) < 1e-10
+
+
+@pytest.mark.parametrize("path", ["ve", "flow"])
+def test_last_step_prediction_ends_on_the_prediction_and_exact_on_x0(path):
+    torch.manual_seed(1)
+    x0 = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    sig = schedule(path, 12)
+    a, b = k.path_coefficients(PATHS[path], sig)
+    model = gaussian_denoiser(path, torch.full_like(x0, 0.1))
+    for rule in ("ddpm", "ddim"):
+        inv = k.invert(model, x0, sig, a, b, rule, seed=2, sigma_floor=1e-3)
+        outs = {}
+        for last in k.LAST_STEPS:
+            start, coeffs, stored = k.plan_replay(inv, sig, 0, (a, b), last)
+            preds = []
+            outs[last] = k.replay(lambda xx, j: model(xx, float(sig[j])), inv.start_latent(start), coeffs, stored,
+                                  on_step=lambda j, x0_hat, xj: preds.append(x0_hat))
+            if last == "prediction":
+                assert torch.allclose(outs[last], preds[-1] * a[-1], rtol=0, atol=1e-12)
+        assert not torch.allclose(outs["exact"], outs["prediction"])
+        if rule == "ddpm":
+            assert float((outs["exact"] - x0).norm() / x0.norm()) < 1e-10
+    with pytest.raises(ParameterError, match="last_step"):
+        k.plan_replay(inv, sig, 0, (a, b), "residual")
 
 
 @pytest.mark.parametrize("path", ["ve", "flow"])
@@ -159,7 +197,7 @@ def test_level_for_noise_uses_the_equivalent_eps_sigma():
     (torch.tensor([[1.0, 0.0]]), "1-D"),
 ])
 def test_validate_sigmas_rejects_bad_schedules(bad, needle):
-    with pytest.raises(InputError, match=needle):
+    with pytest.raises(ParameterError, match=needle):
         k.validate_sigmas(bad)
 
 
@@ -167,9 +205,9 @@ def test_invert_rejects_bad_rule_and_first_step():
     x0 = torch.zeros(1, 1, 2, 2)
     sig = schedule("ve", 5)
     a, b = k.path_coefficients(ve_scaling, sig)
-    with pytest.raises(InputError, match="step_rule"):
+    with pytest.raises(ParameterError, match="rule"):
         k.invert(lambda x, s: x, x0, sig, a, b, "euler", 0)
-    with pytest.raises(InputError, match="first_step"):
+    with pytest.raises(ParameterError, match="first_step"):
         k.invert(lambda x, s: x, x0, sig, a, b, "ddpm", 0, first_step=5)
 
 

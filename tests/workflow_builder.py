@@ -3,7 +3,7 @@
 UI workflows store widget values by position; writing them by hand invites
 off-by-one mistakes (seed control values, upload buttons). This builder asks
 the live node registry for each node's widget order (the same rule as
-``nodes/workflow_format.py``), so the files are right by construction, and a
+``headless/workflow_format.py``), so the files are right by construction, and a
 host test checks that the committed files are exactly what it produces.
 
 Regenerate (from the pack folder, with a ComfyUI checkout):
@@ -391,7 +391,7 @@ if __name__ == "__main__":
     from run_workflow import Host
 
     host = Host(pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent)).resolve(), cpu=True)
-    wf = importlib.import_module(f"{host.pack.__name__}.nodes.workflow_format")
+    wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
     for name, data in build_all(host.nodes, wf).items():
         (WORKFLOW_DIR / name).write_text(dump(data))
         print("wrote", WORKFLOW_DIR / name)
