@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from .errors import ParameterError
 
 
-def parse_blocks(text: str, num_blocks: int, input_name: str = "blocks") -> list[int]:
+def parse_blocks(text: str, num_blocks: int, input_name: str = "text") -> list[int]:
     """Sorted block indices from a comma list of indices and inclusive ranges.
 
     ``"all"`` is every block, an empty string is none. ZSVD's reference for the
     30-block CogVideoX-2b is ``"0-3,15-29"``.
+
+    Args:
+        text: the list as typed.
+        num_blocks: how many blocks the model has (indices 0..num_blocks-1).
+        input_name: the parameter name a :class:`ParameterError` names (default ``text``; a caller parsing one
+            field of a larger spec passes that field's name).
     """
     text = (text or "").strip().lower()
     if text == "":
@@ -27,12 +33,12 @@ def parse_blocks(text: str, num_blocks: int, input_name: str = "blocks") -> list
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise InputError(input_name, f"has '{part}', which is not a block index or range",
+            raise ParameterError(input_name, f"has '{part}', which is not a block index or range",
                              "write indices and ranges like 0-3,15-29, or 'all', or leave it empty for none") from None
         if lo > hi:
-            raise InputError(input_name, f"has the range '{part}' whose start is after its end", f"write it as {hi}-{lo}")
+            raise ParameterError(input_name, f"has the range '{part}' whose start is after its end", f"write it as {hi}-{lo}")
         if lo < 0 or hi >= num_blocks:
-            raise InputError(input_name, f"has '{part}', outside this model's blocks 0-{num_blocks - 1}",
+            raise ParameterError(input_name, f"has '{part}', outside this model's blocks 0-{num_blocks - 1}",
                              f"use indices from 0 to {num_blocks - 1}")
         chosen.update(range(lo, hi + 1))
     return sorted(chosen)

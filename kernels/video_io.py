@@ -31,7 +31,7 @@ What this module implements
   container's declared frame count, else from ``frame_cap``) and refused above
   the limit; when neither is known the same limit is enforced while decoding,
   before the kept frames could exceed it.
-* Errors: every bad input raises :class:`~..errors.InputError` naming the node
+* Errors: every bad input raises :class:`~..errors.ParameterError` naming the
   input (the keyword names here are the node's input names).
 
 Frame indices are decoded-frame indices in presentation order (frame 0 is the
@@ -50,7 +50,7 @@ import av
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import ParameterError
 
 log = logging.getLogger("zsvr")
 
@@ -170,13 +170,13 @@ def target_size(src_w: int, src_h: int, width: int, height: int, size_multiple: 
       difference), so the default settings work on any source.
     """
     if size_multiple < 1:
-        raise InputError("size_multiple", f"is {size_multiple}", "use 1 for no constraint, 8 for SD-style VAEs, 16 for Wan")
+        raise ParameterError("size_multiple", f"is {size_multiple}", "use 1 for no constraint, 8 for SD-style VAEs, 16 for Wan")
     for name, value in (("width", width), ("height", height)):
         if value < 0:
-            raise InputError(name, f"is {value}", "use 0 for the source size or a positive size in pixels")
+            raise ParameterError(name, f"is {value}", "use 0 for the source size or a positive size in pixels")
         if value and value % size_multiple:
             lo, hi = _nearest_multiples(value, size_multiple)
-            raise InputError(
+            raise ParameterError(
                 name,
                 f"{value} is not a multiple of {size_multiple} (size_multiple, the model's pixel grid)",
                 f"use {lo} or {hi}, or 0 to follow the source",
@@ -253,14 +253,14 @@ def format_bytes(n: int) -> str:
     return f"{head} ({n:,} bytes)" if unit != "bytes" else head
 
 
-def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, src_h: int, at_least: bool = False) -> InputError:
+def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, src_h: int, at_least: bool = False) -> ParameterError:
     need = estimate_output_bytes(frames, out_h, out_w)
     per_frame = estimate_output_bytes(1, out_h, out_w)
     fit_frames = limit // per_frame
     upscaled = out_w * out_h > src_w * src_h
     name = "width" if (upscaled or fit_frames < 1) else "frame_cap"
     count = f"at least {frames}" if at_least else f"{frames}"
-    return InputError(
+    return ParameterError(
         name,
         f"the output would need {'more than ' if at_least else ''}{format_bytes(need)} "
         f"({count} frames x {out_h}x{out_w}x3 float32), above the memory limit of {format_bytes(limit)}",
@@ -271,12 +271,12 @@ def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, s
 
 def _check_fit(fit: str) -> None:
     if fit not in FIT_MODES:
-        raise InputError("fit", f"is {fit!r}", f"use one of {', '.join(FIT_MODES)}")
+        raise ParameterError("fit", f"is {fit!r}", f"use one of {', '.join(FIT_MODES)}")
 
 
 def _check_rule(frame_rule: str) -> None:
     if frame_rule not in FRAME_RULES:
-        raise InputError("frame_rule", f"is {frame_rule!r}", f"use one of {', '.join(FRAME_RULES)}")
+        raise ParameterError("frame_rule", f"is {frame_rule!r}", f"use one of {', '.join(FRAME_RULES)}")
 
 
 # ---------------------------------------------------------------------------
@@ -285,24 +285,24 @@ def _check_rule(frame_rule: str) -> None:
 
 
 def _open(path: str):
-    """Open ``path`` and return ``(container, video stream)``; InputError('video') if impossible."""
+    """Open ``path`` and return ``(container, video stream)``; ParameterError('video') if impossible."""
     name = os.path.basename(path)
     if not os.path.exists(path):
-        raise InputError("video", f"file not found: {path}", "put the video in ComfyUI's input folder or upload it")
+        raise ParameterError("path", f"file not found: {path}", "put the video in ComfyUI's input folder or upload it")
     if not os.path.isfile(path):
-        raise InputError("video", f"{path} is not a file", "choose a video file")
+        raise ParameterError("path", f"{path} is not a file", "choose a video file")
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise InputError(
-            "video",
+        raise ParameterError(
+            "path",
             f"'{name}' cannot be opened as a video (not a video file, or damaged: {exc})",
             "choose a video file (mp4, webm, mkv, mov, ...)",
         ) from exc
     if not container.streams.video:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         container.close()
-        raise InputError("video", f"'{name}' has no video stream (streams found: {kinds})", "choose a file with video")
+        raise ParameterError("path", f"'{name}' has no video stream (streams found: {kinds})", "choose a file with video")
     return container, container.streams.video[0]
 
 
@@ -320,7 +320,7 @@ def _info(path: str, container, stream) -> VideoInfo:
 
 
 def probe(path: str) -> VideoInfo:
-    """Read the container header of ``path`` (no decoding). Raises InputError('video') if not a video."""
+    """Read the container header of ``path`` (no decoding). Raises ParameterError('video') if not a video."""
     container, stream = _open(os.fspath(path))
     try:
         return _info(os.fspath(path), container, stream)
@@ -379,7 +379,7 @@ def load_video(
 
     Decode errors part-way (a corrupt or truncated stream; a truncated file is
     recognised when the demuxer runs out of packets more than
-    ``TRUNCATION_TOLERANCE`` short of the container's declared frame count) raise InputError('video') naming the frame index
+    ``TRUNCATION_TOLERANCE`` short of the container's declared frame count) raise ParameterError('video') naming the frame index
     reached, unless ``best_effort``: then the frames decoded so far are used
     and a warning (logged and in ``LoadedVideo.warnings``) says how many.
     """
@@ -390,14 +390,14 @@ def load_video(
         ("every_nth", every_nth, 1, "use 1 for every frame, 2 for every second frame, ..."),
     ):
         if int(value) != value or value < lowest:
-            raise InputError(input_name, f"is {value}", fix)
+            raise ParameterError(input_name, f"is {value}", fix)
     _check_fit(fit)
     _check_rule(frame_rule)
     if size_multiple < 1:
-        raise InputError("size_multiple", f"is {size_multiple}", "use 1 for no constraint, 8 for SD-style VAEs, 16 for Wan")
+        raise ParameterError("size_multiple", f"is {size_multiple}", "use 1 for no constraint, 8 for SD-style VAEs, 16 for Wan")
     minimum = rule_minimum(frame_rule)
     if frame_cap and not pad_frames and frame_cap < minimum:
-        raise InputError(
+        raise ParameterError(
             "frame_cap",
             f"{frame_cap} leaves no frames under frame_rule '{frame_rule}', which needs at least {minimum} frames",
             f"set frame_cap to 0 (all) or at least {minimum}, choose frame_rule 'any', or turn on pad_frames",
@@ -409,7 +409,7 @@ def load_video(
         info = _info(path, container, stream)
         name = os.path.basename(path)
         if info.width <= 0 or info.height <= 0:
-            raise InputError("video", f"'{name}' has a video stream without a frame size", "choose another file")
+            raise ParameterError("path", f"'{name}' has a video stream without a frame size", "choose another file")
         out_w, out_h = target_size(info.width, info.height, width, height, size_multiple)
         plan = plan_resize(info.width, info.height, out_w, out_h, fit)
         per_frame = estimate_output_bytes(1, out_h, out_w)
@@ -417,7 +417,7 @@ def load_video(
         # --- plan: how many frames are needed, estimate memory before decoding.
         declared = info.declared_frames
         if declared is not None and start_frame >= declared:
-            raise InputError(
+            raise ParameterError(
                 "start_frame",
                 f"{start_frame} is past the end: '{name}' has {declared} frames (0..{declared - 1})",
                 f"use a start_frame below {declared}",
@@ -494,8 +494,8 @@ def load_video(
 
     if failure is not None:
         if not best_effort:
-            raise InputError(
-                "video",
+            raise ParameterError(
+                "path",
                 f"'{name}' is corrupt: {failure}",
                 "re-encode or re-download the file, or turn on best_effort to use the frames decoded before the damage",
             )
@@ -504,16 +504,16 @@ def load_video(
         log.warning(message)
 
     if decoded == 0:
-        raise InputError("video", f"'{name}' has zero decodable frames", "choose another file, or re-encode this one")
+        raise ParameterError("path", f"'{name}' has zero decodable frames", "choose another file, or re-encode this one")
     if not kept:
-        raise InputError(
+        raise ParameterError(
             "start_frame",
             f"{start_frame} is past the end: '{name}' has {decoded} decodable frames (0..{decoded - 1})",
             f"use a start_frame below {decoded}",
         )
     count = rule_count(len(kept), frame_rule, pad_frames)
     if count == 0:
-        raise InputError(
+        raise ParameterError(
             "frame_rule",
             f"'{frame_rule}' needs at least {minimum} frames, but the selection has {len(kept)} "
             f"({decoded} frames decoded, start_frame {start_frame}, every_nth {every_nth}, frame_cap {frame_cap})",

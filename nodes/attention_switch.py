@@ -14,6 +14,7 @@ from comfy_api.latest import io
 from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
 from . import switch_protocol as protocol
+from .errors import kernel_inputs
 from .adapters import FAMILIES, adapter_for
 from .frame_layout import schedule_gate, schedule_window_inputs
 from .types import CATEGORY
@@ -50,7 +51,8 @@ class AttentionSwitch(io.ComfyNode):
     @classmethod
     def execute(cls, model, blocks, start_percent, end_percent) -> io.NodeOutput:
         adapter = adapter_for(model)
-        chosen = parse_blocks(blocks, adapter.num_blocks(model))
+        with kernel_inputs(text="blocks"):
+            chosen = parse_blocks(blocks, adapter.num_blocks(model))
         if start_percent > end_percent:
             raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
                              "make start_percent at most end_percent")

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from ..kernels import video_io
 from ..kernels.errors import InputError
+from .errors import kernel_inputs
 from .types import CATEGORY
 
 log = logging.getLogger("zsvr")
@@ -137,20 +138,21 @@ class LoadVideo(io.ComfyNode):
                 bar.append(comfy.utils.ProgressBar(total))
             bar[0].update_absolute(decoded, total)
 
-        result = video_io.load_video(
-            path,
-            start_frame=start_frame,
-            frame_cap=frame_cap,
-            every_nth=every_nth,
-            width=width,
-            height=height,
-            fit=fit,
-            frame_rule=frame_rule,
-            size_multiple=size_multiple,
-            best_effort=best_effort,
-            pad_frames=pad_frames,
-            progress=progress,
-        )
+        with kernel_inputs(path="video"):
+            result = video_io.load_video(
+                path,
+                start_frame=start_frame,
+                frame_cap=frame_cap,
+                every_nth=every_nth,
+                width=width,
+                height=height,
+                fit=fit,
+                frame_rule=frame_rule,
+                size_multiple=size_multiple,
+                best_effort=best_effort,
+                pad_frames=pad_frames,
+                progress=progress,
+            )
         return io.NodeOutput(result.images, float(result.fps), int(result.frame_count))
 
     @classmethod

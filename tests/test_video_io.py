@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from zsvr.kernels import video_io
-from zsvr.kernels.errors import InputError
+from zsvr.kernels.errors import ParameterError
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DIR = pathlib.Path(os.environ.get("ZSVR_SHARED", PACK_DIR.parent / "shared"))
@@ -135,8 +135,8 @@ def load(path, **kw):
     return video_io.load_video(str(path), **kw)
 
 
-def error_of(path, **kw) -> InputError:
-    with pytest.raises(InputError) as info:
+def error_of(path, **kw) -> ParameterError:
+    with pytest.raises(ParameterError) as info:
         load(path, **kw)
     return info.value
 
@@ -197,7 +197,7 @@ def test_realrain_crop_is_centre_of_cover_scale():
 def test_realrain_absurd_size_refused_with_byte_count():
     e = error_of(REALRAIN[0], width=16384, height=16384, size_multiple=8)
     need = 49 * 16384 * 16384 * 3 * 4
-    assert e.input_name == "width"  # an upscale: the size is at fault, not the count
+    assert e.parameter == "width"  # an upscale: the size is at fault, not the count
     assert f"{need:,}" in str(e) and "memory limit" in str(e)
 
 
@@ -376,10 +376,10 @@ def test_progress_callback_per_frame_and_interrupt(clips):
 def test_memory_estimate_refuses_before_decoding(clips):
     per_frame = 48 * 64 * 3 * 4
     calls = []
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         video_io.load_video(str(clips["index"]), memory_limit=10 * per_frame, progress=lambda d, t: calls.append(d))
     e = info.value
-    assert e.input_name == "frame_cap"
+    assert e.parameter == "frame_cap"
     assert f"{30 * per_frame:,} bytes" in str(e) and "frame_cap to at most 10" in str(e)
     assert calls == []  # refused from the container's frame count, nothing decoded
     assert video_io.estimate_output_bytes(49, 480, 720) == 49 * 480 * 720 * 12
@@ -391,7 +391,7 @@ def test_memory_estimate_from_cap_when_count_unknown(clips):
     per_frame = 32 * 64 * 3 * 4
     assert video_io.probe(str(clips["bands"])).declared_frames is None  # MKV: no frame count
     calls = []
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         video_io.load_video(str(clips["bands"]), frame_cap=5, memory_limit=4 * per_frame, progress=lambda d, t: calls.append(d))
     assert f"{5 * per_frame:,}" in str(info.value) and calls == []
 
@@ -399,47 +399,60 @@ def test_memory_estimate_from_cap_when_count_unknown(clips):
 def test_memory_guard_while_decoding_when_nothing_is_known(clips):
     per_frame = 32 * 64 * 3 * 4
     calls = []
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         video_io.load_video(str(clips["bands"]), memory_limit=3 * per_frame, progress=lambda d, t: calls.append(d))
     assert "more than" in str(info.value) and "at least 4 frames" in str(info.value)
     assert len(calls) == 3  # stopped at the 4th frame, before keeping it
 
 
-def test_default_memory_limit_is_positive():
-    assert video_io.default_memory_limit() > 0
-    assert "GiB" in video_io.format_bytes(3 * 1024**3)
+def test_default_memory_limit_is_half_the_available_ram_and_load_video_uses_it(clips, monkeypatch):
+    import sys
+    import types
+
+    per_frame = 48 * 64 * 3 * 4  # the index clip: 30 frames declared in the container
+    fake = types.SimpleNamespace(virtual_memory=lambda: types.SimpleNamespace(available=2 * 10 * per_frame + 1))
+    monkeypatch.setitem(sys.modules, "psutil", fake)
+    assert video_io.default_memory_limit() == 10 * per_frame  # int(available * 0.5)
+    with pytest.raises(ParameterError) as info:  # no memory_limit given: the default applies
+        video_io.load_video(str(clips["index"]))
+    assert info.value.parameter == "frame_cap" and "frame_cap to at most 10" in str(info.value)
+    monkeypatch.setitem(sys.modules, "psutil", None)  # psutil missing: the fixed 16 GiB
+    assert video_io.default_memory_limit() == 16 * 1024**3
+    assert video_io.format_bytes(3 * 1024**3) == "3.0 GiB (3,221,225,472 bytes)"
+    assert video_io.format_bytes(1536) == "1.5 KiB (1,536 bytes)"
+    assert video_io.format_bytes(1023) == "1023 bytes"
 
 
 # ---------------------------------------------------------------------------
-# Bad input: each a clear InputError naming the input.
+# Bad input: each a clear ParameterError naming the input.
 # ---------------------------------------------------------------------------
 
 
 def test_missing_file(tmp_path):
     e = error_of(tmp_path / "nope.mp4")
-    assert e.input_name == "video" and "not found" in str(e) and "nope.mp4" in str(e)
+    assert e.parameter == "path" and "not found" in str(e) and "nope.mp4" in str(e)
     e = error_of(tmp_path)
-    assert e.input_name == "video" and "not a file" in str(e)
+    assert e.parameter == "path" and "not a file" in str(e)
 
 
 def test_text_file_is_not_a_video(clips):
     e = error_of(clips["text"])
-    assert e.input_name == "video" and "cannot be opened as a video" in str(e)
+    assert e.parameter == "path" and "cannot be opened as a video" in str(e)
 
 
 def test_audio_only_file_has_no_video_stream(clips):
     e = error_of(clips["audio"])
-    assert e.input_name == "video" and "no video stream" in str(e) and "audio" in str(e)
+    assert e.parameter == "path" and "no video stream" in str(e) and "audio" in str(e)
 
 
 def test_cut_plain_mp4_cannot_be_opened(clips):
     e = error_of(clips["cut_plain"])
-    assert e.input_name == "video" and "cannot be opened" in str(e)
+    assert e.parameter == "path" and "cannot be opened" in str(e)
 
 
 def test_zero_decodable_frames(clips):
     e = error_of(clips["empty"])
-    assert e.input_name == "video" and "zero decodable frames" in str(e)
+    assert e.parameter == "path" and "zero decodable frames" in str(e)
     e = error_of(clips["empty"], best_effort=True)
     assert "zero decodable frames" in str(e)
     # Every frame destroyed: corrupt at frame 0, and even best_effort has nothing to return.
@@ -452,7 +465,7 @@ def test_zero_decodable_frames(clips):
 def test_corrupt_mid_file_errors_unless_best_effort(clips, caplog):
     assert load(clips["noise"]).frame_count == N_INDEX  # the intact original decodes
     e = error_of(clips["cut"])
-    assert e.input_name == "video" and "corrupt" in str(e) and "best_effort" in str(e)
+    assert e.parameter == "path" and "corrupt" in str(e) and "best_effort" in str(e)
     reached = int(str(e).split("failed at frame ")[1].split()[0])
     assert 0 < reached < N_INDEX
     with caplog.at_level("WARNING", logger="zsvr"):
@@ -466,7 +479,7 @@ def test_corrupt_mid_file_errors_unless_best_effort(clips, caplog):
 
 def test_truncated_file_detected_from_declared_count(clips):
     e = error_of(clips["truncated"])
-    assert e.input_name == "video" and "declares 30 frames" in str(e)
+    assert e.parameter == "path" and "declares 30 frames" in str(e)
     r = load(clips["truncated"], best_effort=True)
     assert 0 < r.frame_count < N_INDEX and r.warnings
     # A cap reached before the damage is not an error: decoding stops first.
@@ -475,26 +488,26 @@ def test_truncated_file_detected_from_declared_count(clips):
 
 def test_size_not_a_multiple_names_the_multiple_and_nearest_sizes(clips):
     e = error_of(clips["index"], width=500, height=320, size_multiple=8)
-    assert e.input_name == "width" and "multiple of 8" in str(e) and "496 or 504" in str(e)
+    assert e.parameter == "width" and "multiple of 8" in str(e) and "496 or 504" in str(e)
     e = error_of(clips["index"], width=64, height=40, size_multiple=16)
-    assert e.input_name == "height" and "multiple of 16" in str(e) and "32 or 48" in str(e)
+    assert e.parameter == "height" and "multiple of 16" in str(e) and "32 or 48" in str(e)
     assert load(clips["index"], width=60, height=40, size_multiple=1, frame_cap=1).images.shape == (1, 40, 60, 3)
 
 
 def test_frame_rule_leaving_no_frames(clips):
     e = error_of(clips["index"], start_frame=27, frame_rule="4k+1")
-    assert e.input_name == "frame_rule" and "at least 5" in str(e) and "has 3" in str(e)
+    assert e.parameter == "frame_rule" and "at least 5" in str(e) and "has 3" in str(e)
     e = error_of(clips["index"], every_nth=4, start_frame=0, frame_cap=0, frame_rule="8k+1")  # 8 frames < 9
     assert "at least 9" in str(e) and "has 8" in str(e)
     e = error_of(clips["index"], frame_cap=3, frame_rule="4k+1")
-    assert e.input_name == "frame_cap" and "at least 5" in str(e)
+    assert e.parameter == "frame_cap" and "at least 5" in str(e)
 
 
 def test_start_frame_past_the_end(clips):
     e = error_of(clips["index"], start_frame=30)
-    assert e.input_name == "start_frame" and "has 30 frames" in str(e)
+    assert e.parameter == "start_frame" and "has 30 frames" in str(e)
     e = error_of(clips["bands"], start_frame=6)  # count unknown until decoded
-    assert e.input_name == "start_frame" and "6 decodable frames" in str(e)
+    assert e.parameter == "start_frame" and "6 decodable frames" in str(e)
 
 
 @pytest.mark.parametrize(
@@ -510,4 +523,4 @@ def test_start_frame_past_the_end(clips):
     ],
 )
 def test_bad_parameters_name_their_input(clips, kw, name):
-    assert error_of(clips["index"], **kw).input_name == name
+    assert error_of(clips["index"], **kw).parameter == name
