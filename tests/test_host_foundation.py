@@ -1,5 +1,7 @@
 """Foundation host tests: the pack loads through ComfyUI's registry and core graphs run on tiny models."""
 
+import math
+
 import pytest
 import torch
 
@@ -21,6 +23,30 @@ def test_every_zsvr_node_is_registered_with_tooltips(host):
         assert cls.CATEGORY.startswith("ZSVR"), node_id
 
 
+def _euler_reference(model_patcher, empty_latent, seed, steps, scheduler, cfg, positive, negative):
+    """KSampler's euler sampling written out from the model's own pieces (its denoiser ``apply_model``, noise
+    scaling and latent format), without ComfyUI's sampler, guider or k-diffusion code."""
+    import comfy.samplers
+
+    model = model_patcher.model
+    ms = model.model_sampling
+    sigmas = comfy.samplers.calculate_sigmas(ms, scheduler, steps).float()
+    noise = torch.randn(empty_latent.shape, generator=torch.manual_seed(seed))  # comfy.sample.prepare_noise
+    start = model.latent_format.process_in(empty_latent)
+    full = math.isclose(float(ms.sigma_max), float(sigmas[0]), rel_tol=1e-5)
+    x = ms.noise_scaling(sigmas[0], noise, start, max_denoise=full)
+
+    def denoised(x, sigma, context):  # the sampler hands the text batch repeated to the latent batch
+        return model.apply_model(x, sigma.expand(x.shape[0]), c_crossattn=context.repeat(x.shape[0], 1, 1))
+
+    with torch.no_grad():
+        for i in range(steps):
+            cond = denoised(x, sigmas[i], positive)
+            pred = cond if cfg == 1.0 else (lambda u: u + (cond - u) * cfg)(denoised(x, sigmas[i], negative))
+            x = x + (x - pred) / sigmas[i] * (sigmas[i + 1] - sigmas[i])  # euler: d = (x - x0) / sigma
+    return model.latent_format.process_out(ms.inverse_noise_scaling(sigmas[-1], x))
+
+
 def test_wan_tiny_model_samples_two_steps_with_core_ksampler(host):
     prompt = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["wan"].name, "weight_dtype": "default"}},
@@ -31,13 +57,19 @@ def test_wan_tiny_model_samples_two_steps_with_core_ksampler(host):
             "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
             "seed": 0, "steps": 2, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
         "6": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["5", 0], "key": "wan_ks"}},
+        "7": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["1", 0], "key": "wan_model"}},
+        "8": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["2", 0], "key": "wan_pos"}},
+        "9": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["3", 0], "key": "wan_neg"}},
     }
     result = host.run(prompt)
     assert result.success, result.error_message
     samples = host.captured["wan_ks"]["samples"]
     assert samples.shape == (1, 16, 2, 4, 4)
-    assert torch.isfinite(samples).all()
-    assert samples.abs().sum() > 0
+    # the same two euler steps (cfg 3 over two different prompts) computed by hand from the tiny model
+    want = _euler_reference(host.captured["wan_model"], torch.zeros(1, 16, 2, 4, 4), 0, 2, "simple", 3.0,
+                            host.captured["wan_pos"][0][0], host.captured["wan_neg"][0][0])
+    err = float((samples - want).norm() / want.norm())
+    assert err < 1e-5, f"KSampler output differs from the hand-written euler steps: relative error {err:.3g}"
     # the sampler reported its two steps through ComfyUI's progress hook
     assert any(total == 2 for _, _, total in result.progress)
 
@@ -53,12 +85,24 @@ def test_sd15_tiny_unet_and_taesd_decode(host):
         "7": {"class_type": "VAELoader", "inputs": {"vae_name": host.models["taesd"].name}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["7", 0]}},
         "9": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["8", 0], "key": "sd_img"}},
+        "10": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["5", 0], "key": "sd_latent"}},
+        "11": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["1", 0], "key": "sd_model"}},
+        "12": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["7", 0], "key": "sd_taesd"}},
+        "13": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["2", 0], "key": "sd_pos"}},
     }
     result = host.run(prompt)
     assert result.success, result.error_message
-    image = host.captured["sd_img"]
+    image, latent = host.captured["sd_img"], host.captured["sd_latent"]["samples"]
     assert image.shape == (2, 64, 64, 3)
-    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    want = _euler_reference(host.captured["sd_model"], torch.zeros(2, 4, 8, 8), 0, 2, "normal", 1.0,
+                            host.captured["sd_pos"][0][0], None)
+    err = float((latent - want).norm() / want.norm())
+    assert err < 1e-5, f"KSampler output differs from the hand-written euler steps: relative error {err:.3g}"
+    # TAESD's decoder on that latent, mapped from -1..1 to the 0..1 IMAGE range
+    with torch.no_grad():
+        decoded = ((host.captured["sd_taesd"].first_stage_model.decode(latent) + 1) / 2).clamp(0, 1).movedim(1, -1)
+    assert torch.allclose(image, decoded, rtol=0, atol=1e-6)
+    assert float(image.std()) > 0.001  # not a constant image
 
 
 def _load_video(video="42.mp4", **overrides):
@@ -66,6 +110,21 @@ def _load_video(video="42.mp4", **overrides):
               "fit": "crop", "frame_rule": "4k+1", "size_multiple": 8, "best_effort": False, "pad_frames": False}
     inputs.update(overrides)
     return {"class_type": "ZSVR_LoadVideo", "inputs": inputs}
+
+
+def _first_frames_by_pyav(path, count, width, height):
+    """The first ``count`` frames decoded with PyAV and scaled by FFmpeg's area filter, as 8-bit RGB / 255
+    (42.mp4 is 720x480, so 96x64 keeps the aspect ratio and the crop fit crops nothing)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+            out.append(torch.from_numpy(rgb).float() / 255.0)
+            if len(out) == count:
+                break
+    return torch.stack(out)
 
 
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
@@ -80,16 +139,24 @@ def test_load_video_vae_encode_decode_round_trip(host):
         "7": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["1", 1], "key": "fps"}},
         "8": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["1", 2], "key": "count"}},
         "9": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["3", 0], "key": "latent"}},
+        "10": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["2", 0], "key": "rt_taesd"}},
     }
     result = host.run(prompt)
     assert result.success, result.error_message
     frames = host.captured["frames"]
     assert frames.shape == (9, 64, 96, 3) and frames.dtype == torch.float32
-    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0 and float(frames.std()) > 0.01
+    assert torch.equal(frames, _first_frames_by_pyav(REALRAIN_DIR / "42.mp4", 9, 96, 64))
     assert host.captured["fps"] == pytest.approx(8.0)
     assert host.captured["count"] == 9
-    assert host.captured["latent"]["samples"].shape == (9, 4, 8, 12)
-    assert host.captured["decoded"].shape == (9, 64, 96, 3)
+    latent, decoded = host.captured["latent"]["samples"], host.captured["decoded"]
+    assert latent.shape == (9, 4, 8, 12) and decoded.shape == (9, 64, 96, 3)
+    # the frames through TAESD's encoder and decoder directly (IMAGE 0..1 <-> the VAE's -1..1)
+    taesd = host.captured["rt_taesd"].first_stage_model
+    with torch.no_grad():
+        want_latent = taesd.encode(frames.movedim(-1, 1) * 2 - 1)
+        want_decoded = ((taesd.decode(latent) + 1) / 2).clamp(0, 1).movedim(1, -1)
+    assert torch.allclose(latent, want_latent, rtol=0, atol=1e-5)
+    assert torch.allclose(decoded, want_decoded, rtol=0, atol=1e-6)
     # the loader reported per-frame progress through the host's hook
     assert any(node == "1" for node, _, _ in result.progress)
 

@@ -117,13 +117,17 @@ def load_snapshot() -> dict:
     return json.loads(SNAPSHOT.read_text())
 
 
-def test_every_zsvr_node_is_in_the_snapshot_or_reported(host):
-    """The snapshot covers the registry (a sanity check of the reader itself)."""
+def test_live_contract_is_well_formed(host):
+    """The reader itself: every node has outputs and unique input names, and each combo exempted from
+    option pinning (DYNAMIC_OPTIONS) still exists as a combo."""
     live = live_contract(host)
     assert live, "no ZSVR_* node in the registry"
     for node_id, entry in live.items():
         assert entry["outputs"], f"{node_id} has no outputs"
         assert len({e["name"] for e in entry["inputs"]}) == len(entry["inputs"]), f"{node_id}: duplicate input name"
+    for node_id, name in sorted(DYNAMIC_OPTIONS):
+        kinds = [e["type"] for e in live.get(node_id, {}).get("inputs", []) if e["name"] == name]
+        assert kinds == ["COMBO"], f"DYNAMIC_OPTIONS names {node_id}.{name}, which is not a combo input"
 
 
 def test_released_contract_is_unchanged(host):

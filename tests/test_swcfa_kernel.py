@@ -118,9 +118,19 @@ def test_bad_inputs_name_the_input():
         cfa.video_layout(6, -2)
 
 
-def test_window_mean_supports_autograd():
-    """Gradient guidance (ZVRD eq. 8-10) runs the patched model outside inference mode."""
-    x = torch.randn(6, 5, 4, requires_grad=True)
-    out = cfa.window_mean(x, 3, 1)
-    out.sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+@pytest.mark.parametrize("batch,fpv,radius", [(6, 3, 1), (7, 0, 2), (8, 4, 50)])
+def test_window_mean_supports_autograd(batch, fpv, radius):
+    """Gradient guidance (ZVRD eq. 8-10) runs the patched model outside inference mode. The window mean is
+    linear, out_i = mean of x_j over window(i), so the gradient of sum_i <w_i, out_i> with respect to x_j is
+    sum over the windows i holding j of w_i / |window(i)|: computed here from the layout alone."""
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(batch, 5, 4, dtype=torch.float64, generator=gen)
+    (cfa.window_mean(x, fpv, radius) * w).sum().backward()
+    video, position = _layout(batch, fpv)
+    want = torch.zeros_like(w)
+    for i in range(batch):
+        window = [j for j in range(batch) if video[j] == video[i] and abs(position[j] - position[i]) <= radius]
+        for j in window:
+            want[j] += w[i] / len(window)
+    torch.testing.assert_close(x.grad, want, rtol=1e-12, atol=1e-12)
