@@ -494,3 +494,94 @@ def test_missing_diffusers_says_how_to_install(host, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(ValueError, match="pip install diffusers"):
         loader._import_diffusers()
+
+
+# -- issue 13: the whole zsvd edit against a hand-written reference of the official ZSVD loop ---------------
+def _official_zsvd_reference(transformer, scheduler_config, x0, null_text, remove_text, *, steps, skip, strength,
+                             blocks, seed):
+    """The official ZSVD reverse process, written from its description (our own code), in CogVideoX's VP space.
+
+    CogVideoXDDIMScheduler tables; timesteps ``t_i`` (trailing); ``prev_t = t - 1000 // steps`` with the final
+    alpha 1 (``set_alpha_to_one``); v-prediction. Inversion: ``x_i = sqrt(abar_i) x0 + sqrt(1 - abar_i) eps_i``
+    with the injected ``eps_i`` (the pack's per-level noise), ``z_i = (x_{i+1} - mu_i) / std_i`` where
+    ``mu_i`` is the DDIM mean and ``std_i`` the DDPM posterior spread; the last step has ``std = 0`` and ``z = 0``.
+    Edit from ``skip``: ``v = v_remove + s (v_null - v_remove)`` with the switched blocks' doubled attention,
+    ``x <- mu(x, v) + std z``; the output is ``x`` after the last step.
+    """
+    from test_bench_zsvd_end_to_end import official
+
+    scheduler = official.make_scheduler(scheduler_config)
+    scheduler.set_timesteps(steps, device="cpu")
+    timesteps = [int(t) for t in scheduler.timesteps]
+    abar = scheduler.alphas_cumprod.to(torch.float64)
+    levels = []
+    for t in timesteps:
+        prev = t - scheduler.config.num_train_timesteps // steps
+        levels.append((float(abar[t]), float(abar[prev]) if prev >= 0 else float(scheduler.final_alpha_cumprod)))
+    official.install(transformer, blocks)
+
+    def v_pred(x, text, t, edit):
+        ts = torch.full((x.shape[0],), t, dtype=torch.long)
+        out = transformer(hidden_states=x.movedim(1, 2), encoder_hidden_states=text, timestep=ts,
+                          attention_kwargs={official.EDIT_KWARG: edit}, return_dict=False)[0]
+        return out.movedim(2, 1)
+
+    def step(x, v, i):
+        a_t, a_prev = levels[i]
+        x0_hat = a_t ** 0.5 * x - (1 - a_t) ** 0.5 * v
+        eps_hat = (1 - a_t) ** 0.5 * x + a_t ** 0.5 * v
+        std = max((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev), 0.0) ** 0.5
+        return a_prev ** 0.5 * x0_hat + (1 - a_prev) ** 0.5 * eps_hat, std
+
+    from zsvr.kernels.inversion import level_noise
+
+    xs = [levels[i][0] ** 0.5 * x0 + (1 - levels[i][0]) ** 0.5 * level_noise(seed, i, x0.shape)
+          for i in range(steps)] + [x0]
+    zs = {}
+    for i in range(skip, steps):
+        mean, std = step(xs[i], v_pred(xs[i], null_text, timesteps[i], False), i)
+        zs[i] = (xs[i + 1] - mean) / std if std > 0 else torch.zeros_like(mean)
+    x = xs[skip]
+    texts = torch.cat((null_text, remove_text))
+    for i in range(skip, steps):
+        v_null, v_remove = v_pred(torch.cat((x, x)), texts, timesteps[i], True).chunk(2)
+        mean, std = step(x, v_remove + strength * (v_null - v_remove), i)
+        x = mean + std * zs[i]
+    return x
+
+
+@torch.no_grad()
+def test_zsvd_edit_equals_the_official_loop_including_its_last_step(host, cog):
+    """Issue 13: rule zsvd, skip 4 of 10, strength 15, switched blocks 0 and 2, injected noise: the pack's whole
+    edit (inversion, replay, editor, switch, last step) equals the reference's final latent to 1e-5 (fp32)."""
+    import json
+
+    from diffusers import CogVideoXTransformer3DModel
+
+    steps, skip, strength, seed = 10, 4, 15.0, 11
+    host.store["lat"] = _latent(seed=5)
+    g = _graph(host, "zsvd", skip, steps=steps, remove_seed=99, strength=strength, blocks="0,2", capture="cog_off")
+    g["inv"]["inputs"]["inversion_seed"] = seed
+    g["cn"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["null", 0], "key": "cog_off_null"}}
+    g["cr"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["rm", 0], "key": "cog_off_rm"}}
+    g["cm"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 0], "key": "cog_off_model"}}
+    res = host.run(g)
+    assert res.success, res.error_message
+    pack_out = host.captured["cog_off"]["samples"]
+
+    base = host.captured["cog_off_model"].model
+    folder = cog / FOLDER
+    transformer = CogVideoXTransformer3DModel.from_pretrained(str(folder / "transformer")).float().eval()
+    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    length = transformer.config.max_text_seq_length
+    null_text, remove_text = (torch.nn.functional.pad(host.captured[k][0][0], (0, 0, 0, length - TOKENS))
+                              for k in ("cog_off_null", "cog_off_rm"))
+    x0 = base.process_latent_in(host.store["lat"]["samples"]).float()
+    ref = _official_zsvd_reference(transformer, scheduler_config, x0, null_text, remove_text, steps=steps, skip=skip,
+                                   strength=strength, blocks=[0, 2], seed=seed)
+    ref_out = base.process_latent_out(ref)
+    err = _rel(pack_out, ref_out)
+    print(f"zsvd edit vs the official loop (10 steps, skip 4, strength 15, blocks 0,2): relative error {err:.3g}")
+    assert err < 1e-5
+    # the old ending (the stored residual added back) would be far from it: the last step matters here
+    assert _rel(pack_out, host.store["lat"]["samples"]) > 1e-3

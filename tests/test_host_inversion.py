@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -359,25 +361,31 @@ def test_editor_runs_null_then_remove_passes_when_a_switch_needs_them(host):
     sigmas = comfy.samplers.calculate_sigmas(base.get_model_object("model_sampling"), "simple", 3)
     seen = []
 
+    protocol = sys.modules[f"{host.pack.__name__}.nodes.switch_protocol"]
+
     def record(apply_model, args):
         opts = args["c"]["transformer_options"]
-        seen.append((opts.get("zsvr_pass"), tuple(args["cond_or_uncond"]), args["input"].shape[0],
-                     opts.get("zsvr_rows", {}).get("null")))
+        seen.append((opts.get(protocol.PASS_KEY), tuple(args["cond_or_uncond"]), args["input"].shape[0],
+                     opts.get(protocol.CACHE_KEY)))
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     outs = {}
     for marked in (False, True):
         model = base.clone()
         model.set_model_unet_function_wrapper(record)
-        if marked:
-            model.model_options.setdefault("transformer_options", {})["zsvr_attention_switch"] = {"test": True}
+        if marked:  # a switch on no block: the editor must still run the tagged passes
+            model.model_options.setdefault("transformer_options", {})[protocol.SWITCH_KEY] = \
+                protocol.SwitchSettings([], "test")
         guider = editor.execute(model, null, remove, 5.0).result[0]
         seen.clear()
         outs[marked] = guider.sample(noise, latent, comfy.samplers.sampler_object("euler"), sigmas,
                                      disable_pbar=True, seed=0)
         if marked:
-            assert [s[0] for s in seen] == ["null", "remove"] * 3
+            assert [s[0] for s in seen] == [protocol.Pass.NULL, protocol.Pass.REMOVE] * 3
             assert all(s[2] == 1 for s in seen)
+            caches = [s[3] for s in seen]  # one pass cache per step, shared by its null and remove passes
+            assert all(caches[2 * i] is caches[2 * i + 1] for i in range(3))
+            assert len({id(c) for c in caches}) == 3
         else:
-            assert all(s[0] is None and s[3] == 0 for s in seen)
+            assert all(s[0] is None and s[3] is None for s in seen)
     assert torch.allclose(outs[True], outs[False], atol=1e-5 * float(outs[False].abs().max()))
