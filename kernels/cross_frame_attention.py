@@ -51,7 +51,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import ParameterError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +89,12 @@ def plan_windows(video: Sequence[int] | torch.Tensor, position: Sequence[int] | 
     >= 0). A radius larger than the longest video is clipped to it (the window
     is then the whole video).
     """
-    video = torch.as_tensor(video, dtype=torch.int64).flatten().cpu()
-    position = torch.as_tensor(position, dtype=torch.int64).flatten().cpu()
+    video = _cpu_labels(video)
+    position = _cpu_labels(position)
     if video.shape != position.shape:
         raise ValueError(f"video labels ({video.numel()}) and positions ({position.numel()}) differ in length")
     if radius < 0:
-        raise InputError("radius", f"is {radius}", "use 0 (no cross-frame attention) or a positive window radius")
+        raise ParameterError("radius", f"is {radius}", "use 0 (no cross-frame attention) or a positive window radius")
     rows = video.numel()
     if rows == 0:
         empty = torch.zeros(0, dtype=torch.int64)
@@ -119,27 +119,41 @@ def plan_windows(video: Sequence[int] | torch.Tensor, position: Sequence[int] | 
     return WindowPlan(order_t, inverse, lo, hi, (hi - lo).to(torch.float64))
 
 
-def video_layout(batch: int, frames_per_video: int, input_name: str = "frames_per_video") -> tuple[torch.Tensor, torch.Tensor]:
+def _cpu_labels(labels) -> torch.Tensor:
+    """Integer labels as a flat int64 CPU tensor (Python sequences are converted without touching a device)."""
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().flatten().to("cpu", torch.int64)
+    return torch.tensor([int(x) for x in labels], dtype=torch.int64)
+
+
+def video_layout(batch: int, frames_per_video: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(video, position)`` labels of a batch made of videos of ``frames_per_video`` consecutive frames.
 
     ``frames_per_video`` 0 means the whole batch is one video.
+
+    Raises:
+        ParameterError: ``frames_per_video`` is negative or does not divide ``batch``.
     """
     if frames_per_video < 0:
-        raise InputError(input_name, f"is {frames_per_video}", "use 0 (the whole batch is one video) or the frame count of each video")
+        raise ParameterError("frames_per_video", f"is {frames_per_video}",
+                             "use 0 (the whole batch is one video) or the frame count of each video")
     if frames_per_video == 0:
         frames_per_video = max(batch, 1)
     if batch % frames_per_video != 0:
-        raise InputError(
-            input_name,
-            f"is {frames_per_video}, which does not divide the batch of {batch} frames",
-            "set it to the number of frames of each video in the batch (0 if the batch is one video)",
-        )
+        raise ParameterError("frames_per_video", f"is {frames_per_video}, which does not divide the batch of {batch} "
+                             "frames", "set it to the number of frames of each video in the batch (0 if the batch is "
+                             "one video)")
     rows = torch.arange(batch)
     return rows // frames_per_video, rows % frames_per_video
 
 
 def apply_plan(hidden: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-    """Window mean of ``hidden`` ``[rows, ...]`` along dim 0 for a :class:`WindowPlan` (on ``hidden``'s device)."""
+    """Window mean of ``hidden`` ``[rows, ...]`` along dim 0 for a :class:`WindowPlan` (on ``hidden``'s device).
+
+    Memory: one prefix-sum buffer, the result and one gathered temporary (the subtrahend), each ``rows + 1`` or
+    ``rows`` frames; the subtraction and division run in place. When autograd records (guidance that needs
+    gradients through the model) the same arithmetic runs out of place, so it can be differentiated.
+    """
     rows = hidden.shape[0]
     if plan.rows != rows:
         raise ValueError(f"the window plan is for {plan.rows} rows but the hidden states have {rows}")
@@ -147,12 +161,20 @@ def apply_plan(hidden: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         return hidden
     acc = hidden.dtype if hidden.dtype in (torch.float32, torch.float64) else torch.float32
     x = hidden if plan.order is None else hidden.index_select(0, plan.order)
-    # prefix sums with a leading zero row: csum[k] = sum of sorted rows < k
-    # (functional ops only, so the patch also works under autograd, e.g. guidance that needs gradients)
-    csum = torch.cat((x.new_zeros((1,) + tuple(x.shape[1:]), dtype=acc), torch.cumsum(x, dim=0, dtype=acc)))
-    out = csum.index_select(0, plan.hi) - csum.index_select(0, plan.lo)
-    del csum
-    out = out / plan.count.to(acc).view((rows,) + (1,) * (x.dim() - 1))
+    count = plan.count.to(acc).view((rows,) + (1,) * (x.dim() - 1))
+    if torch.is_grad_enabled() and hidden.requires_grad:
+        # prefix sums with a leading zero row: csum[k] = sum of sorted rows < k
+        csum = torch.cat((x.new_zeros((1,) + tuple(x.shape[1:]), dtype=acc), torch.cumsum(x, dim=0, dtype=acc)))
+        out = (csum.index_select(0, plan.hi) - csum.index_select(0, plan.lo)) / count
+    else:
+        csum = torch.empty((rows + 1,) + tuple(x.shape[1:]), dtype=acc, device=x.device)
+        csum[0].zero_()
+        torch.cumsum(x, dim=0, dtype=acc, out=csum[1:])
+        del x
+        out = csum.index_select(0, plan.hi)
+        out.sub_(csum.index_select(0, plan.lo))
+        del csum
+        out.div_(count)
     out = out.to(hidden.dtype)
     if plan.inverse is not None:
         out = out.index_select(0, plan.inverse)

@@ -102,7 +102,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import ParameterError
+
+
+def step_seed(noise_seed: int) -> int:
+    """The per-step noise stream's seed: one 64-bit LCG step from ``noise_seed`` (Knuth's MMIX constants).
+
+    Seeding the per-step stream with this instead of ``noise_seed`` itself keeps the per-step noise z from
+    repeating the draw of x_T when both are drawn on the CPU from the same seed."""
+    return (int(noise_seed) * 6364136223846793005 + 1442695040888963407) % (1 << 64)
 
 
 def shared_noise(
@@ -123,7 +131,7 @@ def shared_noise(
     """
     shape = tuple(int(s) for s in shape)
     if not shape or any(s < 1 for s in shape):
-        raise InputError("shape", f"is {shape}", "pass positive sizes")
+        raise ParameterError("shape", f"is {shape}", "pass positive sizes")
     axis = _frame_axis(frame_axis, len(shape))
     one = list(shape)
     one[axis] = 1
@@ -157,13 +165,13 @@ def blend_noise(
     changed. See the module docstring for the exact normaliser.
     """
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or not 0.0 <= lam <= 1.0:
-        raise InputError("lambda", f"is {lam!r}", "use a number between 0 (noise follows the flow) and 1 (no blending)")
+        raise ParameterError("lam", f"is {lam!r}", "use a number between 0 (noise follows the flow) and 1 (no blending)")
     if not isinstance(z, torch.Tensor) or z.dim() < 3 or not z.is_floating_point():
         desc = f"has shape {tuple(z.shape)} and dtype {z.dtype}" if isinstance(z, torch.Tensor) else f"is a {type(z).__name__}"
-        raise InputError("noise", desc, "pass floating-point noise with frames on one axis and H, W last")
+        raise ParameterError("z", desc, "pass floating-point noise with frames on one axis and H, W last")
     axis = _frame_axis(frame_axis, z.dim())
     if axis >= z.dim() - 2:
-        raise InputError("frame_axis", f"is {frame_axis}, a spatial axis", "the last two axes are H, W")
+        raise ParameterError("frame_axis", f"is {frame_axis}, a spatial axis", "the last two axes are H, W")
     frames = z.movedim(axis, 0)
     n_frames, h, w = frames.shape[0], frames.shape[-2], frames.shape[-1]
     flow_bw, mask = _check_flow_mask(flow_bw, mask, n_frames, h, w)
@@ -223,7 +231,7 @@ def blend_noise(
 
 def _frame_axis(frame_axis: int, ndim: int) -> int:
     if isinstance(frame_axis, bool) or not isinstance(frame_axis, int) or not -ndim <= frame_axis < ndim:
-        raise InputError("frame_axis", f"is {frame_axis!r} for a {ndim}-d tensor", f"use an axis in 0..{ndim - 1}")
+        raise ParameterError("frame_axis", f"is {frame_axis!r} for a {ndim}-d tensor", f"use an axis in 0..{ndim - 1}")
     return frame_axis % ndim
 
 
@@ -232,22 +240,22 @@ def _check_flow_mask(flow_bw, mask, n_frames: int, h: int, w: int):
     want = (n_frames - 1, 2, h, w)
     if not isinstance(flow_bw, torch.Tensor) or tuple(flow_bw.shape) != want:
         shape = tuple(flow_bw.shape) if isinstance(flow_bw, torch.Tensor) else type(flow_bw).__name__
-        raise InputError(
-            "flow_bw", f"has shape {shape}, expected {want}", "pass one backward flow per frame pair at the noise's H, W (resize_flow)"
-        )
+        raise ParameterError("flow_bw", f"has shape {shape}, expected {want}",
+                             "pass one backward flow per frame pair at the noise's H, W (resize_flow)")
     flow_bw = flow_bw.detach().to(device="cpu", dtype=torch.float32)
     if mask is None:
         mask = torch.ones(n_frames - 1, h, w, dtype=torch.float64)
     else:
         if not isinstance(mask, torch.Tensor):
-            raise InputError("mask", f"is a {type(mask).__name__}", "pass a tensor [F-1,1,H,W] or None")
+            raise ParameterError("mask", f"is a {type(mask).__name__}", "pass a tensor [F-1,1,H,W] or None")
         if mask.dim() == 4 and mask.shape[1] == 1:
             mask = mask[:, 0]
         if tuple(mask.shape) != (n_frames - 1, h, w):
-            raise InputError("mask", f"has shape {tuple(mask.shape)}, expected {(n_frames - 1, 1, h, w)}", "pass one mask per frame pair at the noise's H, W")
+            raise ParameterError("mask", f"has shape {tuple(mask.shape)}, expected {(n_frames - 1, 1, h, w)}",
+                                 "pass one mask per frame pair at the noise's H, W")
         mask = mask.detach().to(device="cpu", dtype=torch.float64)
         if not bool(((mask >= 0) & (mask <= 1)).all()):
-            raise InputError("mask", "has values outside [0, 1]", "pass a bool mask or weights in [0, 1]")
+            raise ParameterError("mask", "has values outside [0, 1]", "pass a bool mask or weights in [0, 1]")
     return flow_bw, mask
 
 

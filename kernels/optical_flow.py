@@ -68,7 +68,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import ParameterError
 
 FLOW_DTYPE = torch.float32
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -112,7 +112,7 @@ class DISFlow:
 
     def __init__(self, preset: str = DEFAULT_DIS_PRESET):
         if preset not in DIS_PRESETS:
-            raise InputError("flow_preset", f"is {preset!r}", f"use one of: {', '.join(DIS_PRESETS)}")
+            raise ParameterError("preset", f"is {preset!r}", f"use one of: {', '.join(DIS_PRESETS)}")
         self.preset = preset
 
     def _create(self):
@@ -146,9 +146,9 @@ _REGISTRY: Dict[str, Callable[..., FlowEstimator]] = {"dis": DISFlow}
 def register_flow_estimator(name: str, factory: Callable[..., FlowEstimator], replace: bool = False) -> None:
     """Make ``factory(**options)`` available as flow method ``name`` (e.g. ``"raft"``)."""
     if not name or not isinstance(name, str):
-        raise InputError("flow_method", f"name {name!r} is not a non-empty string", "pass a short lowercase name")
+        raise ParameterError("name", f"{name!r} is not a non-empty string", "pass a short lowercase name")
     if name in _REGISTRY and not replace:
-        raise InputError("flow_method", f"{name!r} is already registered", "pass replace=True to override it")
+        raise ParameterError("name", f"{name!r} is already registered", "pass replace=True to override it")
     _REGISTRY[name] = factory
 
 
@@ -161,14 +161,15 @@ def get_flow_estimator(method: Union[str, FlowEstimator] = "dis", **options) -> 
     """Estimator for ``method``: a registered name (``options`` go to its factory) or an estimator itself."""
     if not isinstance(method, str):
         if options:
-            raise InputError("flow_method", f"options {sorted(options)} given with an estimator object", "configure the estimator itself")
+            raise ParameterError("method", f"is an estimator object, given with options {sorted(options)}",
+                                 "configure the estimator itself")
         if not callable(method):
-            raise InputError("flow_method", f"{method!r} is neither a name nor callable", "pass 'dis' or a FlowEstimator")
+            raise ParameterError("method", f"{method!r} is neither a name nor callable", "pass 'dis' or a FlowEstimator")
         return method
     try:
         factory = _REGISTRY[method]
     except KeyError:
-        raise InputError("flow_method", f"is {method!r}", f"use one of: {', '.join(flow_estimators())}") from None
+        raise ParameterError("method", f"is {method!r}", f"use one of: {', '.join(flow_estimators())}") from None
     return factory(**options)
 
 
@@ -177,23 +178,23 @@ def get_flow_estimator(method: Union[str, FlowEstimator] = "dis", **options) -> 
 # ---------------------------------------------------------------------------
 
 
-def as_nchw(frames: torch.Tensor, input_name: str = "frames") -> torch.Tensor:
+def as_nchw(frames: torch.Tensor) -> torch.Tensor:
     """Frames as float ``[N, C, H, W]`` (C = 1 or 3) from a ComfyUI IMAGE ``[F, H, W, 3]`` or ``[N, C, H, W]``.
 
     A 4-d tensor whose last axis is 1 or 3 is read as channels-last (ComfyUI
     IMAGE), otherwise one whose second axis is 1 or 3 as channels-first.
+
+    Raises:
+        ParameterError: ``frames`` is not a 4-d tensor with 1 or 3 channels.
     """
     if not isinstance(frames, torch.Tensor) or frames.dim() != 4:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise InputError(input_name, f"has shape {shape}", "pass an IMAGE [F,H,W,3] or frames [N,C,H,W]")
+        raise ParameterError("frames", f"has shape {shape}", "pass an IMAGE [F,H,W,3] or frames [N,C,H,W]")
     if frames.shape[-1] in (1, 3):
         frames = frames.permute(0, 3, 1, 2)
     elif frames.shape[1] not in (1, 3):
-        raise InputError(
-            input_name,
-            f"has shape {tuple(frames.shape)} with neither 1 nor 3 channels",
-            "pass an IMAGE [F,H,W,3] or frames [N,C,H,W] with C = 1 or 3",
-        )
+        raise ParameterError("frames", f"has shape {tuple(frames.shape)} with neither 1 nor 3 channels",
+                             "pass an IMAGE [F,H,W,3] or frames [N,C,H,W] with C = 1 or 3")
     if not frames.is_floating_point():
         frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
     return frames
@@ -219,7 +220,7 @@ def flow_pairs(
     """
     x = as_nchw(frames)
     if x.shape[0] < 2:
-        raise InputError("frames", f"has {x.shape[0]} frame(s)", "flow needs at least 2 frames")
+        raise ParameterError("frames", f"has {x.shape[0]} frame(s)", "flow needs at least 2 frames")
     estimator = get_flow_estimator(method, **options)
     first, second = x[:-1], x[1:]
     flow = estimator(first, second) if forward else estimator(second, first)
@@ -257,18 +258,15 @@ def warp(
     from kornia.geometry.transform import remap
 
     if mode not in ("bilinear", "nearest"):
-        raise InputError("mode", f"is {mode!r}", "use 'bilinear' or 'nearest'")
+        raise ParameterError("mode", f"is {mode!r}", "use 'bilinear' or 'nearest'")
     if image.dim() != 4:
-        raise InputError("image", f"has shape {tuple(image.shape)}", "pass [N,C,H,W]")
+        raise ParameterError("image", f"has shape {tuple(image.shape)}", "pass [N,C,H,W]")
     flow = _check_flow(flow, "flow")
     if flow.shape[0] == 1 and image.shape[0] > 1:
         flow = flow.expand(image.shape[0], -1, -1, -1)
     if flow.shape[0] != image.shape[0] or flow.shape[-2:] != image.shape[-2:]:
-        raise InputError(
-            "flow",
-            f"has shape {tuple(flow.shape)} for an image of shape {tuple(image.shape)}",
-            "pass one [2,H,W] field per image at the image's size (see resize_flow)",
-        )
+        raise ParameterError("flow", f"has shape {tuple(flow.shape)} for an image of shape {tuple(image.shape)}",
+                             "pass one [2,H,W] field per image at the image's size (see resize_flow)")
     work_dtype = image.dtype if image.dtype in (torch.float32, torch.float64) else torch.float32
     flow = flow.to(device=image.device, dtype=work_dtype)
     h, w = image.shape[-2:]
@@ -309,14 +307,11 @@ def occlusion_mask(
     flow_fw = _check_flow(flow_fw, "flow_fw").to(FLOW_DTYPE)
     flow_bw = _check_flow(flow_bw, "flow_bw").to(device=flow_fw.device, dtype=FLOW_DTYPE)
     if flow_fw.shape != flow_bw.shape:
-        raise InputError(
-            "flow_bw",
-            f"has shape {tuple(flow_bw.shape)}, flow_fw {tuple(flow_fw.shape)}",
-            "pass forward and backward flow of the same frame pairs at the same size",
-        )
+        raise ParameterError("flow_bw", f"has shape {tuple(flow_bw.shape)}, flow_fw {tuple(flow_fw.shape)}",
+                             "pass forward and backward flow of the same frame pairs at the same size")
     for name, value in (("alpha1", alpha1), ("alpha2", alpha2)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise InputError(name, f"is {value!r}", "use a finite number >= 0")
+            raise ParameterError(name, f"is {value!r}", "use a finite number >= 0")
     w_b_hat = warp(flow_bw, flow_fw, mode="bilinear", padding_mode="border")
     total = flow_fw + w_b_hat
     lhs = (total * total).sum(1, keepdim=True)
@@ -357,7 +352,7 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int], threshold: float = 0.5)
     """
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != 1:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise InputError("mask", f"has shape {shape}", "pass [N,1,H,W]")
+        raise ParameterError("mask", f"has shape {shape}", "pass [N,1,H,W]")
     new_h, new_w = _check_size(size)
     if (new_h, new_w) == tuple(mask.shape[-2:]):
         return mask.bool().clone()
@@ -366,6 +361,56 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int], threshold: float = 0.5)
         frac = F.interpolate(m, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         return frac >= threshold - 1e-6
     return F.interpolate(m, size=(new_h, new_w), mode="nearest") >= 0.5
+
+
+# ---------------------------------------------------------------------------
+# A video's flow at a latent's size
+# ---------------------------------------------------------------------------
+
+
+def image_frames_for(image_frames: int, latent_frames: int) -> list[int] | None:
+    """Which image frame represents each latent frame, or None when the counts do not fit.
+
+    The same count maps one to one. ``(T - 1) * r + 1`` image frames for ``T`` latent frames is a causal video
+    VAE with temporal compression ``r`` (Wan, HunyuanVideo, CogVideoX 1.5: r = 4): latent frame ``t`` is
+    represented by image frame ``r * t`` (the last frame it covers; latent 0 is frame 0).
+    """
+    if image_frames == latent_frames:
+        return list(range(latent_frames))
+    if latent_frames > 1 and image_frames > latent_frames and (image_frames - 1) % (latent_frames - 1) == 0:
+        r = (image_frames - 1) // (latent_frames - 1)
+        return [r * t for t in range(latent_frames)]
+    return None
+
+
+def latent_flow(frames: torch.Tensor, latent_frames: int, size: Sequence[int],
+                method: Union[str, FlowEstimator] = "dis") -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward flow ``[T-1, 2, h, w]`` and reliability mask ``[T-1, 1, h, w]`` of a video at a latent's size.
+
+    ``frames``: the video (IMAGE ``[F, H, W, 3]`` or ``[F, C, H, W]``) whose frames :func:`image_frames_for`
+    matches to the ``latent_frames`` latent frames; the flow is estimated directly between the matched frames
+    (one estimator call per latent pair, not a composition of ``r`` flows). Entry ``t-1`` is the flow from
+    latent frame ``t`` to ``t-1`` on frame ``t``'s grid, resized to ``size = (h, w)`` with :func:`resize_flow`;
+    the mask is False where the forward-backward check (:func:`occlusion_mask`) finds frame ``t``'s pixel
+    occluded, a latent pixel counting as occluded when any image pixel under it is (:func:`resize_mask`,
+    threshold 0.01).
+
+    Raises:
+        ParameterError: the frame counts do not fit (see :func:`image_frames_for`).
+    """
+    x = as_nchw(frames)
+    picked = image_frames_for(x.shape[0], latent_frames)
+    if picked is None:
+        raise ParameterError("frames", f"has {x.shape[0]} frames for a latent with {latent_frames} frames",
+                             f"pass {latent_frames} frames (one per latent frame), or (T-1)*r+1 frames for a video "
+                             f"VAE with temporal compression r (e.g. {4 * (latent_frames - 1) + 1} for r = 4)")
+    x = x[picked]
+    fw = flow_pairs(x, forward=True, method=method)
+    bw = flow_pairs(x, forward=False, method=method)
+    occluded = occlusion_mask(bw, fw)  # on the grid of frames 1..T-1, what frame t's pairing needs
+    flow = resize_flow(bw, size)
+    valid = ~resize_mask(occluded, size, threshold=0.01)
+    return flow, valid
 
 
 # ---------------------------------------------------------------------------
@@ -382,25 +427,28 @@ def _to_gray_u8(x: torch.Tensor) -> np.ndarray:
     else:
         x = x[:, 0]
     gray = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return np.ascontiguousarray(gray.cpu().numpy())
+    if gray.device.type != "cpu":
+        gray = gray.cpu()
+    return np.ascontiguousarray(gray.numpy())
 
 
 def _check_pair(source: torch.Tensor, target: torch.Tensor) -> None:
     for name, t in (("source", source), ("target", target)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] not in (1, 3):
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise InputError(name, f"has shape {shape}", "pass [N,C,H,W] with C = 1 or 3")
+            raise ParameterError(name, f"has shape {shape}", "pass [N,C,H,W] with C = 1 or 3")
     if source.shape != target.shape:
-        raise InputError("target", f"has shape {tuple(target.shape)}, source {tuple(source.shape)}", "pass frames of one size")
+        raise ParameterError("target", f"has shape {tuple(target.shape)}, source {tuple(source.shape)}",
+                             "pass frames of one size")
 
 
 def _check_flow(flow: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(flow, torch.Tensor):
-        raise InputError(name, f"is a {type(flow).__name__}", "pass a torch tensor [N,2,H,W]")
+        raise ParameterError(name, f"is a {type(flow).__name__}", "pass a torch tensor [N,2,H,W]")
     if flow.dim() == 3:
         flow = flow.unsqueeze(0)
     if flow.dim() != 4 or flow.shape[1] != 2:
-        raise InputError(name, f"has shape {tuple(flow.shape)}", "pass flow as [N,2,H,W] (x, y displacement)")
+        raise ParameterError(name, f"has shape {tuple(flow.shape)}", "pass flow as [N,2,H,W] (x, y displacement)")
     if not flow.is_floating_point():
         flow = flow.float()
     return flow
@@ -410,9 +458,9 @@ def _check_size(size: Sequence[int]) -> Tuple[int, int]:
     try:
         new_h, new_w = (int(s) for s in size)
     except (TypeError, ValueError):
-        raise InputError("size", f"is {size!r}", "pass (height, width)") from None
+        raise ParameterError("size", f"is {size!r}", "pass (height, width)") from None
     if new_h < 1 or new_w < 1:
-        raise InputError("size", f"is {(new_h, new_w)}", "use a positive height and width")
+        raise ParameterError("size", f"is {(new_h, new_w)}", "use a positive height and width")
     return new_h, new_w
 
 

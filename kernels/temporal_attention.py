@@ -76,7 +76,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import ParameterError
 
 # ---------------------------------------------------------------------------
 # Cross-neighbour-frame attention (eq. 5)
@@ -96,9 +96,11 @@ class NeighbourPlan:
 
     @property
     def is_identity(self) -> bool:
-        """True when every row is its own only neighbour (single-frame videos): eq. 5 is plain self-attention."""
-        own = torch.arange(self.rows)
-        return bool(torch.equal(self.prev.cpu(), own) and torch.equal(self.next.cpu(), own))
+        """True when every row is its own only neighbour (single-frame videos): eq. 5 is plain self-attention.
+
+        Compares on the plan's device (ask before :meth:`to` moves the plan to an accelerator)."""
+        own = torch.arange(self.rows, device=self.prev.device)
+        return bool(torch.equal(self.prev, own) and torch.equal(self.next, own))
 
     def to(self, device) -> "NeighbourPlan":
         return NeighbourPlan(self.prev.to(device), self.next.to(device))
@@ -111,29 +113,30 @@ def plan_neighbours(video: Sequence[int] | torch.Tensor, position: Sequence[int]
     row ``r``'s, ``next[r]`` the one with the smallest position above it. A
     missing side takes the other side's row (eq. 5's one-sided ends, see the
     module docstring for why duplicating it is exact); a row alone in its video
-    takes itself.
+    takes itself. Labels given as Python sequences are planned in Python (no
+    tensor is read back); the plan is built on the CPU.
     """
-    video = torch.as_tensor(video, dtype=torch.int64).flatten().cpu()
-    position = torch.as_tensor(position, dtype=torch.int64).flatten().cpu()
-    if video.shape != position.shape:
-        raise ValueError(f"video labels ({video.numel()}) and positions ({position.numel()}) differ in length")
-    rows = video.numel()
-    prev = torch.arange(rows)
-    nxt = torch.arange(rows)
-    if rows == 0:
-        return NeighbourPlan(prev, nxt)
-    key = (video - video.min()) * (int(position.max()) - int(position.min()) + 2) + (position - position.min())
-    order = torch.argsort(key, stable=True)
-    sorted_video = video[order]
-    for k in range(rows):
-        r = int(order[k])
-        has_prev = k > 0 and sorted_video[k - 1] == sorted_video[k]
-        has_next = k + 1 < rows and sorted_video[k + 1] == sorted_video[k]
-        p = int(order[k - 1]) if has_prev else None
-        n = int(order[k + 1]) if has_next else None
-        prev[r] = p if p is not None else (n if n is not None else r)
-        nxt[r] = n if n is not None else (p if p is not None else r)
-    return NeighbourPlan(prev, nxt)
+    video = _labels(video)
+    position = _labels(position)
+    if len(video) != len(position):
+        raise ValueError(f"video ({len(video)} labels) and position ({len(position)}) differ in length")
+    rows = len(video)
+    prev = list(range(rows))
+    nxt = list(range(rows))
+    if rows:
+        order = sorted(range(rows), key=lambda r: (video[r], position[r]))  # stable: ties keep row order
+        for k, r in enumerate(order):
+            p = order[k - 1] if k > 0 and video[order[k - 1]] == video[r] else None
+            n = order[k + 1] if k + 1 < rows and video[order[k + 1]] == video[r] else None
+            prev[r] = p if p is not None else (n if n is not None else r)
+            nxt[r] = n if n is not None else (p if p is not None else r)
+    return NeighbourPlan(torch.tensor(prev, dtype=torch.int64), torch.tensor(nxt, dtype=torch.int64))
+
+
+def _labels(labels) -> list[int]:
+    if isinstance(labels, torch.Tensor):
+        return [int(x) for x in labels.detach().flatten().to("cpu", torch.int64).tolist()]
+    return [int(x) for x in labels]
 
 
 def neighbour_context(hidden: torch.Tensor, plan: NeighbourPlan) -> torch.Tensor:
@@ -200,7 +203,7 @@ def flow_targets(flow: torch.Tensor) -> torch.Tensor:
     if single:
         flow = flow.unsqueeze(0)
     if flow.dim() != 4 or flow.shape[1] != 2:
-        raise InputError("flow", f"has shape {tuple(flow.shape)}", "pass [2,h,w] or [N,2,h,w]")
+        raise ParameterError("flow", f"has shape {tuple(flow.shape)}", "pass [2,h,w] or [N,2,h,w]")
     h, w = flow.shape[-2:]
     flow = flow.float()
     xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
@@ -299,6 +302,67 @@ def select_targets(candidates: torch.Tensor, errors: torch.Tensor):
     index = errors.argmin(dim=0)
     chosen = candidates.gather(0, index.unsqueeze(0))[0]
     return chosen, index
+
+
+CANDIDATES = ("flow", "history", "similarity")
+"""The correspondence candidates in the order :func:`select_correspondences` tries them (ties go to the first)."""
+
+
+def select_correspondences(guide_a: torch.Tensor, guide_b: torch.Tensor, grid: Sequence[int], patch: int,
+                           similarity: Sequence[torch.Tensor], flow: Optional[Sequence[torch.Tensor]] = None,
+                           history: Optional[Sequence[torch.Tensor]] = None):
+    """The self-corrected correspondences of one frame pair ``(a, b)``, both directions (eq. 6's candidates).
+
+    Per direction and token, the candidate with the lowest :func:`patch_errors` warp error on the guidance
+    frames ``guide_a``, ``guide_b`` ``[C, H, W]`` wins, among (in this order, ties to the first) ``flow``,
+    ``history`` (the previous step's choice) and ``similarity`` (:func:`similarity_targets`); each is a pair
+    ``(a->b, b->a)`` of ``[h*w]`` token indices, ``flow`` and ``history`` may be None.
+
+    Returns ``((a_to_b, b_to_a), (index_ab, index_ba), names)``: the chosen targets, which candidate each token
+    took (an index into ``names``, int64 ``[h*w]`` on the guidance's device) and the candidate names in use.
+    Nothing is read back to the host.
+    """
+    names = tuple(name for name, given in zip(CANDIDATES, (flow, history, similarity)) if given is not None)
+    given = [c for c in (flow, history, similarity) if c is not None]
+    chosen, index = [], []
+    for direction, (ga, gb) in enumerate(((guide_a, guide_b), (guide_b, guide_a))):
+        stacked = torch.stack([c[direction] for c in given])
+        errors = patch_errors(ga, gb, stacked, grid, patch)
+        pick, which = select_targets(stacked, errors)
+        chosen.append(pick)
+        index.append(which)
+    return (chosen[0], chosen[1]), (index[0], index[1]), names
+
+
+def latent_preview(latent: torch.Tensor, rgb_factors: Optional[torch.Tensor] = None,
+                   rgb_bias: Optional[torch.Tensor] = None, short_side: int = 256, max_scale: int = 8) -> torch.Tensor:
+    """A latent ``[F, C, h, w]`` as images an optical-flow estimator can read: ``[F, 3 or 1, h*u, w*u]`` in 0..1.
+
+    With ``rgb_factors`` ``[C, 3]`` (a latent format's ``latent_rgb_factors``, as ComfyUI's previews use) and
+    optional ``rgb_bias`` ``[3]``: ``((latent . factors + bias) + 1) / 2`` clamped to 0..1. Without them (or
+    when their channel count differs from the latent's): the channel mean, min-max normalised over the whole
+    tensor. Upscaled bilinearly by ``u = clamp(ceil(short_side / min(h, w)), 1, max_scale)`` (DIS is unreliable
+    on 64 px images). Computed in float32 on the latent's device.
+    """
+    if not isinstance(latent, torch.Tensor) or latent.dim() != 4:
+        shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise ParameterError("latent", f"has shape {shape}", "pass a latent [frames, C, h, w]")
+    x = latent.detach().float()
+    rgb = None
+    if rgb_factors is not None and rgb_factors.shape[0] == x.shape[1]:
+        rgb = torch.einsum("fchw,cr->frhw", x, rgb_factors.to(x.device))
+        if rgb_bias is not None:
+            rgb = rgb + rgb_bias.to(x.device).view(1, 3, 1, 1)
+        rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+    if rgb is None:
+        gray = x.mean(dim=1, keepdim=True)
+        lo, hi = gray.amin(), gray.amax()
+        rgb = (gray - lo) / (hi - lo).clamp_min(1e-6)
+    h, w = rgb.shape[-2:]
+    up = max(1, min(int(max_scale), math.ceil(short_side / max(1, min(h, w)))))
+    if up > 1:
+        rgb = F.interpolate(rgb, scale_factor=up, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    return rgb
 
 
 # ---------------------------------------------------------------------------

@@ -101,7 +101,7 @@ import torch
 
 from . import optical_flow as of
 from .cross_frame_attention import video_layout
-from .errors import InputError
+from .errors import ParameterError
 
 NORMS = ("l2", "l1")
 FeatureLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -125,7 +125,7 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
     a video boundary are ignored. Computed in float32 (float64 for float64 input).
     """
     if norm not in NORMS:
-        raise InputError("norm", f"is {norm!r}", f"use one of: {', '.join(NORMS)}")
+        raise ParameterError("norm", f"is {norm!r}", f"use one of: {', '.join(NORMS)}")
     frames = _check_x0(x0)
     flow_bw, valid = _check_flow(flow_bw, valid, x0)
     work = _work_dtype(x0)
@@ -164,7 +164,7 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
     """Mode ``"through model"``: ``(grad_{x_t} L(denoise(x_t)), L)`` -- one forward of ``denoise`` with autograd
     recording and one backward. ``denoise`` maps the noisy input ``[F, C, h, w]`` to the x0 prediction; it runs
     outside inference mode with gradients on, so every tensor it saves for backward must be a normal tensor."""
-    _check_x0(x)
+    _check_x0(x, "x")
     with torch.inference_mode(False), torch.enable_grad():
         xt = _normal(x).requires_grad_(True)
         pred = denoise(xt)
@@ -204,10 +204,10 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _check_x0(x0: torch.Tensor) -> int:
+def _check_x0(x0: torch.Tensor, name: str = "x0") -> int:
     if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
         desc = f"has shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else f"is a {type(x0).__name__}"
-        raise InputError("x0", desc, "pass the frames' prediction as a float tensor [frames, C, h, w]")
+        raise ParameterError(name, desc, "pass the frames' prediction as a float tensor [frames, C, h, w]")
     return x0.shape[0]
 
 
@@ -216,14 +216,14 @@ def _check_flow(flow_bw, valid, x0: torch.Tensor):
     want = (frames - 1, 2, h, w)
     if not isinstance(flow_bw, torch.Tensor) or tuple(flow_bw.shape) != want:
         shape = tuple(flow_bw.shape) if isinstance(flow_bw, torch.Tensor) else type(flow_bw).__name__
-        raise InputError("flow_bw", f"has shape {shape}, expected {want}",
-                         "pass one backward flow per consecutive frame pair at the latent's size (resize_flow)")
+        raise ParameterError("flow_bw", f"has shape {shape}, expected {want}",
+                             "pass one backward flow per consecutive frame pair at the latent's size (resize_flow)")
     flow_bw = flow_bw.to(device=x0.device)
     if valid is not None:
         if valid.dim() == 3:
             valid = valid.unsqueeze(1)
         if tuple(valid.shape) != (frames - 1, 1, h, w):
-            raise InputError("valid", f"has shape {tuple(valid.shape)}, expected {(frames - 1, 1, h, w)}",
-                             "pass one reliability mask per frame pair at the latent's size (resize_mask)")
+            raise ParameterError("valid", f"has shape {tuple(valid.shape)}, expected {(frames - 1, 1, h, w)}",
+                                 "pass one reliability mask per frame pair at the latent's size (resize_mask)")
         valid = valid.to(device=x0.device)
     return flow_bw, valid

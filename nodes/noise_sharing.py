@@ -15,13 +15,18 @@ Outputs
   the batch items of an image-U-Net latent ``[F, C, H, W]`` and the time axis
   of a video latent ``[B, C, T, H, W]`` (batch items of a video latent keep
   their own noise). Not flow-blended: x_T is shared as the paper states.
+  ComfyUI asks a NOISE for its noise with the LATENT only, before any model is
+  known, so here (and only here) the latent's rank tells the two layouts apart;
+  the SAMPLER checks that against the model it samples.
 * **SAMPLER**: the given sampler with every stochastic per-step noise z shared
   across frames and, with ``lambda < 1`` and an ``image``, flow-blended per eq.
   11. It works through the k-diffusion samplers' ``noise_sampler`` argument:
   ComfyUI's ``KSAMPLER`` passes its ``extra_options`` to the sampler function,
   so the output is a ``KSAMPLER`` that, when sampling starts and the latent's
   shape is known, runs a new ``KSAMPLER`` with ``extra_options["noise_sampler"]``
-  set to the shared-noise generator. Samplers that are not KSAMPLERs (custom
+  set to the shared-noise generator. Where the frames are (batch or time
+  axis) it asks the model-family registry about the model the run samples
+  (``model_wrap.inner_model``, the BaseModel). Samplers that are not KSAMPLERs (custom
   Sampler classes, ZSVR Early Stop, the inversion replay) have no such hook and
   are refused with an error naming what works. Deterministic samplers (euler,
   dpmpp_2m, uni_pc, ...) draw no per-step noise; with them only the NOISE
@@ -70,6 +75,8 @@ from comfy_api.latest import io
 from ..kernels import noise_sharing as ns
 from ..kernels import optical_flow as of
 from ..kernels.errors import InputError
+from .adapters import frame_axis_of_base_model
+from .shared_inputs import video_frames
 from .types import CATEGORY
 
 log = logging.getLogger("zsvr")
@@ -77,50 +84,37 @@ log = logging.getLogger("zsvr")
 WORKS_WITH = ("a KSAMPLER: KSamplerSelect or any core Sampler... node (euler_ancestral, dpmpp_2s_ancestral, "
               "dpmpp_sde, dpmpp_2m_sde, ddpm, lcm, er_sde, ...)")
 
+FRAME_AXES = {"batch": 0, "time": 2}
+"""The registry's frame axis (``nodes.adapters.frame_axis``) as a tensor axis of the latent."""
 
-def frame_axis_of(samples: torch.Tensor, input_name: str = "latent") -> int:
-    """0 for an image-U-Net latent ``[F, C, H, W]``, 2 for a video latent ``[B, C, T, H, W]``."""
+LATENT_RANKS = {0: 4, 2: 5}
+"""The latent rank each frame axis comes with: ``[F, C, H, W]`` (frames as batch) and ``[B, C, T, H, W]``."""
+
+
+def noise_frame_axis(samples, input_name: str = "latent_image") -> int:
+    """NOISE only (no model known yet): 0 for an image latent ``[F, C, H, W]``, 2 for a video latent."""
     if not isinstance(samples, torch.Tensor) or getattr(samples, "is_nested", False):
         raise InputError(input_name, "is not a single latent tensor", "use an image or video LATENT")
-    if samples.dim() == 4:
-        return 0
-    if samples.dim() == 5:
-        return 2
+    for axis, rank in LATENT_RANKS.items():
+        if samples.dim() == rank:
+            return axis
     raise InputError(input_name, f"has shape {tuple(samples.shape)}",
                      "use an image latent [frames, C, H, W] or a video latent [B, C, T, H, W]")
 
 
-def step_seed(noise_seed: int) -> int:
-    """The per-step noise stream's seed: one 64-bit LCG step from ``noise_seed`` (never x_T's own seed)."""
-    return (int(noise_seed) * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+def model_frame_axis(model_wrap, noise: torch.Tensor) -> int:
+    """Where the frames are in the latent the run samples, from the model-family registry.
 
-
-def image_frames_for(image_frames: int, latent_frames: int) -> list[int] | None:
-    """Which image frame represents each latent frame, or None when the counts do not fit (see module docstring)."""
-    if image_frames == latent_frames:
-        return list(range(latent_frames))
-    if latent_frames > 1 and image_frames > latent_frames and (image_frames - 1) % (latent_frames - 1) == 0:
-        r = (image_frames - 1) // (latent_frames - 1)
-        return [r * t for t in range(latent_frames)]
-    return None
-
-
-def latent_flow(image: torch.Tensor, latent_frames: int, size) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward flow ``[T-1, 2, h, w]`` and reliability mask ``[T-1, 1, h, w]`` of ``image`` at the latent's size."""
-    frames = of.as_nchw(image, "image")
-    picked = image_frames_for(frames.shape[0], latent_frames)
-    if picked is None:
-        raise InputError("image", f"has {frames.shape[0]} frames for a latent with {latent_frames} frames",
-                         f"connect the video the latent was encoded from: {latent_frames} frames (one per latent "
-                         f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
-                         f"(e.g. {4 * (latent_frames - 1) + 1} for r = 4)")
-    frames = frames[picked]
-    fw = of.flow_pairs(frames, forward=True)
-    bw = of.flow_pairs(frames, forward=False)
-    occluded = of.occlusion_mask(bw, fw)  # on the grid of frames 1..T-1, what the blend of frame i needs
-    flow = of.resize_flow(bw, size)
-    valid = ~of.resize_mask(occluded, size, threshold=0.01)
-    return flow, valid
+    ``model_wrap`` is what a SAMPLER's ``sample`` receives (the guider); its ``inner_model`` is the BaseModel.
+    """
+    base = getattr(model_wrap, "inner_model", None)
+    axis = FRAME_AXES[frame_axis_of_base_model(base)]
+    if not isinstance(noise, torch.Tensor) or noise.dim() != LATENT_RANKS[axis]:
+        shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        layout = "[frames, C, H, W]" if axis == 0 else "[B, C, T, H, W]"
+        raise InputError("latent_image", f"has shape {shape}, but the model samples latents {layout}",
+                         "use a latent made for this model (its own Empty Latent or VAE Encode node)")
+    return axis
 
 
 class SharedNoise:
@@ -131,7 +125,7 @@ class SharedNoise:
 
     def generate_noise(self, input_latent):
         samples = input_latent["samples"]
-        axis = frame_axis_of(samples, "latent_image")
+        axis = noise_frame_axis(samples, "latent_image")
         dtype = samples.dtype if samples.is_floating_point() else torch.float32
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         return ns.shared_noise(samples.shape, axis, gen, dtype=dtype, device=torch.device("cpu"))
@@ -140,26 +134,27 @@ class SharedNoise:
 class SharedStepNoise:
     """A k-diffusion ``noise_sampler(sigma, sigma_next)``: shared (optionally flow-blended) per-step noise."""
 
-    def __init__(self, like: torch.Tensor, seed: int, lam: float, flow=None, valid=None):
+    def __init__(self, like: torch.Tensor, seed: int, lam: float, frame_axis: int, flow=None, valid=None):
         self.shape = tuple(like.shape)
-        self.axis = frame_axis_of(like)
+        self.axis = int(frame_axis)
         self.device = like.device
         self.dtype = like.dtype
         self.lam = float(lam)
         self.flow = flow
         self.valid = valid
-        self.generator = torch.Generator(device="cpu").manual_seed(step_seed(seed))
-        self.calls = 0
-        self.last = None  # (shared, blended) of the latest call, for inspection
+        self.generator = torch.Generator(device="cpu").manual_seed(ns.step_seed(seed))
 
-    def __call__(self, sigma=None, sigma_next=None):
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next draw ``(shared, z)`` in float32 on the CPU: the shared noise and eq. 11's blend of it (the
+        same tensor when nothing is blended)."""
         shared = ns.shared_noise(self.shape, self.axis, self.generator, dtype=torch.float32)
         z = shared
         if self.flow is not None and self.lam < 1.0:
             z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis)
-        self.calls += 1
-        self.last = (shared, z)
-        return z.to(device=self.device, dtype=self.dtype)
+        return shared, z
+
+    def __call__(self, sigma=None, sigma_next=None):
+        return self.draw()[1].to(device=self.device, dtype=self.dtype)
 
 
 def accepts_noise_sampler(sampler_function) -> bool:
@@ -178,11 +173,10 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
         self.seed = int(seed)
         self.lam = float(lam)
         self.image = image
-        self._flows: dict = {}
+        self._flows: dict = {}  # (frames, size) -> (flow, valid): a function of the image, kept across runs
         self._warned = False
-        self.last_noise_sampler: SharedStepNoise | None = None
 
-    def _flow_for(self, noise: torch.Tensor):
+    def _flow_for(self, noise: torch.Tensor, frame_axis: int):
         if self.lam >= 1.0:
             return None, None
         if self.image is None:
@@ -191,25 +185,28 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
                 log.warning("ZSVR Noise Sharing: lambda is %s but no 'image' is connected, so there is no flow to "
                             "blend the noise along; the noise is shared only", self.lam)
             return None, None
-        axis = frame_axis_of(noise)
-        frames = noise.shape[axis]
+        frames = noise.shape[frame_axis]
         size = tuple(noise.shape[-2:])
         if frames < 2:
             return None, None
         key = (frames, size)
         if key not in self._flows:
-            self._flows[key] = latent_flow(self.image, frames, size)
+            if of.image_frames_for(self.image.shape[0], frames) is None:
+                raise InputError("image", f"has {self.image.shape[0]} frames for a latent with {frames} frames",
+                                 f"connect the video the latent was encoded from: {frames} frames (one per latent "
+                                 f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
+                                 f"(e.g. {4 * (frames - 1) + 1} for r = 4)")
+            self._flows[key] = of.latent_flow(self.image, frames, size)
         return self._flows[key]
 
-    def noise_sampler_for(self, noise: torch.Tensor) -> SharedStepNoise:
-        flow, valid = self._flow_for(noise)
-        return SharedStepNoise(noise, self.seed, self.lam, flow, valid)
+    def noise_sampler_for(self, noise: torch.Tensor, frame_axis: int) -> SharedStepNoise:
+        """The run's per-step noise for a latent like ``noise`` whose frames are on axis ``frame_axis``."""
+        flow, valid = self._flow_for(noise, frame_axis)
+        return SharedStepNoise(noise, self.seed, self.lam, frame_axis, flow, valid)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        frame_axis_of(noise, "latent_image")
-        noise_sampler = self.noise_sampler_for(noise)
-        self.last_noise_sampler = noise_sampler
+        noise_sampler = self.noise_sampler_for(noise, model_frame_axis(model_wrap, noise))
         extra = dict(self.extra_options)
         if accepts_noise_sampler(self.sampler_function):
             extra["noise_sampler"] = noise_sampler
@@ -262,9 +259,5 @@ class NoiseSharing(io.ComfyNode):
         if not isinstance(sampler, comfy.samplers.KSAMPLER):
             raise InputError("sampler", f"is a {type(sampler).__name__}, which has no per-step noise hook",
                              f"connect {WORKS_WITH}; wrap the result in ZSVR Early Stop afterwards if needed")
-        frames = None
-        if image is not None:
-            frames = of.as_nchw(image, "image").detach().to("cpu", torch.float32).contiguous()
-            if frames.shape[0] < 1:
-                raise InputError("image", "has no frames", "connect the input video")
+        frames = None if image is None else video_frames(image, "image")
         return io.NodeOutput(SharedNoise(noise_seed), NoiseSharingSampler(sampler, noise_seed, lam, frames))

@@ -31,8 +31,16 @@ candidates by the warp error of the matching guidance patch:
 The guidance is the optional ``image`` (the input video, one frame per latent
 frame) or, without it, the previous step's x0 prediction, captured with a
 post-CFG hook (``set_model_sampler_post_cfg_function``; it returns the
-prediction unchanged). State (captured x0, history, flow cache) is reset at
-the start of every sampling run by an ``OUTER_SAMPLE`` wrapper.
+prediction unchanged).
+
+Run state and clones: the patch object (:class:`SLRPatch`) is configuration
+only, shared by every clone of the patched MODEL (``nodes.run_state``). The
+captured x0, the history and the x0 flows live in an :class:`SLRRun` that the
+``OUTER_SAMPLE`` wrapper creates at the start of every sampling run and puts in
+that run's ``transformer_options``; the hooks look it up there. So a clone
+(a LoRA loader or another patch node after this one) samples exactly like the
+patched model, run after run. Flow of the input ``image`` is a function of the
+configuration and stays cached on the patch across runs.
 
 Choices the paper leaves open (T_TA, T_ES, lambda, patch size and trajectory
 sampling are not recoverable from it); what this node does and why
@@ -84,7 +92,6 @@ context windows (dim 0). Frames never mix across videos or chunks.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 
@@ -93,18 +100,19 @@ import torch
 import comfy.patcher_extension
 from comfy_api.latest import io
 
+from ..kernels import frame_layout as fl
 from ..kernels import optical_flow as of
 from ..kernels import temporal_attention as ta
 from ..kernels.errors import InputError
-from .adapters.sd_unet import unet_adapter_for
-from .frame_layout import (
-    FRAMES_PER_VIDEO_TOOLTIP,
-    batch_layout,
-    current_sigma,
-    layout_key,
-    map_frame_kv,
-    schedule_gate,
+from . import run_state
+from .adapters import require
+from .frame_layout import call_layout, current_sigma, layout_key, map_frame_kv
+from .shared_inputs import (
+    check_frames_per_video,
+    frames_per_video_input,
+    schedule_window,
     schedule_window_inputs,
+    video_frames,
 )
 from .types import CATEGORY
 
@@ -116,10 +124,33 @@ WRAPPER_KEY = "zsvr_slr_temporal_attention"
 IMAGE_PATCH = 8
 LATENT_PATCH = 3
 DIS_SHORT_SIDE = 256
+DIS_MAX_SCALE = 8
 
 
-class SLRPatch:
-    """Everything the patched clone calls: the attn1 patch, the trajectory replace, the x0 capture, the run reset."""
+class SLRRun:
+    """One sampling run's state: the captured x0 prediction, the chosen correspondences and the x0 flows."""
+
+    def __init__(self):
+        self.x0: torch.Tensor | None = None  # the latest x0 prediction, on the model's device
+        self.x0_cpu: torch.Tensor | None = None  # the same in float32 on the CPU: the flow source (DIS runs there)
+        self.x0_version = 0
+        self.x0_rgb: torch.Tensor | None = None  # its preview for DIS, made when first needed
+        self.x0_flows: dict = {}  # (a, b, grid) -> flow candidates of the current x0 version
+        self.history: dict = {}  # (block, block_index, cond/uncond, a, b, grid) -> (a->b, b->a) chosen last
+        self.image_on: tuple = (None, {})  # (device, {frame: input-video frame on the device}) for the current window
+        self.first_sigma: tuple | None = None  # (sample_sigmas, its first value): read once per run
+        self.warned: set = set()
+
+    def capture(self, denoised: torch.Tensor) -> None:
+        self.x0 = denoised.detach().clone()
+        self.x0_cpu = self.x0.to("cpu", torch.float32)  # once per step, outside the attention layers
+        self.x0_version += 1
+        self.x0_rgb = None
+
+
+class SLRPatch(run_state.Config):
+    """The configuration of one patched MODEL: the attn1 patch, the trajectory replace, the x0 capture and the
+    OUTER_SAMPLE wrapper that starts each run's :class:`SLRRun`. Shared by every clone (see the module docstring)."""
 
     def __init__(self, frames_per_video: int, decoder_blocks: frozenset, gate=None,
                  trajectory_sigma: float | None = None, image: torch.Tensor | None = None, latent_rgb=None):
@@ -129,40 +160,39 @@ class SLRPatch:
         self.trajectory_sigma = trajectory_sigma
         self.image = image  # [F, 3, H, W] float32 0..1 on the CPU, or None
         self.latent_rgb = latent_rgb  # (factors [C, 3], bias [3] | None) or None
-        self.stats: collections.Counter = collections.Counter()
+        self.key = run_state.new_key("slr")
+        # caches that are functions of the configuration only
         self._plans: dict = {}
-        self._warned: set = set()
         self._image_flows: dict = {}  # (a, b, grid) -> flow candidates (token indices), kept across runs
-        self._image_on: tuple = (None, {})  # (device, {frame: frame on the device}) for the current window
-        self.reset()
 
-    # -- run state ------------------------------------------------------------------------------------------
-    def reset(self) -> None:
-        self.x0 = None
-        self.x0_version = 0
-        self._history: dict = {}
-        self._x0_flows: dict = {}
-        self._x0_rgb = None
-
+    # -- the run ----------------------------------------------------------------------------------------------
     def outer_sample(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: fresh state for every run; a mismatched ``image`` is refused before any step."""
+        """OUTER_SAMPLE wrapper: a fresh :class:`SLRRun` for the run; a mismatched ``image`` is refused first."""
         latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
-        if self.image is not None and isinstance(latent, torch.Tensor) and latent.dim() == 4:
+        if self.image is not None and isinstance(latent, torch.Tensor):
             check_image_frames(self.image.shape[0], latent.shape[0])
-        self.reset()  # only at the start: what the last run chose stays readable until the next one
-        return executor(*args, **kwargs)
+        state = SLRRun()
+        with run_state.run_with(executor, self.key, state):
+            options = run_state.run_options(executor) or {}
+            run_state.notify(options.get("transformer_options"), "slr.run", patch=self, state=state)
+            return executor(*args, **kwargs)
+
+    def state(self, extra_options) -> SLRRun:
+        """The run's state; outside a sampling run (no OUTER_SAMPLE) a fresh one for this call only."""
+        return run_state.state_of(extra_options, self.key) or SLRRun()
 
     def capture_x0(self, args):
         """Post-CFG hook: remember the step's x0 prediction (the guidance without ``image``); returns it unchanged."""
         denoised = args["denoised"]
-        self.x0 = denoised.detach().clone()
-        self.x0_version += 1
-        self._x0_rgb = None
+        state = run_state.post_cfg_state(args, self.key)
+        if state is not None:
+            state.capture(denoised)
         return denoised
 
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
+    @staticmethod
+    def _warn_once(state: SLRRun, key: str, message: str) -> None:
+        if key not in state.warned:
+            state.warned.add(key)
             log.warning("%s: %s", WHO, message)
 
     # -- eq. 5: the attn1 patch -----------------------------------------------------------------------------
@@ -173,7 +203,7 @@ class SLRPatch:
     def plan(self, rows: int, extra_options, device) -> ta.NeighbourPlan | None:
         key = layout_key(rows, extra_options, device)
         if key not in self._plans:
-            layout = batch_layout(rows, extra_options, self.frames_per_video, who=WHO)
+            layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO)
             plan = ta.plan_neighbours(layout.video, layout.position)
             if len(self._plans) > 64:
                 self._plans.clear()
@@ -191,7 +221,7 @@ class SLRPatch:
             return n, context_attn1, value_attn1
         context, value = map_frame_kv(context_attn1, value_attn1, rows,
                                       lambda h: ta.neighbour_context(h, plan))
-        self.stats["neighbour"] += 1
+        run_state.notify(extra_options, "slr.neighbour")
         return n, context, value
 
     # -- eq. 6-7: the attn1 replace of the largest-resolution decoder layers --------------------------------
@@ -219,23 +249,21 @@ class SLRPatch:
         grid = ta.feature_grid(tokens, extra_options.get("activations_shape"))
         if grid is None:
             return o
-        layout = batch_layout(rows, extra_options, self.frames_per_video, who=WHO)
-        guide = self._guidance(extra_options, o.device, grid, len(set(layout.frame)))
+        state = self.state(extra_options)
+        observer = run_state.observer_of(extra_options)
+        layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO)
+        guide = self._guidance(state, extra_options, o.device, grid, len(set(layout.frame)))
         if guide is None:
-            self.stats["fallback"] += 1
+            run_state.notify(extra_options, "slr.fallback")
             return o
         kind, frame_of, patch, n_frames = guide
-        groups: dict[tuple, list[int]] = {}
-        for r in range(rows):
-            groups.setdefault((layout.chunk[r], layout.video[r]), []).append(r)
         heads = extra_options["n_heads"]
         block = tuple(extra_options.get("block", ()))
         block_index = extra_options.get("block_index", 0)
         out = o
-        for (chunk, _), members in groups.items():
+        for chunk, members in fl.video_runs(layout):
             if len(members) < 2:
                 continue
-            members.sort(key=lambda r: layout.position[r])
             frames = [layout.frame[r] for r in members]
             if max(frames) >= n_frames:
                 raise InputError("image", f"has {n_frames} frames but the latent batch has frame {max(frames)}",
@@ -245,49 +273,38 @@ class SLRPatch:
                 ra, rb = members[s], members[s + 1]
                 a, b = frames[s], frames[s + 1]
                 key = (block, block_index, layout.chunk_values[chunk], a, b, grid)
-                flows = self._flows(kind, a, b, grid, o.device)
-                chosen = []
+                flows = self._flows(state, kind, a, b, grid, o.device)
                 sim = ta.similarity_targets(q[ra], q[rb])
-                history = self._history.get(key)
-                for direction, (ga, gb) in enumerate(((a, b), (b, a))):
-                    cands, names = [], []
-                    if flows is not None:
-                        cands.append(flows[direction])
-                        names.append("flow")
-                    if history is not None:
-                        cands.append(history[direction])
-                        names.append("history")
-                    cands.append(sim[direction])
-                    names.append("similarity")
-                    stacked = torch.stack(cands)
-                    errors = ta.patch_errors(frame_of(ga), frame_of(gb), stacked, grid, patch)
-                    pick, index = ta.select_targets(stacked, errors)
-                    counts = torch.bincount(index, minlength=len(names)).tolist()
-                    for name, c in zip(names, counts):
-                        self.stats[f"chosen_{name}"] += c
-                    chosen.append(pick)
-                self._history[key] = (chosen[0], chosen[1])
+                chosen, index, names = ta.select_correspondences(frame_of(a), frame_of(b), grid, patch, sim,
+                                                                 flow=flows, history=state.history.get(key))
+                if observer is not None:  # statistics read the choices back to the host: debug only
+                    counts = {name: 0 for name in names}
+                    for which in index:
+                        for name, c in zip(names, torch.bincount(which, minlength=len(names)).tolist()):
+                            counts[name] += c
+                    observer("slr.chosen", {"counts": counts, "key": key})
+                state.history[key] = chosen
                 forward.append(chosen[0])
                 backward.append(chosen[1])
             result = ta.trajectory_attention(o[members], forward, backward, heads)
             if out is o:
                 out = o.clone()
             out[members] = result
-        self.stats["trajectory"] += 1
+        run_state.notify(extra_options, "slr.trajectory")
         return out
 
     # -- guidance and flow ----------------------------------------------------------------------------------
-    def _guidance(self, extra_options, device, grid, frames_in_call: int = 1):
+    def _guidance(self, state: SLRRun, extra_options, device, grid, frames_in_call: int = 1):
         """``(kind, frame_of, patch, frame count)`` for the warp errors, or None (no source yet).
 
         ``frame_of(g)`` is guidance frame ``g`` ``[C, H, W]`` float32 on ``device``. The input video is moved to
         the device a frame at a time, and only the frames of the current call (a context window) are kept there.
         """
         if self.image is not None:
-            where, kept = self._image_on
+            where, kept = state.image_on
             if where != str(device):
                 where, kept = str(device), {}
-                self._image_on = (where, kept)
+                state.image_on = (where, kept)
             image = self.image
 
             def frame_of(g: int) -> torch.Tensor:
@@ -299,48 +316,47 @@ class SLRPatch:
 
             footprint = image.shape[-2] / grid[0]
             return ("image", frame_of, max(IMAGE_PATCH, int(round(footprint))), image.shape[0])
-        if self.x0 is None:
+        if state.x0 is None:
             sample_sigmas = extra_options.get("sample_sigmas")
             sigma = current_sigma(extra_options)
             first = (sample_sigmas is not None and sigma is not None and len(sample_sigmas) > 0
-                     and math.isclose(float(sample_sigmas[0]), sigma, rel_tol=1e-5))
+                     and math.isclose(_first_sigma(state, sample_sigmas), sigma, rel_tol=1e-5))
             if not first:
-                self._warn_once("no_source", "no flow source: no 'image' is connected and no x0 prediction was "
-                                "captured (the guider does not run ComfyUI's post-CFG hook); falling back to "
+                self._warn_once(state, "no_source", "no flow source: no 'image' is connected and no x0 prediction "
+                                "was captured (the guider does not run ComfyUI's post-CFG hook); falling back to "
                                 "cross-neighbour attention. Connect the input video to 'image' to enable "
                                 "trajectory attention.")
             return None
-        x0 = self.x0
+        x0 = state.x0
         if x0.dim() != 4:
-            self._warn_once("x0_shape", f"the x0 prediction has shape {tuple(x0.shape)}, not [frames, C, H, W]; "
-                            "falling back to cross-neighbour attention")
+            self._warn_once(state, "x0_shape", f"the x0 prediction has shape {tuple(x0.shape)}, not "
+                            "[frames, C, H, W]; falling back to cross-neighbour attention")
             return None
         frames = x0.to(device=device, dtype=torch.float32)
         footprint = frames.shape[-2] / grid[0]
-        return (("x0", self.x0_version), lambda g: frames[g], max(LATENT_PATCH, int(round(footprint))),
+        return (("x0", state.x0_version), lambda g: frames[g], max(LATENT_PATCH, int(round(footprint))),
                 frames.shape[0])
 
-    def _flows(self, kind, a: int, b: int, grid, device):
+    def _flows(self, state: SLRRun, kind, a: int, b: int, grid, device):
         """Flow candidates ``(targets a->b, targets b->a)``: token indices on the feature grid, on ``device``;
-        None when flow is unavailable. Estimated at the guidance's resolution, resized to the grid at once and
-        cached as indices only (across runs for the input video; per step for the x0 preview)."""
+        None when flow is unavailable. Estimated at the guidance's resolution (on the CPU, from the input video or
+        the x0 preview the post-CFG hook downloaded), resized to the grid at once and cached as indices only
+        (on the patch for the input video; per step in the run state for the x0 preview)."""
         if kind == "image":
             cache = self._image_flows
         else:
-            if self._x0_flows.get("version") != kind[1]:
-                self._x0_flows = {"version": kind[1]}
-            cache = self._x0_flows
+            if state.x0_flows.get("version") != kind[1]:
+                state.x0_flows = {"version": kind[1]}
+            cache = state.x0_flows
         key = (a, b, grid)
         if key not in cache:
             try:
-                source = self.image if kind == "image" else self._x0_preview()
+                source = self.image if kind == "image" else self._x0_preview(state)
                 est = of.get_flow_estimator("dis")
                 flow = est(torch.stack([source[a], source[b]]), torch.stack([source[b], source[a]])).float()
-            except InputError:
-                raise
             except Exception as exc:  # OpenCV missing or failing: keep the other candidates
-                self._warn_once("flow_failed", f"optical flow failed ({exc!r}); trajectory attention uses the "
-                                "feature-similarity and history candidates only")
+                self._warn_once(state, "flow_failed", f"optical flow failed ({exc!r}); trajectory attention uses "
+                                "the feature-similarity and history candidates only")
                 cache[key] = None
                 return None
             targets = ta.flow_targets(of.resize_flow(flow, grid))
@@ -353,30 +369,19 @@ class SLRPatch:
             cache[key] = entry
         return entry
 
-    def _x0_preview(self) -> torch.Tensor:
+    def _x0_preview(self, state: SLRRun) -> torch.Tensor:
         """The x0 prediction as images for DIS: ``[F, 3 or 1, H*u, W*u]`` in 0..1 on the CPU (cached per step)."""
-        if self._x0_rgb is not None:
-            return self._x0_rgb
-        x0 = self.x0.detach().to("cpu", torch.float32)
-        rgb = None
-        if self.latent_rgb is not None:
-            factors, bias = self.latent_rgb
-            if factors.shape[0] == x0.shape[1]:
-                rgb = torch.einsum("fchw,cr->frhw", x0, factors)
-                if bias is not None:
-                    rgb = rgb + bias.view(1, 3, 1, 1)
-                rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
-        if rgb is None:
-            gray = x0.mean(dim=1, keepdim=True)
-            lo, hi = gray.amin(), gray.amax()
-            rgb = (gray - lo) / (hi - lo).clamp_min(1e-6)
-        h, w = rgb.shape[-2:]
-        up = max(1, min(8, math.ceil(DIS_SHORT_SIDE / max(1, min(h, w)))))
-        if up > 1:
-            rgb = torch.nn.functional.interpolate(rgb, scale_factor=up, mode="bilinear", align_corners=False)
-            rgb = rgb.clamp(0.0, 1.0)
-        self._x0_rgb = rgb
-        return rgb
+        if state.x0_rgb is None:
+            factors, bias = self.latent_rgb if self.latent_rgb is not None else (None, None)
+            state.x0_rgb = ta.latent_preview(state.x0_cpu, factors, bias, DIS_SHORT_SIDE, DIS_MAX_SCALE)
+        return state.x0_rgb
+
+
+def _first_sigma(state: SLRRun, sample_sigmas: torch.Tensor) -> float:
+    """The run's first sigma (one read of ``sample_sigmas`` per run, kept in the run state)."""
+    if state.first_sigma is None or state.first_sigma[0] is not sample_sigmas:
+        state.first_sigma = (sample_sigmas, float(sample_sigmas[0]))
+    return state.first_sigma[1]
 
 
 def check_image_frames(image_frames: int, latent_frames: int) -> None:
@@ -417,8 +422,7 @@ class SLRTemporalAttention(io.ComfyNode):
                                tooltip="T_TA: trajectory attention is on from this point of the schedule to the end "
                                        "(0 = every step, 0.5 = the second half, 1 = off; cross-neighbour attention "
                                        "runs at every step). The paper's T_TA is not published; 0.5 is our pick."),
-                io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
-                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
+                frames_per_video_input(),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional: the input video (one frame per latent frame). Its optical flow "
                                        "and 8x8 patches guide the trajectories. Without it they come from the "
@@ -431,21 +435,13 @@ class SLRTemporalAttention(io.ComfyNode):
     @classmethod
     def execute(cls, model, trajectory_start, frames_per_video, image=None, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
-        adapter = unet_adapter_for(model, PURPOSE)
+        adapter = require(model, "self_attention_patch", PURPOSE)
         if not (0.0 <= trajectory_start <= 1.0):
             raise InputError("trajectory_start", f"is {trajectory_start}",
                              "use a fraction of the schedule between 0 (every step) and 1 (off)")
-        if frames_per_video < 0:
-            raise InputError("frames_per_video", f"is {frames_per_video}",
-                             "use 0 (the whole batch is one video) or the frame count of each video")
-        if start_percent > end_percent:
-            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
-                             "make start_percent at most end_percent")
-        frames = None
-        if image is not None:
-            frames = of.as_nchw(image, "image").detach().to("cpu", torch.float32).contiguous()
-            if frames.shape[1] == 1:
-                frames = frames.expand(-1, 3, -1, -1).contiguous()
+        check_frames_per_video(frames_per_video)
+        gate = schedule_window(model, start_percent, end_percent)
+        frames = None if image is None else video_frames(image, "image", rgb=True)
         layers = adapter.self_attention_layers(model)
         decoder = [layer for layer in layers if layer[0] == "output"]
         if not decoder:
@@ -456,7 +452,7 @@ class SLRTemporalAttention(io.ComfyNode):
         sampling = model.get_model_object("model_sampling")
         trajectory_sigma = None if trajectory_start >= 1.0 else float(sampling.percent_to_sigma(trajectory_start))
         patch = SLRPatch(frames_per_video, frozenset(layer[1] for layer in decoder),
-                         gate=schedule_gate(model, start_percent, end_percent), trajectory_sigma=trajectory_sigma,
+                         gate=gate, trajectory_sigma=trajectory_sigma,
                          image=frames, latent_rgb=_latent_rgb(model))
         patched = model.clone()
         adapter.install_attn1_patch(patched, patch)

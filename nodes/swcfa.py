@@ -27,59 +27,39 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..kernels import cross_frame_attention as cfa
-from ..kernels.block_ranges import parse_blocks
 from ..kernels.errors import InputError
-from .adapters.sd_unet import GROUPS, unet_adapter_for
-from .frame_layout import (
-    FRAMES_PER_VIDEO_TOOLTIP,
-    batch_layout,
-    layout_key,
-    map_frame_kv,
-    schedule_gate,
+from ..kernels.unet_blocks import parse_unet_blocks
+from . import run_state
+from .adapters import require
+from .errors import kernel_inputs
+from .frame_layout import call_layout, layout_key, map_frame_kv
+from .shared_inputs import (
+    check_frames_per_video,
+    frames_per_video_input,
+    schedule_window,
     schedule_window_inputs,
 )
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
-BLOCKS_HELP = ("write 'all', or a comma list of input, middle, output, each optionally with block ids like "
-               "output:3-11 (ComfyUI's U-Net block numbering); leave it empty for none")
 
 
-def parse_unet_blocks(text: str, counts: dict[str, int], with_attention: dict[str, list[int]],
-                      input_name: str = "blocks") -> dict[str, frozenset[int]]:
-    """The chosen U-Net blocks per group, keeping only blocks that have self-attention.
-
-    ``"all"``: every self-attention block. ``"input,middle,output"`` / ``"output"``:
-    whole groups. ``"output:3-11"`` / ``"input:4"``: ids of a group (one index or
-    range per item). ``""``: none.
-    """
-    text = (text or "").strip().lower()
-    if text == "":
-        return {}
-    if text == "all":
-        return {g: frozenset(ids) for g, ids in with_attention.items() if ids}
-    chosen: dict[str, set[int]] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if part == "":
-            continue
-        group, _, ids = (s.strip() for s in part.partition(":"))
-        if group not in GROUPS:
-            raise InputError(input_name, f"has '{part}', which is not a U-Net block group", BLOCKS_HELP)
-        if ids == "":
-            picked = with_attention[group]
-        else:
-            picked = parse_blocks(ids, counts[group], input_name=input_name)
-        chosen.setdefault(group, set()).update(i for i in picked if i in with_attention[group])
-    if not any(chosen.values()):
+def chosen_blocks(blocks: str, counts: dict[str, int], with_attention: dict[str, list[int]]) -> dict[str, frozenset]:
+    """The ``blocks`` input parsed (``kernels.unet_blocks``), as the node input's errors."""
+    with kernel_inputs(text="blocks"):
+        chosen = parse_unet_blocks(blocks, counts, with_attention)
+    if not chosen and (blocks or "").strip().lower() not in ("", "all"):
         where = "; ".join(f"{g} {', '.join(map(str, ids))}" for g, ids in with_attention.items() if ids)
-        raise InputError(input_name, f"('{text}') selects no block with self-attention",
+        raise InputError("blocks", f"('{blocks.strip().lower()}') selects no block with self-attention",
                          f"this model has self-attention in: {where}")
-    return {g: frozenset(ids) for g, ids in chosen.items() if ids}
+    return chosen
 
 
-class SWCFAPatch:
-    """The ``attn1_patch``: window-mean the key/value input of the chosen self-attention layers."""
+class SWCFAPatch(run_state.Config):
+    """The ``attn1_patch``: window-mean the key/value input of the chosen self-attention layers.
+
+    Configuration only (no run state), shared by every clone of the patched MODEL; the per-layout plans are a
+    cache of it."""
 
     def __init__(self, radius: int, frames_per_video: int, blocks: dict[str, frozenset[int]], is_active=None):
         self.radius = int(radius)
@@ -90,7 +70,7 @@ class SWCFAPatch:
 
     def frame_labels(self, rows: int, extra_options) -> tuple[list[int], list[int], tuple | None]:
         """``(video, position)`` of every attention row, and the context window's frames if one is in use."""
-        layout = batch_layout(rows, extra_options, self.frames_per_video, who="ZSVR SW-CFA")
+        layout = call_layout(rows, extra_options, self.frames_per_video, who="ZSVR SW-CFA")
         return layout.video, layout.position, layout.window
 
     def plan(self, rows: int, extra_options, device) -> cfa.WindowPlan | None:
@@ -140,8 +120,7 @@ class SWCFA(io.ComfyNode):
                              tooltip="Window radius r: frame i attends to the mean keys/values of frames i-r..i+r "
                                      "of its video (TDM uses 3). Windows are clipped at the video's ends, so a "
                                      "radius larger than the video simply means the whole video. 0 = off."),
-                io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
-                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
+                frames_per_video_input(),
                 io.String.Input("blocks", default="all",
                                 tooltip="Which self-attention layers get the window: 'all', or a comma list of "
                                         "input, middle, output, each optionally with U-Net block ids like "
@@ -153,18 +132,13 @@ class SWCFA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, radius, frames_per_video, blocks, start_percent, end_percent) -> io.NodeOutput:
-        adapter = unet_adapter_for(model, PURPOSE)
+        adapter = require(model, "self_attention_patch", PURPOSE)
         if radius < 0:
             raise InputError("radius", f"is {radius}", "use 0 (off) or a positive window radius (TDM uses 3)")
-        if frames_per_video < 0:
-            raise InputError("frames_per_video", f"is {frames_per_video}",
-                             "use 0 (the whole batch is one video) or the frame count of each video")
-        if start_percent > end_percent:
-            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
-                             "make start_percent at most end_percent")
-        chosen = parse_unet_blocks(blocks, adapter.block_counts(model), adapter.attention_blocks(model))
+        check_frames_per_video(frames_per_video)
+        gate = schedule_window(model, start_percent, end_percent)
+        chosen = chosen_blocks(blocks, adapter.block_counts(model), adapter.attention_blocks(model))
         patched = model.clone()
         if radius > 0 and chosen:
-            gate = schedule_gate(model, start_percent, end_percent)
             adapter.install_attn1_patch(patched, SWCFAPatch(radius, frames_per_video, chosen, gate))
         return io.NodeOutput(patched)

@@ -42,9 +42,15 @@ Early Stop (whose returned prediction is the guided one).
 
 Flow: OpenCV DIS between consecutive frames of ``image`` (backward flow and
 the forward-backward occlusion check of ``kernels.optical_flow``), resized to
-the latent grid (``nodes.noise_sharing.latent_flow``, shared with Noise
+the latent grid (``kernels.optical_flow.latent_flow``, shared with Noise
 Sharing), computed once per latent size when sampling starts and cached on the
 patch (so re-running the sampler with other settings does not recompute it).
+
+Clones: the patch object is configuration only (``nodes.run_state``), shared by
+every clone of the patched MODEL together with its flow cache; what belongs to
+one sampling run (the flow moved to the model's device) lives in a run state
+that the ``OUTER_SAMPLE`` wrapper creates per run. Statistics (guided steps,
+losses) are reported only to a debug observer a test installs.
 
 The CLIP feature term (eq. 9) is not implemented: it needs CLIP image-encoder
 weights (and a VAE decoder in the loop), which are not available offline. Its
@@ -55,8 +61,6 @@ the pixel loss.
 
 from __future__ import annotations
 
-import collections
-
 import torch
 
 import comfy.patcher_extension
@@ -65,9 +69,17 @@ from comfy_api.latest import io
 from ..kernels import optical_flow as of
 from ..kernels import temporal_consistency_guidance as tcg
 from ..kernels.errors import InputError
-from .frame_layout import FRAMES_PER_VIDEO_TOOLTIP, schedule_gate, schedule_window_inputs
+from . import run_state
+from .adapters import frame_axis, model_name
 from .host import interrupt_check
-from .noise_sharing import latent_flow
+from .shared_inputs import (
+    check_frames_per_video,
+    check_frames_per_video_divides,
+    frames_per_video_input,
+    schedule_window,
+    schedule_window_inputs,
+    video_frames,
+)
 from .types import CATEGORY
 
 MODES = ("x0", "through model")
@@ -103,8 +115,16 @@ def install_weight_copies(model_patcher) -> int:
     return count
 
 
-class TCGPatch:
-    """The post-CFG guidance, the early frame check and the flow cache of one patched clone."""
+class TCGRun:
+    """One sampling run's state: the flow and mask moved to the model's device."""
+
+    def __init__(self):
+        self.on_device: dict = {}  # (frames, h, w, device) -> (flow, valid)
+
+
+class TCGPatch(run_state.Config):
+    """The configuration of one patched MODEL: the post-CFG guidance, the early frame check and the flow cache.
+    Shared by every clone (see the module docstring)."""
 
     feature_loss = None  # seam for ZVRD's CLIP feature term (eq. 9): a kernel ``feature_loss`` callable
 
@@ -114,40 +134,43 @@ class TCGPatch:
         self.mode = mode
         self.frames_per_video = int(frames_per_video)
         self.gate = gate
-        self._flows: dict = {}  # (frames, h, w) -> (flow, valid) on the CPU, kept across runs
-        self._on_device: dict = {}  # (frames, h, w, device) -> (flow, valid)
-        self.stats: collections.Counter = collections.Counter()
-        self.losses: list = []  # (sigma, loss before the update) of every guided call of the latest run
+        self.key = run_state.new_key("tcg")
+        self._flows: dict = {}  # (frames, h, w) -> (flow, valid) on the CPU: a function of the image, kept across runs
 
-    def flow_for(self, shape, device=None):
-        """Backward flow ``[F-1, 2, h, w]`` and reliability mask ``[F-1, 1, h, w]`` for a latent of ``shape``."""
+    def flow_for(self, shape, device=None, state: TCGRun | None = None, transformer_options=None):
+        """Backward flow ``[F-1, 2, h, w]`` and reliability mask ``[F-1, 1, h, w]`` for a latent of ``shape``
+        (on the CPU, or on ``device`` through the run ``state``'s copy)."""
         frames, _, h, w = shape
         check_image_frames(self.image.shape[0], frames)
-        tcg.consecutive_pairs(frames, self.frames_per_video)  # refuses a frames_per_video that does not divide
+        check_frames_per_video_divides(self.frames_per_video, frames)
         key = (frames, h, w)
         if key not in self._flows:
             interrupt_check()
             if frames < 2:
                 self._flows[key] = (torch.zeros(0, 2, h, w), torch.zeros(0, 1, h, w, dtype=torch.bool))
             else:
-                self._flows[key] = latent_flow(self.image, frames, (h, w))
-            self.stats["flow_estimated"] += 1
+                self._flows[key] = of.latent_flow(self.image, frames, (h, w))
+            run_state.notify(transformer_options, "tcg.flow_estimated", shape=key)
         if device is None:
             return self._flows[key]
+        on_device = state.on_device if state is not None else {}
         dkey = key + (str(device),)
-        if dkey not in self._on_device:
+        if dkey not in on_device:
             flow, valid = self._flows[key]
-            self._on_device = {dkey: (flow.to(device), valid.to(device))}
-        return self._on_device[dkey]
+            on_device.clear()
+            on_device[dkey] = (flow.to(device), valid.to(device))
+        return on_device[dkey]
 
     def outer_sample(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: refuse a mismatched ``image`` before any step, estimate the flow once."""
+        """OUTER_SAMPLE wrapper: refuse a mismatched ``image`` before any step, estimate the flow once, and start
+        the run's :class:`TCGRun`."""
         latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
+        transformer_options = (run_state.run_options(executor) or {}).get("transformer_options")
         if isinstance(latent, torch.Tensor):
             _check_latent(latent)
-            self.flow_for(latent.shape)
-        self.losses = []
-        return executor(*args, **kwargs)
+            self.flow_for(latent.shape, transformer_options=transformer_options)
+        with run_state.run_with(executor, self.key, TCGRun()):
+            return executor(*args, **kwargs)
 
     def post_cfg(self, args):
         denoised = args["denoised"]
@@ -156,14 +179,18 @@ class TCGPatch:
             return denoised
         interrupt_check()
         _check_latent(denoised)
-        flow, valid = self.flow_for(denoised.shape, denoised.device)
+        transformer_options = (args.get("model_options") or {}).get("transformer_options")
+        state = run_state.post_cfg_state(args, self.key)
+        flow, valid = self.flow_for(denoised.shape, denoised.device, state, transformer_options)
         if self.mode == "x0":
             grad, loss = tcg.x0_gradient(denoised, flow, valid, self.frames_per_video,
                                          feature_loss=self.feature_loss)
         else:
             grad, loss = self._through_model(args, flow, valid)
-        self.stats["guided"] += 1
-        self.losses.append((None if sigma is None else float(sigma.flatten()[0]), loss))
+        observer = run_state.observer_of(transformer_options)
+        if observer is not None:  # reading sigma and the loss back is a host sync: debug only
+            observer("tcg.guided", {"sigma": None if sigma is None else float(sigma.flatten()[0]),
+                                    "loss": float(loss)})
         return tcg.guided(denoised, grad, self.weight)
 
     def _through_model(self, args, flow, valid):
@@ -211,14 +238,13 @@ def _check_latent(latent: torch.Tensor) -> None:
 
 
 def check_model(model_patcher) -> None:
-    base = getattr(model_patcher, "model", None)
-    latent_format = getattr(base, "latent_format", None)
+    """The guidance compares frames along the latent's batch: the registry must say the frames are there."""
+    latent_format = getattr(getattr(model_patcher, "model", None), "latent_format", None)
     dims = getattr(latent_format, "latent_dimensions", None)
-    if dims != 2:
-        kind = "a video model" if dims == 3 else "not an image model"
-        name = f"{type(base).__name__} ({type(getattr(base, 'diffusion_model', None)).__name__})"
-        raise InputError("model", f"is {kind}, {name}, whose frames are not the batch of its latent",
-                         f"use {WORKS_WITH}")
+    if frame_axis(model_patcher) != "batch" or dims != 2:
+        kind = "a video model" if frame_axis(model_patcher) == "time" else "not an image model"
+        raise InputError("model", f"is {kind}, {model_name(model_patcher)}, whose frames are not the batch of "
+                         "its latent", f"use {WORKS_WITH}")
 
 
 class TemporalConsistencyGuidance(io.ComfyNode):
@@ -252,8 +278,7 @@ class TemporalConsistencyGuidance(io.ComfyNode):
                                        "backward). through model: DPS-style gradient with respect to the noisy "
                                        "input through the model (one extra forward and backward per step, about "
                                        "4x the compute and training-like memory; not with a ControlNet)."),
-                io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000,
-                             tooltip=FRAMES_PER_VIDEO_TOOLTIP),
+                frames_per_video_input(),
                 *schedule_window_inputs("Guide"),
             ],
             outputs=[io.Model.Output(display_name="model")],
@@ -267,20 +292,13 @@ class TemporalConsistencyGuidance(io.ComfyNode):
             raise InputError("weight", f"is {weight!r}", "use 0 (off) or a positive step size, e.g. 0.1")
         if mode not in MODES:
             raise InputError("mode", f"is {mode!r}", f"use one of: {', '.join(MODES)}")
-        if frames_per_video < 0:
-            raise InputError("frames_per_video", f"is {frames_per_video}",
-                             "use 0 (the whole batch is one video) or the frame count of each video")
-        if start_percent > end_percent:
-            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
-                             "make start_percent at most end_percent")
-        frames = of.as_nchw(image, "image").detach().to("cpu", torch.float32).contiguous()
-        if frames.shape[0] < 1:
-            raise InputError("image", "has no frames", "connect the input video")
+        check_frames_per_video(frames_per_video)
+        gate = schedule_window(model, start_percent, end_percent)
+        frames = video_frames(image, "image")
         patched = model.clone()
         if weight == 0.0:
             return io.NodeOutput(patched)  # off: nothing installed, so sampling equals the unpatched model exactly
-        patch = TCGPatch(frames, weight, mode, frames_per_video,
-                         gate=schedule_gate(model, start_percent, end_percent))
+        patch = TCGPatch(frames, weight, mode, frames_per_video, gate=gate)
         patched.set_model_sampler_post_cfg_function(patch.post_cfg)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, patch.outer_sample)
         if mode == "through model":

@@ -247,7 +247,7 @@ def test_bad_input_video_model_and_other_models(host):
         _swcfa(host, wan)
     fake = types.SimpleNamespace(model=types.SimpleNamespace(
         diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
-    with pytest.raises(InputError, match="'model'.*does not support.*SD1.5, SD2.x or SDXL"):
+    with pytest.raises(InputError, match="'model'.*does not support.*SD1.5 / SD2.x / SDXL"):
         _swcfa(host, fake)
 
 

@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from unet_layers import Observer
+from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_consistency_guidance as tcg
 
 FRAMES = 4
@@ -16,10 +18,12 @@ NODE = "ZSVR_TemporalConsistencyGuidance"
 
 # -- helpers --------------------------------------------------------------------------------------------------
 def _graph(host, *, tcg_inputs=None, latent_key="lat", image_key="img", capture="out", steps=STEPS, denoise=0.6,
-           cfg=3.0, noise="random", control=False):
-    """UNETLoader [-> ZSVR_TemporalConsistencyGuidance] -> CFGGuider [+ tile ControlNet] -> SamplerCustomAdvanced."""
+           cfg=3.0, noise="random", control=False, model=None):
+    """UNETLoader (or the injected ``model``) [-> ZSVR_TemporalConsistencyGuidance] -> CFGGuider [+ tile ControlNet]
+    -> SamplerCustomAdvanced."""
     g = {
-        "m": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}},
+        "m": ({"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
+              if model is None else {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}),
         "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
         "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": 6, "width": 768, "scale": 1.0}},
         "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
@@ -86,12 +90,21 @@ def _input_error(host):
 
 def _inconsistency(host, samples, image):
     """The guidance's own loss (eq. 8) on a latent, with the flow and occlusion of ``image`` at latent size."""
-    flow, valid = _pack_module(host, ".nodes.noise_sharing").latent_flow(image, samples.shape[0], samples.shape[-2:])
+    flow, valid = of.latent_flow(image, samples.shape[0], samples.shape[-2:])
     return float(tcg.temporal_loss(samples.float(), flow, valid))
 
 
 def _patch_of(model):
     return model.model_options["sampler_post_cfg_function"][0].__self__
+
+
+def _observed(host, unet):
+    """A clone of the plain U-Net with a debug observer; the TCG node's clone of it keeps the observer."""
+    model = unet.clone()
+    observer = Observer()
+    observer.install(model, _pack_module(host, ".nodes.run_state").OBSERVER_KEY)
+    host.store["observed_unet"] = model
+    return observer
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +140,15 @@ def test_the_input_model_is_left_untouched(host, unet):
         assert patched is not unet
         assert len(patched.model_options["sampler_post_cfg_function"]) == 1
         assert bool(patched.weight_wrapper_patches) == (mode == "through model")
+        observer = Observer()
+        observer.install(patched, _pack_module(host, ".nodes.run_state").OBSERVER_KEY)
         host.store["tcg_direct"] = patched
         graph = _graph(host, capture="direct")
         graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tcg_direct"}}
         for ref in ("gd", "sig"):
             graph[ref]["inputs"]["model"] = ["inj", 0]
         _run(host, graph, "direct")
-        assert _patch_of(patched).stats["guided"] == STEPS
+        assert observer.events["tcg.guided"] == STEPS
     assert repr(unet.model_options) == before_options and unet.patches_uuid == before_uuid
     assert not unet.weight_wrapper_patches and "sampler_post_cfg_function" not in unet.model_options
     # the shared module carries no leftover weight functions once the plain model is loaded again
@@ -149,11 +164,13 @@ def test_the_input_model_is_left_untouched(host, unet):
 
 # -- the guidance works ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["x0", "through model"])
-def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host, mode):
+def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host, unet, mode):
     host.store["lat"] = _flickering_latent(seed=3)
     host.store["img"] = _static_video()
     plain = _run(host, _graph(host, capture="g_plain"), "g_plain")
-    guided = _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}"), f"g_{mode}")
+    observer = _observed(host, unet)
+    guided = _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}",
+                               model="observed_unet"), f"g_{mode}")
     before = _inconsistency(host, host.store["lat"]["samples"], host.store["img"])
     loss_plain = _inconsistency(host, plain, host.store["img"])
     loss_guided = _inconsistency(host, guided, host.store["img"])
@@ -161,21 +178,23 @@ def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host,
           f"{loss_guided:.1f} guided (weight 0.2, {STEPS} steps)")
     assert loss_guided < 0.5 * loss_plain
     patch = _patch_of(host.captured[f"g_{mode}_model"])
-    assert patch.stats["guided"] == STEPS and patch.stats["flow_estimated"] == 1
-    assert len(patch.losses) == STEPS and all(float(loss) > 0 for _, loss in patch.losses)
+    assert observer.events["tcg.guided"] == STEPS and observer.events["tcg.flow_estimated"] == 1
+    losses = [d["loss"] for d in observer.data["tcg.guided"]]
+    assert len(losses) == STEPS and all(loss > 0 for loss in losses)
     # the flow is cached on the patch: a second run with the same MODEL estimates nothing again
     host.store["lat"] = _flickering_latent(seed=4)
-    _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}"), f"g_{mode}")
-    assert _patch_of(host.captured[f"g_{mode}_model"]) is patch and patch.stats["flow_estimated"] == 1
+    _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}", model="observed_unet"),
+         f"g_{mode}")
+    assert _patch_of(host.captured[f"g_{mode}_model"]) is patch and observer.events["tcg.flow_estimated"] == 1
 
 
-def test_schedule_window_limits_the_guided_steps(host):
+def test_schedule_window_limits_the_guided_steps(host, unet):
     host.store["lat"] = _flickering_latent(seed=5)
     host.store["img"] = _static_video()
+    observer = _observed(host, unet)
     _run(host, _graph(host, tcg_inputs={"start_percent": 0.0, "end_percent": 0.3}, steps=4, denoise=1.0,
-                      capture="window"), "window")
-    patch = _patch_of(host.captured["window_model"])
-    assert 0 < patch.stats["guided"] < 4
+                      capture="window", model="observed_unet"), "window")
+    assert 0 < observer.events["tcg.guided"] < 4
 
 
 def test_through_model_gradient_goes_through_the_model(host, unet):
@@ -270,3 +289,31 @@ def test_through_model_with_a_controlnet_says_to_use_x0(host):
     assert "Fix: use mode 'x0'" in message
     x0 = host.run(_graph(host, tcg_inputs={"mode": "x0"}, control=True, capture="cn_x0"))
     assert x0.success, x0.error_message
+
+
+# -- clones (issue 12, item 1) ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["x0", "through model"])
+def test_clones_sample_like_the_patched_model_run_after_run(host, unet, mode):
+    """A clone made after the guidance (a LoRA loader, another patch node...) and sampled twice gives the patched
+    model's own result both times; the clones share the patch and its flow cache (estimated once)."""
+    host.store["img"] = _static_video()
+    latent = _flickering_latent(seed=11)
+    node = _node(host)
+    host.store["tcg_fresh"] = node.execute(unet, host.store["img"], 0.2, mode, 0, 0.0, 1.0).result[0]
+    host.store["lat"] = {"samples": latent["samples"].clone()}
+    kept = [host.store["lat"]]
+    reference = _run(host, _graph(host, noise="disable", model="tcg_fresh", capture="tcg_clone"), "tcg_clone")
+    patched = node.execute(unet, host.store["img"], 0.2, mode, 0, 0.0, 1.0).result[0]
+    swcfa = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_SWCFA"]
+    for name, model in (("clone", patched.clone()), ("chained", swcfa.execute(patched, 0, 0, "all", 0.0, 1.0).result[0])):
+        observer = Observer()
+        observer.install(model, _pack_module(host, ".nodes.run_state").OBSERVER_KEY)
+        host.store["tcg_clone_model"] = model
+        for run in range(2):
+            host.store["lat"] = {"samples": latent["samples"].clone()}  # a new LATENT: the sampler runs again
+            kept.append(host.store["lat"])
+            out = _run(host, _graph(host, noise="disable", model="tcg_clone_model", capture="tcg_clone"), "tcg_clone")
+            assert torch.equal(out, reference), (mode, name, run)
+        assert observer.events["tcg.guided"] == 2 * STEPS
+        assert observer.events["tcg.flow_estimated"] == (1 if name == "clone" else 0)  # cached on the shared patch
+    assert _patch_of(patched.clone()) is _patch_of(patched)

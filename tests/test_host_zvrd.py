@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
-from unet_layers import LayerCapture, attn1_module
+from unet_layers import LayerCapture, Observer, attn1_module
 from zsvr.kernels import noise_sharing as ns
+from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_attention as ta
 
 FRAMES = 4
@@ -129,6 +130,13 @@ def _patch_of(model):
     return model.model_options["transformer_options"]["patches"]["attn1_patch"][0]
 
 
+def _observe(host, model):
+    """Install a debug observer on ``model`` (the pack's ``run_state.OBSERVER_KEY``); returns it."""
+    observer = Observer()
+    observer.install(model, _pack_module(host, ".nodes.run_state").OBSERVER_KEY)
+    return observer
+
+
 
 
 
@@ -152,11 +160,12 @@ def test_slr_on_identical_frames_equals_the_unpatched_model(host, unet):
     assert _rel(out, plain) < 1e-5
     # guidance from the model's own x0 prediction; check that trajectory attention really ran
     model = _slr(host, unet, trajectory_start=0.0)
+    observer = _observe(host, model)
     host.store["slr_x0"] = model
     out = _run(host, _graph(host, model="slr_x0", latent_key="same", capture="slr_x0_out"), "slr_x0_out")
     assert _rel(out, plain) < 1e-5
-    stats = _patch_of(model).stats
-    assert stats["trajectory"] > 0 and stats["neighbour"] > 0 and stats["fallback"] > 0  # step 1 has no x0 yet
+    stats = observer.events
+    assert stats["slr.trajectory"] > 0 and stats["slr.neighbour"] > 0 and stats["slr.fallback"] > 0  # step 1: no x0
 
 
 # -- SLR: one real layer against the literal eq. 5 (and eq. 6-7) --------------------------------------------------
@@ -197,14 +206,15 @@ def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
     cap = LayerCapture(TRAJECTORY_LAYER)
     host.store["moving"] = _video(seed=1)
     model = cap.install(_slr(host, unet, trajectory_start=0.0, image=host.store["moving"]))
+    observer = _observe(host, model)
     host.store["slr_traj"] = model
     host.store["lat"] = _latent(seed=4)
     out = _run(host, _graph(host, model="slr_traj", capture="traj"), "traj")
     neighbour_only = _run(host, _graph(host, slr={"trajectory_start": 1.0}, capture="traj_off"), "traj_off")
     assert _rel(out, neighbour_only) > 1e-4  # trajectory attention changes the result
-    patch = _patch_of(model)
-    assert patch.stats["trajectory"] > 0 and patch.stats["chosen_flow"] > 0
-    call = cap.calls[-1]  # the last step, whose choices the patch still holds
+    assert observer.events["slr.trajectory"] > 0 and observer.chosen()["flow"] > 0
+    history = observer.runs[-1].history  # the run's state: the last step's choices
+    call = cap.calls[-1]  # the last step
     attn = attn1_module(unet, TRAJECTORY_LAYER)
     n = call["n"]
     video, position = _labels(call, 0)
@@ -212,7 +222,7 @@ def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
         o = ta.reference_neighbour_attention(attn.to_q(n), attn.to_k(n), attn.to_v(n), call["heads"], video, position)
         for c, value in enumerate(call["cond_or_uncond"]):
             rows = list(range(c * FRAMES, (c + 1) * FRAMES))
-            chosen = [patch._history[(TRAJECTORY_LAYER, 0, value, a, a + 1, (8, 8))] for a in range(FRAMES - 1)]
+            chosen = [history[(TRAJECTORY_LAYER, 0, value, a, a + 1, (8, 8))] for a in range(FRAMES - 1)]
             o[rows] = ta.trajectory_attention(o[rows], [f for f, _ in chosen], [b for _, b in chosen], call["heads"])
         ref = attn.to_out(o)
     assert float((call["out"] - ref).abs().max()) < 1e-5
@@ -227,11 +237,12 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
     windowed = node.execute(unet, 4, 2, "standard_static", 1, False, "flat", 0).result[0]
     cap = LayerCapture(NEIGHBOUR_LAYER)
     model = cap.install(_slr(host, windowed, trajectory_start=0.0))
+    observer = _observe(host, model)
     host.store["slr_cw"] = model
     gen = torch.Generator().manual_seed(9)
     host.store["lat6"] = {"samples": torch.randn(6, 4, 8, 8, generator=gen) * 3}
     _run(host, _graph(host, model="slr_cw", latent_key="lat6", capture="cw", steps=5), "cw")
-    assert _patch_of(model).stats["trajectory"] > 0
+    assert observer.events["slr.trajectory"] > 0
     attn = attn1_module(unet, NEIGHBOUR_LAYER)
     for k, call in enumerate(cap.calls):
         window = (0, 1, 2, 3) if k % 2 == 0 else (2, 3, 4, 5)  # the handler runs the windows in order
@@ -245,12 +256,14 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
 
 
 def test_missing_flow_source_falls_back_and_warns_once(host, unet, caplog):
+    """Once per run: the patch looks its run state up in the call's options, where the OUTER_SAMPLE wrapper put it."""
+    SLR = _pack_module(host, ".nodes.slr_temporal_attention")
     patch = _patch_of(_slr(host, unet, trajectory_start=0.0))
     q = torch.randn(FRAMES, 64, 320)
     o = torch.randn(FRAMES, 64, 320)
     extra = {"cond_or_uncond": [0], "n_heads": 1, "activations_shape": [FRAMES, 320, 8, 8],
              "sigmas": torch.tensor([1.0]), "sample_sigmas": torch.tensor([5.0, 1.0, 0.0]),
-             "block": TRAJECTORY_LAYER, "block_index": 0}
+             "block": TRAJECTORY_LAYER, "block_index": 0, patch.key: SLR.SLRRun()}
     with caplog.at_level(logging.WARNING, logger="zsvr"):
         for _ in range(3):
             assert torch.equal(patch.trajectory(q, o, extra), o)
@@ -258,7 +271,7 @@ def test_missing_flow_source_falls_back_and_warns_once(host, unet, caplog):
     assert len(warnings) == 1
     caplog.clear()
     extra["sigmas"] = torch.tensor([5.0])  # the first step of a run: expected, silent
-    patch._warned.clear()
+    extra[patch.key] = SLR.SLRRun()
     with caplog.at_level(logging.WARNING, logger="zsvr"):
         patch.trajectory(q, o, extra)
     assert not caplog.records
@@ -322,12 +335,12 @@ def test_noise_sharing_lambda_one_is_unchanged_and_blending_is_wired(host):
     assert torch.equal(lam1, plain)  # lambda 1 leaves the shared noise unchanged, image or not
     assert torch.equal(blend[:, 0], plain[:, 0])  # frame 0 is never changed
     assert not torch.equal(blend[:, 1:], plain[:, 1:])
-    flow, valid = NS.latent_flow(host.store["moving"], FRAMES, (8, 8))
+    flow, valid = of.latent_flow(host.store["moving"], FRAMES, (8, 8))
     assert float(flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)  # 8 px right per frame = 1 latent px back
     for k in range(plain.shape[0]):  # exactly eq. 11 of the kernel on the shared noise
         assert torch.equal(blend[k], ns.blend_noise(plain[k], flow, valid, 0.5, 0))
-    sampler = runs["blend"][1].last_noise_sampler  # the same wiring, drawn many times: unit variance
-    draws = torch.stack([sampler()[1:] for _ in range(40)])
+    sampler = runs["blend"][1].noise_sampler_for(torch.zeros(FRAMES, 4, 8, 8), 0)  # the same wiring, drawn many
+    draws = torch.stack([sampler()[1:] for _ in range(40)])  # times: unit variance
     assert 0.95 < float(draws.std()) < 1.05
     assert float(valid.float().mean()) > 0.5
 
@@ -336,21 +349,20 @@ def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
     import comfy.samplers
 
     NS = _pack_module(host, ".nodes.noise_sharing")
-    assert NS.image_frames_for(5, 5) == [0, 1, 2, 3, 4]
-    assert NS.image_frames_for(17, 5) == [0, 4, 8, 12, 16]  # (T-1)*4+1 frames of a causal video VAE
-    assert NS.image_frames_for(6, 5) is None and NS.image_frames_for(4, 5) is None
+    assert of.image_frames_for(5, 5) == [0, 1, 2, 3, 4]
+    assert of.image_frames_for(17, 5) == [0, 4, 8, 12, 16]  # (T-1)*4+1 frames of a causal video VAE
+    assert of.image_frames_for(6, 5) is None and of.image_frames_for(4, 5) is None
     video = _video(frames=17, shift=2).permute(0, 3, 1, 2).contiguous()  # 2 px per frame: 8 px per latent step
     sampler = NS.NoiseSharingSampler(comfy.samplers.sampler_object("euler_ancestral"), 5, 0.5, video)
-    noise = sampler.noise_sampler_for(torch.zeros(2, 16, 5, 8, 8))
-    z = noise()
-    shared, _ = noise.last
+    noise = sampler.noise_sampler_for(torch.zeros(2, 16, 5, 8, 8), 2)
+    shared, z = noise.draw()
     assert z.shape == (2, 16, 5, 8, 8) and torch.equal(z[:, :, 0], shared[:, :, 0])
     assert all(torch.equal(shared[:, :, t], shared[:, :, 0]) for t in range(5))
     assert noise.flow.shape == (4, 2, 8, 8) and float(noise.flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)
     assert not torch.equal(z[:, :, 1:], shared[:, :, 1:])
     InputError = _input_error(host)
     with pytest.raises(InputError, match="'image'.*17 frames for a latent with 6 frames"):
-        sampler.noise_sampler_for(torch.zeros(1, 16, 6, 8, 8))
+        sampler.noise_sampler_for(torch.zeros(1, 16, 6, 8, 8), 2)
 
 
 def test_early_stop_at_the_last_step_equals_no_early_stop_with_shared_noise(host):
@@ -417,3 +429,129 @@ def test_bad_input_slr_model_and_settings(host, unet):
     host.store["lat"] = _latent()
     res = host.run(_graph(host, slr={"frames_per_video": 3}, capture="bad_fpv"))
     assert not res.success and "'frames_per_video'" in res.error_message
+
+
+# -- clones, run state and host syncs (issue 12, items 1 and 9) ----------------------------------------------------
+def _fresh_latent(host, key, samples):
+    """A new LATENT object under ``key`` (its id changes, so the executor runs the sampler again); the old one is
+    kept alive so its id is never reused."""
+    host.store.setdefault("_kept", []).append(host.store.get(key))
+    host.store[key] = {"samples": samples.clone()}
+
+
+def _swcfa_after(host, model, radius=0):
+    """Another patch node after the SLR patch: ZSVR_SWCFA clones the model (radius 0 installs nothing)."""
+    node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_SWCFA"]
+    return node.execute(model, radius, 0, "all", 0.0, 1.0).result[0]
+
+
+@pytest.mark.parametrize("guidance", ["x0", "image"])
+def test_slr_clones_sample_like_the_patched_model_run_after_run(host, unet, guidance):
+    """ModelPatcher.clone() deep-copies model_options: a clone made after the patch (by a LoRA loader, another
+    patch node, ...) must not carry a copy of the run state (captured x0, history) into its second run."""
+    host.store["moving"] = _video(seed=5)
+    kw = {"trajectory_start": 0.0, "image": host.store["moving"] if guidance == "image" else None}
+    latent = _latent(seed=12)["samples"]
+    key = f"slr_clone_{guidance}"
+    host.store[key] = _slr(host, unet, **kw)
+    _fresh_latent(host, "lat", latent)
+    reference = _run(host, _graph(host, model=key, capture=key), key)
+    patched = _slr(host, unet, **kw)
+    for name, model in (("clone", patched.clone()), ("chained", _swcfa_after(host, patched))):
+        observer = _observe(host, model)
+        host.store[key] = model
+        for run in range(2):
+            _fresh_latent(host, "lat", latent)
+            out = _run(host, _graph(host, model=key, capture=key), key)
+            assert torch.equal(out, reference), (guidance, name, run)
+        assert len(observer.runs) == 2 and observer.runs[0] is not observer.runs[1]  # a fresh state per run
+        assert observer.events["slr.trajectory"] > 0
+    # the configuration is shared, not copied: every clone's hooks reach the one patch object
+    assert _patch_of(patched.clone()) is _patch_of(patched)
+
+
+class _SyncCounter:
+    """Counts ``Tensor.item`` / ``tolist`` / ``cpu`` calls made by the pack's code while one of the wrapped
+    attention patches runs (the calls that read a device tensor back to the host)."""
+
+    METHODS = ("item", "tolist", "cpu")
+
+    def __init__(self, monkeypatch, pack_dir):
+        import inspect
+
+        self.depth = 0
+        self.calls: list[tuple[str, str, int]] = []
+        for name in self.METHODS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, _name=name, **kwargs):
+                if self.depth > 0:
+                    caller = inspect.currentframe().f_back
+                    if caller is not None and caller.f_code.co_filename.startswith(pack_dir):
+                        self.calls.append((_name, caller.f_code.co_filename, caller.f_lineno))
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def scoped(self, fn):
+        def inside(*args, **kwargs):
+            self.depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.depth -= 1
+
+        return inside
+
+    def wrap_attention_patches(self, model):
+        """Run every attn1 patch and attn1 replace of ``model`` inside the counting scope."""
+        patches = model.model_options["transformer_options"]
+        attn1 = patches["patches"]["attn1_patch"]
+        attn1[:] = [self.scoped(p) for p in attn1]
+        replaces = patches.get("patches_replace", {}).get("attn1", {})
+        for block in list(replaces):
+            replaces[block] = self.scoped(replaces[block])
+        return model
+
+
+def test_attention_patches_make_no_host_syncs(host, unet, monkeypatch):
+    """SLR (cross-neighbour and trajectory attention, x0 and image guidance) and SW-CFA read nothing back to the
+    host in their per-layer paths; only the debug observer's statistics do."""
+    import os
+
+    pack_dir = os.path.dirname(host.pack.__file__)
+    host.store["moving"] = _video(seed=6)
+    latent = _latent(seed=13)["samples"]
+    counter = _SyncCounter(monkeypatch, pack_dir)
+    for name, image in (("x0", None), ("image", host.store["moving"])):
+        model = _swcfa_after(host, _slr(host, unet, trajectory_start=0.0, image=image), radius=2)
+        counter.wrap_attention_patches(model)
+        host.store["sync_model"] = model
+        _fresh_latent(host, "lat", latent)
+        _run(host, _graph(host, model="sync_model", capture="sync"), "sync")
+        assert counter.calls == [], (name, counter.calls)
+    # the debug observer's statistics are the one place that reads back (bincount(...).tolist())
+    model = _swcfa_after(host, _slr(host, unet, trajectory_start=0.0, image=host.store["moving"]), radius=2)
+    counter.wrap_attention_patches(model)
+    observer = _observe(host, model)
+    host.store["sync_model"] = model
+    _fresh_latent(host, "lat", latent)
+    _run(host, _graph(host, model="sync_model", capture="sync"), "sync")
+    assert observer.chosen() and any(call[0] == "tolist" for call in counter.calls)
+
+
+def test_noise_sharing_takes_the_frame_axis_from_the_sampled_model(host, unet):
+    """The SAMPLER asks the model-family registry about the model the run samples (``model_wrap.inner_model``)."""
+    import types
+
+    import comfy.sd
+
+    NS = _pack_module(host, ".nodes.noise_sharing")
+    InputError = _input_error(host)
+    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    image_run = types.SimpleNamespace(inner_model=unet.model)
+    video_run = types.SimpleNamespace(inner_model=wan.model)
+    assert NS.model_frame_axis(image_run, torch.zeros(FRAMES, 4, 8, 8)) == 0
+    assert NS.model_frame_axis(video_run, torch.zeros(1, 16, 5, 8, 8)) == 2
+    with pytest.raises(InputError, match="'latent_image'.*the model samples latents \\[B, C, T, H, W\\]"):
+        NS.model_frame_axis(video_run, torch.zeros(FRAMES, 16, 8, 8))

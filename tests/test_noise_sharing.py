@@ -7,7 +7,7 @@ import torch
 
 from zsvr.kernels import noise_sharing as ns
 from zsvr.kernels import optical_flow as of
-from zsvr.kernels.errors import InputError
+from zsvr.kernels.errors import InputError, ParameterError
 
 
 def gen(seed=0):
@@ -156,9 +156,10 @@ def test_dtype_and_device_kept():
 @pytest.mark.parametrize("lam", [-0.1, 1.5, math.nan, math.inf, "0.5", True])
 def test_bad_lambda_raises(lam):
     z = torch.randn(3, 4, 8, 8)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         ns.blend_noise(z, torch.zeros(2, 2, 8, 8), None, lam, 0)
-    assert info.value.input_name == "lambda"
+    assert info.value.parameter == "lam" and str(info.value).startswith("lam ")
+    assert not isinstance(info.value, InputError)
 
 
 @pytest.mark.parametrize(
@@ -175,6 +176,13 @@ def test_bad_lambda_raises(lam):
     ],
 )
 def test_bad_input_names_the_input(call, name):
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         call()
-    assert info.value.input_name == name
+    assert info.value.parameter == name and str(info.value).startswith(name + " ")
+    assert not isinstance(info.value, InputError)
+
+
+def test_step_seed_is_one_lcg_step():
+    assert ns.step_seed(0) == 1442695040888963407
+    assert ns.step_seed(7) == (7 * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+    assert 0 <= ns.step_seed(0xFFFFFFFFFFFFFFFF) < 1 << 64 and ns.step_seed(3) != 3

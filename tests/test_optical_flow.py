@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsvr.kernels import optical_flow as of
-from zsvr.kernels.errors import InputError
+from zsvr.kernels.errors import InputError, ParameterError
 
 H, W = 96, 128
 
@@ -212,7 +212,7 @@ def test_estimator_registry_seam():
         flow = of.flow_pairs(frames, method="test-constant")
         assert flow.shape == (2, 2, 8, 10) and calls == [(2, 3, 8, 10)]
         assert torch.equal(of.flow_pairs(frames, method=Constant()), flow)
-        with pytest.raises(InputError):
+        with pytest.raises(ParameterError, match="^name 'test-constant' is already registered"):
             of.register_flow_estimator("test-constant", Constant)
     finally:
         of._REGISTRY.pop("test-constant", None)
@@ -224,8 +224,10 @@ def test_estimator_registry_seam():
     [
         (lambda: of.flow_pairs(torch.rand(1, 8, 8, 3)), "frames"),
         (lambda: of.flow_pairs(torch.rand(2, 8, 8, 5)), "frames"),
-        (lambda: of.flow_pairs(torch.rand(2, 8, 8, 3), method="nope"), "flow_method"),
-        (lambda: of.get_flow_estimator("dis", preset="fine"), "flow_preset"),
+        (lambda: of.flow_pairs(torch.rand(2, 8, 8, 3), method="nope"), "method"),
+        (lambda: of.get_flow_estimator("dis", preset="fine"), "preset"),
+        (lambda: of.as_nchw(torch.rand(8, 8, 3)), "frames"),
+        (lambda: of.latent_flow(torch.rand(3, 8, 8, 3), 5, (4, 4)), "frames"),
         (lambda: of.warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 4, 4)), "flow"),
         (lambda: of.warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 8, 8), mode="bicubic"), "mode"),
         (lambda: of.occlusion_mask(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 4, 4)), "flow_bw"),
@@ -235,6 +237,7 @@ def test_estimator_registry_seam():
     ],
 )
 def test_bad_input_names_the_input(call, name):
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ParameterError) as info:
         call()
-    assert info.value.input_name == name
+    assert info.value.parameter == name and str(info.value).startswith(name + " ")
+    assert not isinstance(info.value, InputError)  # kernels name their own parameters; nodes translate

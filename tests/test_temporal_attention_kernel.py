@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from zsvr.kernels import temporal_attention as ta
-from zsvr.kernels.errors import InputError
+from zsvr.kernels.errors import InputError, ParameterError
 
 
 def _linears(channels, gen):
@@ -177,8 +177,9 @@ def test_patch_errors_at_a_latent_sized_guidance():
 
 
 def test_bad_inputs():
-    with pytest.raises(InputError, match="'flow'"):
+    with pytest.raises(ParameterError, match="^flow has shape") as info:  # the kernel's own parameter
         ta.flow_targets(torch.zeros(3, 4, 4))
+    assert info.value.parameter == "flow" and not isinstance(info.value, InputError)
     with pytest.raises(ValueError):
         ta.patch_errors(torch.zeros(3, 8, 8), torch.zeros(3, 8, 9), torch.zeros(1, 4, dtype=torch.long), (2, 2), 4)
     with pytest.raises(ValueError):

@@ -39,3 +39,41 @@ class LayerCapture:
         model_patcher.set_model_attn1_patch(self.attn1)
         model_patcher.set_model_attn1_output_patch(self.output)
         return model_patcher
+
+
+class Observer:
+    """The pack's debug observer (``nodes.run_state``): records what the patches report during sampling.
+
+    ``events`` counts every event; ``data[event]`` keeps the payloads; ``runs`` the run states the SLR patches
+    started (the latest run's choices stay readable in ``runs[-1].history``). Clones of the model share it.
+    """
+
+    def __init__(self):
+        import collections
+
+        self.events = collections.Counter()
+        self.data = collections.defaultdict(list)
+        self.runs: list = []
+
+    def __call__(self, event, data):
+        self.events[event] += 1
+        self.data[event].append(data)
+        if event == "slr.run":
+            self.runs.append(data["state"])
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def chosen(self) -> dict:
+        """How often each correspondence candidate was chosen (SLR's "slr.chosen" reports, summed)."""
+        import collections
+
+        total = collections.Counter()
+        for data in self.data["slr.chosen"]:
+            total.update(data["counts"])
+        return total
+
+    def install(self, model_patcher, key: str):
+        """Install on ``model_patcher`` (its ``transformer_options[key]``); returns the model."""
+        model_patcher.model_options.setdefault("transformer_options", {})[key] = self
+        return model_patcher

@@ -11,6 +11,8 @@ families that do support it.
 
 from __future__ import annotations
 
+import types
+
 from ...kernels.errors import InputError
 from .capabilities import Capabilities
 from .cogvideox import CogVideoXAdapter
@@ -93,3 +95,9 @@ def require(model_patcher, capability: str, purpose: str, input_name: str = "mod
 def adapter_for(model_patcher, input_name: str = "model"):
     """The family adapter ZSVD attention switching uses."""
     return require(model_patcher, "text_key_switch", "ZSVR attention switching", input_name)
+
+
+def frame_axis_of_base_model(base_model) -> str:
+    """:func:`frame_axis` for a BaseModel instead of a MODEL: what a SAMPLER sees of the model it samples
+    (``model_wrap.inner_model`` in ``Sampler.sample``), for nodes without a MODEL input (ZSVR Noise Sharing)."""
+    return frame_axis(types.SimpleNamespace(model=base_model))

@@ -9,18 +9,16 @@ and returns the key and value inputs the block's ``attn1`` then projects.
 | "output", id), ``"block_index"`` within the transformer) and the batch layout
 (``"cond_or_uncond"``, ``"context_window"``).
 
-Video models are refused here by the callers that need a frames-as-batch
-image U-Net: DiTs (Wan, HunyuanVideo, LTXV, Mochi, Cosmos, ...) and SVD's
-temporal U-Net already attend across frames.
+Nodes reach it through the model-family registry
+(``nodes.adapters.require(model, "self_attention_patch", purpose)``), which
+refuses every other model; video models (Wan, HunyuanVideo, LTXV, Mochi,
+Cosmos, ...: 3-d latents) get a message that they already attend across
+frames. SVD's temporal U-Net is not matched (:meth:`SDUNetAdapter.matches`).
 """
 
 from __future__ import annotations
 
-from ...kernels.errors import InputError
 from .capabilities import Capabilities
-
-GROUPS = ("input", "middle", "output")
-SUPPORTED = "an image U-Net: SD1.5, SD2.x or SDXL (and their fine-tunes)"
 
 
 def _unet_class():
@@ -116,25 +114,3 @@ class SDUNetAdapter:
         ComfyUI projects q, k, v itself, calls ``replace`` and applies ``to_out`` to its result.
         """
         model_patcher.set_model_attn1_replace(replace, group, block_id, block_index)
-
-
-def unet_adapter_for(model_patcher, purpose: str, input_name: str = "model") -> SDUNetAdapter:
-    """The U-Net adapter, or an InputError that names what works (video models get their own message)."""
-    base = getattr(model_patcher, "model", None)
-    diffusion_model = getattr(base, "diffusion_model", None)
-    if SDUNetAdapter.matches(diffusion_model):
-        return SDUNetAdapter()
-    name = f"{type(base).__name__} ({type(diffusion_model).__name__})"
-    latent_format = getattr(base, "latent_format", None)
-    is_video = getattr(latent_format, "latent_dimensions", 2) == 3
-    if isinstance(diffusion_model, _unet_class()):  # SVD-style U-Net with temporal layers
-        is_video = True
-    if is_video:
-        raise InputError(
-            input_name,
-            f"is a video model, {name}, which already attends across frames, so {purpose} is not needed "
-            "(it is for image U-Nets that denoise a video as a batch of frames)",
-            f"connect the video model straight to the sampler, or use {purpose} with {SUPPORTED}",
-        )
-    raise InputError(input_name, f"is a {name}, which {purpose} does not support",
-                     f"use {SUPPORTED}; they are the models whose self-attention ComfyUI lets a node patch")

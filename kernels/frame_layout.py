@@ -1,0 +1,94 @@
+"""Which attention batch rows are which frames: the frame layout of an image U-Net's batch.
+
+An image U-Net denoises a video as a batch of frames. The batch rows of one
+attention call are ``len(chunk_values)`` chunks (cond/uncond, batched or run
+separately), each chunk one copy of the latent batch (or of a context window of
+it); ``frames_per_video`` splits a chunk into videos of consecutive frames (0 =
+the chunk is one video); under a context window a chunk's rows are the frames
+``window`` of the full latent batch.
+
+Pure Python (no torch tensors, so building a layout never touches a device);
+used by the frame patches of ``nodes`` (SW-CFA, SLR temporal attention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from .errors import ParameterError
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchLayout:
+    """Per batch row: its cond/uncond chunk, its video (unique across chunks), its position in the video and its
+    frame index in the latent batch; plus the context window's frames (``None`` without windows)."""
+
+    chunks: int
+    chunk_rows: int
+    chunk_values: tuple
+    chunk: list
+    video: list
+    position: list
+    frame: list
+    window: tuple | None
+
+
+def batch_layout(rows: int, chunk_values: Sequence, frames_per_video: int,
+                 window: Sequence[int] | None = None) -> BatchLayout:
+    """The :class:`BatchLayout` of ``rows`` attention rows.
+
+    Args:
+        rows: batch rows of the attention call.
+        chunk_values: one entry per chunk (ComfyUI's ``cond_or_uncond``); empty means one chunk.
+        frames_per_video: frames of each video in a chunk (0 = the chunk is one video).
+        window: the frame indices (in the full latent batch) of a chunk's rows under a context window, or None.
+            A window whose length is not the chunk's row count is ignored (it is not this call's window).
+
+    Raises:
+        ValueError: ``rows`` does not split into the chunks (the caller's bookkeeping is wrong).
+        ParameterError: ``frames_per_video`` is negative, or (without a window) does not divide the chunk's rows.
+    """
+    chunk_values = tuple(chunk_values) or (0,)
+    chunks = len(chunk_values)
+    if rows % chunks != 0:
+        raise ValueError(f"rows ({rows}) do not split into the {chunks} chunks of chunk_values")
+    fpv = int(frames_per_video)
+    if fpv < 0:
+        raise ParameterError("frames_per_video", f"is {fpv}",
+                             "use 0 (the whole batch is one video) or the frame count of each video")
+    chunk = rows // chunks
+    frames: tuple | None = None
+    if window is not None and len(window) == chunk:
+        frames = tuple(int(f) for f in window)
+    if frames is None:
+        per = fpv if fpv > 0 else max(chunk, 1)
+        if chunk % per != 0:
+            raise ParameterError("frames_per_video", f"is {fpv}, which does not divide the batch of {chunk} frames",
+                                 "set it to the number of frames of each video in the batch (0 if the batch is one "
+                                 "video)")
+        video, position = [r // per for r in range(chunk)], [r % per for r in range(chunk)]
+    elif fpv == 0:
+        video, position = [0] * chunk, list(frames)
+    else:  # the context window holds frames of the full batch; videos are fpv consecutive frames of it
+        video, position = [f // fpv for f in frames], [f % fpv for f in frames]
+    per_chunk = max(video, default=-1) + 1
+    frame = list(frames) if frames is not None else list(range(chunk))
+    return BatchLayout(
+        chunks=chunks, chunk_rows=chunk, chunk_values=chunk_values,
+        chunk=[c for c in range(chunks) for _ in range(chunk)],
+        video=[c * per_chunk + v for c in range(chunks) for v in video],
+        position=position * chunks, frame=frame * chunks, window=frames,
+    )
+
+
+def video_runs(layout: BatchLayout) -> list[tuple[int, list[int]]]:
+    """``(chunk, rows)`` of every video in the batch, its rows sorted by frame position (a video's trajectory)."""
+    groups: dict[tuple, list[int]] = {}
+    for r in range(len(layout.chunk)):
+        groups.setdefault((layout.chunk[r], layout.video[r]), []).append(r)
+    runs = []
+    for (chunk, _), members in groups.items():
+        members.sort(key=lambda r: layout.position[r])
+        runs.append((chunk, members))
+    return runs

@@ -1,0 +1,133 @@
+"""The inputs several ZSVR nodes share: one declaration, one tooltip and one validation each.
+
+* **Schedule window** (``start_percent`` / ``end_percent``): :func:`schedule_window_inputs` declares them,
+  :func:`schedule_window` validates them and returns the gate that the patches ask at every call
+  (:func:`schedule_gate`, reading the sigma once per model call, :func:`current_sigma`).
+* **frames_per_video**: :func:`frames_per_video_input`, :func:`check_frames_per_video` (when the node runs) and
+  :func:`check_frames_per_video_divides` (when the batch is known, at sampling time).
+* **IMAGE as video frames**: :func:`video_frames` (``kernels.optical_flow.as_nchw``, its errors naming the node
+  input, float32 on the CPU).
+
+Kernel errors become node errors in :mod:`.errors` (``kernel_inputs``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..kernels import optical_flow as of
+from ..kernels.errors import InputError
+from .errors import kernel_inputs
+
+# -- IMAGE -----------------------------------------------------------------------------------------------------
+
+
+def video_frames(image, input_name: str = "image", rgb: bool = False) -> torch.Tensor:
+    """An IMAGE input as float32 frames ``[F, C, H, W]`` (C = 1 or 3; 3 with ``rgb``) on the CPU, contiguous.
+
+    Raises:
+        InputError: naming ``input_name``, for anything that is not a non-empty batch of 1- or 3-channel frames.
+    """
+    with kernel_inputs(frames=input_name):
+        frames = of.as_nchw(image)
+    frames = frames.detach().to("cpu", torch.float32).contiguous()
+    if frames.shape[0] < 1:
+        raise InputError(input_name, "has no frames", "connect the input video")
+    if rgb and frames.shape[1] == 1:
+        frames = frames.expand(-1, 3, -1, -1).contiguous()
+    return frames
+
+
+# -- frames_per_video ------------------------------------------------------------------------------------------
+
+FRAMES_PER_VIDEO_TOOLTIP = (
+    "Frames of each video in the latent batch: 0 = the whole batch is one video; "
+    "e.g. 16 for a batch of two 16-frame videos (it must divide the batch). "
+    "Frames never mix across videos, nor between positive and negative prompts.")
+"""The one tooltip of every frame patch's ``frames_per_video`` input."""
+
+FRAMES_PER_VIDEO_FIX = "set it to the number of frames of each video in the batch (0 if the batch is one video)"
+
+
+def frames_per_video_input():
+    """The ``frames_per_video`` input of every frame patch."""
+    from comfy_api.latest import io
+
+    return io.Int.Input("frames_per_video", default=0, min=0, max=1_000_000, tooltip=FRAMES_PER_VIDEO_TOOLTIP)
+
+
+def check_frames_per_video(frames_per_video: int) -> int:
+    """When the node runs: 0 or a positive frame count."""
+    if frames_per_video < 0:
+        raise InputError("frames_per_video", f"is {frames_per_video}",
+                         "use 0 (the whole batch is one video) or the frame count of each video")
+    return int(frames_per_video)
+
+
+def check_frames_per_video_divides(frames_per_video: int, frames: int) -> None:
+    """When the batch is known: ``frames_per_video`` must split the ``frames`` of the batch into whole videos."""
+    check_frames_per_video(frames_per_video)
+    if frames_per_video > 0 and frames % frames_per_video != 0:
+        raise InputError("frames_per_video",
+                         f"is {frames_per_video}, which does not divide the batch of {frames} frames",
+                         FRAMES_PER_VIDEO_FIX)
+
+
+# -- schedule window -------------------------------------------------------------------------------------------
+
+
+def schedule_window_inputs(action: str) -> list:
+    """The ``start_percent`` / ``end_percent`` inputs every schedule-gated node declares (see :func:`schedule_gate`);
+    ``action`` names what the node does in its window, e.g. "Switch" or "Apply SLR attention"."""
+    from comfy_api.latest import io
+
+    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                           tooltip=f"{action} from this point of the schedule (0 = first step)."),
+            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                           tooltip=f"{action} until this point of the schedule (1 = last step).")]
+
+
+def check_schedule_window(start_percent: float, end_percent: float) -> None:
+    if start_percent > end_percent:
+        raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
+                         "make start_percent at most end_percent")
+
+
+def schedule_window(model_patcher, start_percent: float, end_percent: float):
+    """Validate the window and return its gate (:func:`schedule_gate`; None = always on)."""
+    check_schedule_window(start_percent, end_percent)
+    return schedule_gate(model_patcher, start_percent, end_percent)
+
+
+_last_sigma: list = [None, None]  # [the sigmas tensor last read, its value]
+
+
+def current_sigma(extra_options) -> float | None:
+    """The sigma of the model call in progress, as a float.
+
+    Reading a GPU tensor is a device sync; ComfyUI hands every block of one call the same ``sigmas`` tensor,
+    so it is read once per model call, not once per attention layer (the tensor is held, so ``is`` is exact).
+    """
+    sigmas = extra_options.get("sigmas")
+    if sigmas is None:
+        return None
+    if _last_sigma[0] is not sigmas:
+        _last_sigma[:] = [sigmas, float(sigmas.detach().flatten()[0])]
+    return _last_sigma[1]
+
+
+def schedule_gate(model_patcher, start_percent: float, end_percent: float):
+    """``is_active(extra_options)``: the current sigma lies in [sigma(end_percent), sigma(start_percent)]."""
+    if start_percent <= 0.0 and end_percent >= 1.0:
+        return None  # always on: skip reading the sigma (a device sync) at every attention call
+    sampling = model_patcher.get_model_object("model_sampling")
+    sigma_start = float(sampling.percent_to_sigma(start_percent))
+    sigma_end = float(sampling.percent_to_sigma(end_percent))
+
+    def is_active(extra_options) -> bool:
+        sigma = current_sigma(extra_options)
+        if sigma is None:
+            return True
+        return sigma_end <= sigma <= sigma_start
+
+    return is_active
