@@ -36,6 +36,9 @@ def _capture_all(prompt: dict, prefix: str) -> list[str]:
             key = f"{prefix}/{ct}/{node_id}"
             prompt[f"cap_{node_id}"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": [node_id, 0], "key": key}}
             keys.append(key)
+        if ct == "ZSVR_DDPMInvert":
+            prompt[f"capm_{node_id}"] = {"class_type": "ZSVRTest_Capture",
+                                         "inputs": {"value": node["inputs"]["model"], "key": f"{prefix}/model"}}
     return keys
 
 
@@ -105,24 +108,29 @@ def record() -> dict[str, torch.Tensor]:
         for key in keys:
             value = host.captured[key]
             if "/ZSVR_DDPMInvert/" in key:
-                _record_inversion(out, key.rsplit("/ZSVR_DDPMInvert/", 1)[0], value)
+                _record_inversion(out, key.rsplit("/ZSVR_DDPMInvert/", 1)[0], value, host.captured[f"{name}/model"])
                 continue
             out[key] = (value["samples"] if isinstance(value, dict) else value).detach().clone()
     for name, (g, latent) in _chain_prompts(host).items():
         host.store["lat"] = latent
         g["cap_inv"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["inv", 0], "key": "inv"}}
+        g["cap_m"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["m", 0], "key": "m"}}
         res = host.run(g)
         if not res.success:
             raise SystemExit(f"{name}: {res.error_message}")
         out[name] = host.captured["x"]["samples"].detach().clone()
-        _record_inversion(out, name, host.captured["inv"])
+        _record_inversion(out, name, host.captured["inv"], host.captured["m"])
     return out
 
 
-def _record_inversion(out: dict, case: str, inversion) -> None:
-    """For a ``zsvd`` inversion, the residual of its last step (what the pre-issue-13 replay added at the end)."""
+def _record_inversion(out: dict, case: str, inversion, model) -> None:
+    """For a ``zsvd`` inversion, the residual its last step added before issue 13, in the sampler's output space
+    (``process_latent_out`` is affine: ``out(x - r) = out(x) - (out(r) - out(0))``)."""
     if inversion.rule == "zsvd" and inversion.stored[-1] is not None:
-        out[f"{case}/zsvd_last_residual"] = inversion.stored[-1].detach().clone().float()
+        r = inversion.stored[-1].detach().float()
+        base = model.model
+        out[f"{case}/zsvd_last_residual"] = (base.process_latent_out(r.clone())
+                                             - base.process_latent_out(torch.zeros_like(r))).clone()
 
 
 def _matches_without_residual(key: str, before: dict, after: torch.Tensor) -> bool:
