@@ -162,7 +162,7 @@ def target_size(src_w: int, src_h: int, width: int, height: int, size_multiple: 
 
     * An explicit (non-zero) width or height must be a multiple of
       ``size_multiple`` (the model's pixel grid: 8 for SD-style VAEs, 16 for Wan
-      and CogVideoX with 2x2 patches); otherwise :class:`InputError` names the
+      and CogVideoX with 2x2 patches); otherwise :class:`ParameterError` names the
       input, the multiple and the two nearest valid sizes.
     * ``0`` means "from the source": both 0 keep the source size; one 0 follows
       the source aspect ratio. A derived size is rounded to the nearest

@@ -12,11 +12,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..kernels.block_ranges import parse_blocks
-from ..kernels.errors import InputError
 from . import switch_protocol as protocol
 from .errors import kernel_inputs
 from .adapters import FAMILIES, adapter_for
-from .frame_layout import schedule_gate, schedule_window_inputs
+from .shared_inputs import check_schedule_window, schedule_gate, schedule_window_inputs
 from .types import CATEGORY
 
 
@@ -53,9 +52,7 @@ class AttentionSwitch(io.ComfyNode):
         adapter = adapter_for(model)
         with kernel_inputs(text="blocks"):
             chosen = parse_blocks(blocks, adapter.num_blocks(model))
-        if start_percent > end_percent:
-            raise InputError("start_percent", f"({start_percent}) is after end_percent ({end_percent})",
-                             "make start_percent at most end_percent")
+        check_schedule_window(start_percent, end_percent)
         patched = model.clone()
         if chosen:
             settings = protocol.SwitchSettings(chosen, adapter.family, schedule_gate(model, start_percent, end_percent))

@@ -75,6 +75,7 @@ from comfy_api.latest import io
 from ..kernels import noise_sharing as ns
 from ..kernels import optical_flow as of
 from ..kernels.errors import InputError
+from .errors import kernel_inputs
 from .adapters import frame_axis_of_base_model
 from .shared_inputs import video_frames
 from .types import CATEGORY
@@ -150,7 +151,8 @@ class SharedStepNoise:
         shared = ns.shared_noise(self.shape, self.axis, self.generator, dtype=torch.float32)
         z = shared
         if self.flow is not None and self.lam < 1.0:
-            z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis)
+            with kernel_inputs(lam="lambda", flow_bw="image", mask="image"):
+                z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis)
         return shared, z
 
     def __call__(self, sigma=None, sigma_next=None):
@@ -196,7 +198,8 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
                                  f"connect the video the latent was encoded from: {frames} frames (one per latent "
                                  f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
                                  f"(e.g. {4 * (frames - 1) + 1} for r = 4)")
-            self._flows[key] = of.latent_flow(self.image, frames, size)
+            with kernel_inputs(frames="image", size="image"):
+                self._flows[key] = of.latent_flow(self.image, frames, size)
         return self._flows[key]
 
     def noise_sampler_for(self, noise: torch.Tensor, frame_axis: int) -> SharedStepNoise:

@@ -70,6 +70,7 @@ from ..kernels import optical_flow as of
 from ..kernels import temporal_consistency_guidance as tcg
 from ..kernels.errors import InputError
 from . import run_state
+from .errors import kernel_inputs
 from .adapters import frame_axis, model_name
 from .host import interrupt_check
 from .shared_inputs import (
@@ -149,7 +150,8 @@ class TCGPatch(run_state.Config):
             if frames < 2:
                 self._flows[key] = (torch.zeros(0, 2, h, w), torch.zeros(0, 1, h, w, dtype=torch.bool))
             else:
-                self._flows[key] = of.latent_flow(self.image, frames, (h, w))
+                with kernel_inputs(frames="image", size="image"):
+                    self._flows[key] = of.latent_flow(self.image, frames, (h, w))
             run_state.notify(transformer_options, "tcg.flow_estimated", shape=key)
         if device is None:
             return self._flows[key]
