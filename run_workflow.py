@@ -8,10 +8,17 @@ Run it from the pack's folder inside ``ComfyUI/custom_nodes/`` with ComfyUI's Py
 
 Each video goes through a fresh copy of the workflow: every ``ZSVR_LoadVideo``
 node reads it, every save node writes into ``--output`` with the video's name
-as its prefix. ``--set NODE.INPUT=VALUE`` overrides a widget (NODE is a node id
-or its title; VALUE is parsed as JSON when it can be, else taken as text).
+as its prefix. ``--set NODE.INPUT=VALUE`` overrides a widget: NODE is a node id,
+its title, its type or its display name; a NODE, INPUT or VALUE the workflow's
+nodes do not accept is an error listing what they do accept (``headless/overrides.py``).
 A failure on one video is reported and the rest still run. At the end a table
-gives frames, seconds and peak memory per video. Exit status 1 if any failed.
+gives frames, seconds and peak memory per video. Exit status 1 if any failed,
+2 for a usage error.
+
+The custom nodes ComfyUI itself would load are loaded too (its own loader, its
+``--disable-all-custom-nodes`` / ``--whitelist-custom-nodes`` / ``--disable-api-nodes``
+switches), so a workflow may use other packs' nodes; a pack that fails to import
+is named with its error. Progress is one line per event (``headless/console.py``).
 
 The workflow may be UI format (what you drag into ComfyUI) or API format;
 UI workflows are converted with ``headless/workflow_format.py``.
@@ -31,7 +38,9 @@ PACK_DIR = pathlib.Path(__file__).resolve().parent
 if str(PACK_DIR) not in sys.path:
     sys.path.insert(0, str(PACK_DIR))
 
+from headless import console, overrides  # noqa: E402
 from headless.comfy_boot import ComfyHost  # noqa: E402
+from headless.workflow_format import WorkflowError  # noqa: E402
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SAVE_PREFIX_INPUTS = ("filename_prefix",)
 
@@ -40,29 +49,24 @@ Host = ComfyHost
 """ComfyUI booted in this process with the pack loaded (``headless/comfy_boot.py``)."""
 
 
-def parse_sets(sets: list[str]) -> list[tuple[str, str, object]]:
-    out = []
-    for item in sets or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise SystemExit(f"--set {item!r}: expected NODE.INPUT=VALUE (NODE is a node id or title)")
-        target, raw = item.split("=", 1)
-        node, name = target.rsplit(".", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.append((node, name, value))
-    return out
+def parse_sets(sets: list[str]) -> list[overrides.Override]:
+    """``--set`` strings parsed (syntax only; :func:`apply_sets` checks them against the workflow)."""
+    return overrides.parse(sets)
 
 
-def apply_sets(prompt: dict, sets) -> None:
-    for node, name, value in sets:
-        matches = [nid for nid, n in prompt.items()
-                   if nid == node or (n.get("_meta") or {}).get("title") == node or n["class_type"] == node]
-        if not matches:
-            raise SystemExit(f"--set: no node with id, title or type {node!r} in the workflow")
-        for nid in matches:
-            prompt[nid]["inputs"][name] = value
+def apply_sets(host: Host, prompt: dict, sets) -> list[overrides.Applied]:
+    """Apply ``--set`` overrides (strings or parsed) to ``prompt``; raises ``OverrideError`` naming a bad one."""
+    parsed = [s if isinstance(s, overrides.Override) else overrides.parse([s])[0] for s in sets or ()]
+    return overrides.apply(prompt, parsed, host.input_types, host.display_name)
+
+
+def user_paths(text: str | None, staged: pathlib.Path, video: pathlib.Path) -> str | None:
+    """An error text with the staged copy's path and name replaced by the user's file."""
+    if not text:
+        return text
+    for name in (str(staged.resolve()), str(staged), staged.name):
+        text = text.replace(name, str(video))
+    return text
 
 
 def find_videos(path: pathlib.Path) -> list[pathlib.Path]:
@@ -87,22 +91,28 @@ def peak_memory_gb() -> float:
 
 
 def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, sets=(),
-              progress: bool = True) -> list[dict]:
-    """Run ``workflow`` once per video; returns one summary row per video (never raises for a video)."""
+              progress: bool = True, reporter: console.ConsoleReporter | None = None) -> list[dict]:
+    """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
+
+    A bad ``--set`` raises ``overrides.OverrideError`` before anything runs. Each clip is copied into
+    ComfyUI's input folder for the run and removed afterwards, also when the run fails.
+    """
     import torch
-    from tqdm import tqdm
 
     base = host.to_api(workflow)
-    apply_sets(base, sets)
+    if reporter is None:
+        reporter = console.ConsoleReporter(console.node_names(base, host.display_name), enabled=progress)
+    for line in overrides.describe(apply_sets(host, base, sets)):
+        reporter.line(line)
     loaders = [nid for nid, n in base.items() if n["class_type"] == "ZSVR_LoadVideo"]
     if not loaders:
-        raise SystemExit("the workflow has no ZSVR_LoadVideo node to feed the videos into")
+        raise SystemExit("the workflow has no ZSVR_LoadVideo node to feed the videos into; add a "
+                         "Load Video (ZSVR) node and connect its images where the workflow reads the video")
     input_dir = pathlib.Path(host.folder_paths.get_input_directory())
     rows = []
-    for video in videos:
+    for index, video in enumerate(videos, 1):
         staged = input_dir / f"zsvr_batch_{video.name}"
-        if staged.resolve() != video.resolve():
-            shutil.copyfile(video, staged)
+        own_copy = staged.resolve() != video.resolve()
         prompt = json.loads(json.dumps(base))
         for nid in loaders:
             prompt[nid]["inputs"]["video"] = staged.name
@@ -110,32 +120,32 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
             for key in SAVE_PREFIX_INPUTS:
                 if key in node["inputs"] and isinstance(node["inputs"][key], str):
                     node["inputs"][key] = f"{video.stem}/{video.stem}"
-        bar = tqdm(total=1, desc=video.name, unit="step", disable=not progress, leave=True)
-
-        def listener(node_id, value, total, bar=bar):
-            if bar.total != total:
-                bar.reset(total=total)
-            bar.n = value
-            bar.set_postfix_str(f"node {node_id}")
-            bar.refresh()
-
-        previous_listener, host.progress_listener = host.progress_listener, listener
+        reporter.clip_start(index, len(videos), video.name)
+        previous = host.progress_listener, host.event_listener
+        host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
+            if own_copy:
+                shutil.copyfile(video, staged)
             run = host.execute(prompt)
             result = {"ok": run.success, "error": run.error_text() or None, "outputs": run.outputs}
         except Exception as exc:  # a broken video must not stop the batch
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "outputs": {}}
         finally:
-            host.progress_listener = previous_listener
-            bar.close()
+            host.progress_listener, host.event_listener = previous
+            if own_copy:
+                staged.unlink(missing_ok=True)
         seconds = time.perf_counter() - start
+        if own_copy:
+            result["error"] = user_paths(result["error"], staged, video)
         frames = _frames(host, loaders[0]) if result["ok"] else None
-        rows.append({"video": video.name, "ok": result["ok"], "frames": frames, "seconds": round(seconds, 2),
-                     "peak_memory_gb": round(peak_memory_gb(), 2), "error": result["error"],
-                     "outputs": _saved_files(result["outputs"], output_dir)})
+        row = {"video": video.name, "ok": result["ok"], "frames": frames, "seconds": round(seconds, 2),
+               "peak_memory_gb": round(peak_memory_gb(), 2), "error": result["error"],
+               "outputs": _saved_files(result["outputs"], output_dir)}
+        rows.append(row)
+        reporter.clip_end(row["ok"], ", ".join(row["outputs"]) if row["ok"] else (row["error"] or ""), frames)
     return rows
 
 
@@ -175,19 +185,54 @@ def main(argv=None) -> int:
     parser.add_argument("workflow", type=pathlib.Path, help="UI- or API-format workflow JSON")
     parser.add_argument("--input", required=True, type=pathlib.Path, help="a video file or a folder of videos")
     parser.add_argument("--output", required=True, type=pathlib.Path, help="folder for the results")
-    parser.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", help="override a widget")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                        help="override a widget; NODE is a node id, title, type or display name "
+                             "(e.g. 12.strength=10, \"Inversion Sampler (ZSVR).skip=30\", ZSVR_LoadVideo.frame_cap=49); "
+                             "an unknown node or input, or a value the input refuses, is an error")
     parser.add_argument("--comfyui", type=pathlib.Path, default=None,
                         help="ComfyUI folder (default: COMFYUI_PATH, else two levels up from the pack)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
+    comfy = parser.add_argument_group("ComfyUI settings (as for ComfyUI's main.py)")
+    comfy.add_argument("--base-directory", type=pathlib.Path, default=None,
+                       help="ComfyUI base folder for models, custom_nodes, input, output, temp and user")
+    comfy.add_argument("--disable-all-custom-nodes", action="store_true",
+                       help="load no custom nodes but this pack (and those whitelisted)")
+    comfy.add_argument("--whitelist-custom-nodes", nargs="+", default=[], metavar="FOLDER",
+                       help="custom_nodes folders to load even with --disable-all-custom-nodes")
+    comfy.add_argument("--disable-api-nodes", action="store_true", help="do not load ComfyUI's API nodes")
+    comfy.add_argument("--verbose", action="store_true", help="show ComfyUI's log (INFO) and import tracebacks")
     args = parser.parse_args(argv)
     comfy_dir = args.comfyui or pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent))
     if not (comfy_dir / "nodes.py").is_file():
         parser.error(f"no ComfyUI at {comfy_dir}; pass --comfyui or run from ComfyUI/custom_nodes/<pack>")
-    workflow = json.loads(args.workflow.read_text())
+    try:
+        workflow = json.loads(args.workflow.read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"workflow {args.workflow}: cannot be read as JSON ({exc}); pass a workflow .json file")
     videos = find_videos(args.input)
-    sets = parse_sets(args.set)
-    host = Host(comfy_dir.resolve(), cpu=True if args.cpu else None, output_dir=args.output.resolve())
-    rows = run_batch(host, workflow, videos, args.output.resolve(), sets)
+    try:
+        sets = parse_sets(args.set)
+    except overrides.OverrideError as exc:
+        parser.error(str(exc))
+    reporter = console.ConsoleReporter()
+    console.route_logging(reporter, verbose=args.verbose)
+    comfy_args = {"disable_all_custom_nodes": args.disable_all_custom_nodes,
+                  "whitelist_custom_nodes": list(args.whitelist_custom_nodes),
+                  "disable_api_nodes": args.disable_api_nodes}
+    if args.base_directory is not None:
+        comfy_args["base_directory"] = str(args.base_directory.resolve())
+    reporter.line(f"starting ComfyUI at {comfy_dir.resolve()} ...")
+    host = Host(comfy_dir.resolve(), cpu=True if args.cpu else None, output_dir=args.output.resolve(),
+                custom_nodes="comfyui", comfy_args=comfy_args, verbose_boot=args.verbose, core_progress_bars=False)
+    for line in host.pack_report():
+        reporter.line(line)
+    try:
+        base = host.to_api(workflow)
+        reporter.names = console.node_names(base, host.display_name)
+        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter)
+    except (WorkflowError, overrides.OverrideError) as exc:
+        reporter.line(f"error: {exc}")
+        return 2
     print(format_table(rows))
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import pathlib
 import sys
 import zlib
 
@@ -205,7 +207,9 @@ def test_converter_handles_core_template_rules(host, wf):
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 def test_runner_processes_realrain_clips_past_a_broken_file(host, wf, tmp_path):
     """run_workflow.run_batch on two real clips with a broken file between them: each clip is one full run
-    of the tiny Wan workflow (5 frames out), the broken file fails alone and the batch goes on after it."""
+    of the tiny Wan workflow (5 frames out), the broken file fails alone and the batch goes on after it.
+    The error names the user's file (not the staged copy), no staged copy stays in ComfyUI's input folder,
+    and the console shows every node by name, once, with the sampler's bar ending at 100 %."""
     sys.path.insert(0, str(PACK_DIR))
     import run_workflow
 
@@ -217,10 +221,25 @@ def test_runner_processes_realrain_clips_past_a_broken_file(host, wf, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")
     runner_host = host.comfy  # the runner's own boot, already booted by the harness
+    screen = io.StringIO()
+    reporter = run_workflow.console.ConsoleReporter(
+        run_workflow.console.node_names(prompt, runner_host.display_name), stream=screen, tty=False)
     rows = run_workflow.run_batch(runner_host, prompt, [videos[0], bad, videos[1]], host.work_dir / "output",
-                                  progress=False)
+                                  reporter=reporter)
     table = run_workflow.format_table(rows)
     print(table)
+    staged = sorted(pathlib.Path(runner_host.folder_paths.get_input_directory()).glob("zsvr_batch_*"))
+    assert not staged, f"staged copies left in ComfyUI's input folder: {staged}"  # after success and failure
+    assert str(bad) in rows[1]["error"] and "zsvr_batch_" not in rows[1]["error"], rows[1]["error"]
+    lines = screen.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("[")] == [
+        f"[1/3] {videos[0].name}", "[2/3] broken.mp4", f"[3/3] {videos[1].name}"]
+    assert lines.count("  Load Video (ZSVR): reading the video") == 3  # by name, once per clip
+    assert "  VAE Encode: encoding frames (VAE)" in lines and "  Load Diffusion Model: loading the model" in lines
+    assert sum(line.startswith("  FAILED after ") and str(bad) in line for line in lines) == 1
+    assert lines.count("    SamplerCustomAdvanced: [####################] 4/4 100%") == 2  # the two good clips
+    assert not any(line.startswith("  node ") for line in lines), screen.getvalue()
+    assert all(a != b for a, b in zip(lines, lines[1:])), screen.getvalue()  # nothing printed twice
     assert len(videos) == 2 and [r["video"] for r in rows] == [videos[0].name, "broken.mp4", videos[1].name]
     assert rows[0]["ok"] and rows[2]["ok"], table  # the clip after the failure still ran
     assert rows[0]["frames"] == rows[2]["frames"] == 5, table
