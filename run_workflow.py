@@ -91,7 +91,7 @@ def peak_memory_gb() -> float:
 
 
 def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, sets=(),
-              progress: bool = True, reporter: console.ConsoleReporter | None = None) -> list[dict]:
+              progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None) -> list[dict]:
     """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
 
     A bad ``--set`` raises ``overrides.OverrideError`` before anything runs. Each clip is copied into
@@ -108,6 +108,9 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
     if not loaders:
         raise SystemExit("the workflow has no ZSVR_LoadVideo node to feed the videos into; add a "
                          "Load Video (ZSVR) node and connect its images where the workflow reads the video")
+    if chunks is not None:  # long clips in overlapping chunks, resumable: headless/chunked_run.py
+        report = reporter.line if progress else None
+        return run_chunked(host, base, videos, output_dir, chunks, progress, report=report)
     input_dir = pathlib.Path(host.folder_paths.get_input_directory())
     rows = []
     for index, video in enumerate(videos, 1):
@@ -149,6 +152,32 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
     return rows
 
 
+class ChunkOptionError(ValueError):
+    """A chunked-run option, or a workflow that cannot run in chunks; the message names it and says what to do."""
+
+
+def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, chunks,
+                progress: bool = True, report=None) -> list[dict]:
+    """``--chunk-frames``: every clip cut into overlapping chunks, run, stitched with its sound, resumable.
+
+    ``chunks`` is ``headless.chunked_run.ChunkOptions`` or a dict of its fields
+    (``chunk_frames``, ``overlap``, ``color_match``, ``keep_chunks``). The pack's
+    own copy of the module is used (the one ComfyUI loaded), so its nodes and
+    errors are the registered ones. Bad options raise :class:`ChunkOptionError`
+    before anything is written; a clip's failure is its row's error.
+    """
+    import importlib
+
+    chunked = importlib.import_module(f"{host.pack.__name__}.headless.chunked_run")
+    errors = importlib.import_module(f"{host.pack.__name__}.kernels.errors")
+    options = chunked.ChunkOptions(**chunks) if isinstance(chunks, dict) else chunks
+    try:
+        return chunked.run_batch_chunked(host, prompt, videos, output_dir, options, progress=progress,
+                                         peak_memory=peak_memory_gb, report=report)
+    except errors.InputError as exc:
+        raise ChunkOptionError(str(exc)) from None
+
+
 def _frames(host: Host, loader_id: str):
     cached = host.executor.caches.outputs.get(loader_id)
     try:
@@ -171,13 +200,20 @@ def _saved_files(outputs: dict, output_dir: pathlib.Path) -> list[str]:
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'video':<24} {'status':<7} {'frames':>6} {'seconds':>8} {'peak GB':>8}  detail"]
     for r in rows:
-        detail = ", ".join(r["outputs"]) if r["ok"] else (r["error"] or "")
+        detail = ", ".join(r["outputs"] + r.get("warnings", [])) if r["ok"] else (r["error"] or "")
         frames = "-" if r["frames"] is None else str(r["frames"])
         lines.append(f"{r['video']:<24} {'ok' if r['ok'] else 'FAILED':<7} {frames:>6} {r['seconds']:>8.2f} "
                      f"{r['peak_memory_gb']:>8.2f}  {detail}")
     failed = sum(not r["ok"] for r in rows)
     lines.append(f"{len(rows) - failed} ok, {failed} failed")
     return "\n".join(lines)
+
+
+def _chunk_options(args) -> dict | None:
+    if args.chunk_frames is None:
+        return None
+    return {"chunk_frames": args.chunk_frames, "overlap": args.overlap, "color_match": args.color_match,
+            "keep_chunks": args.keep_chunks}
 
 
 def main(argv=None) -> int:
@@ -201,6 +237,15 @@ def main(argv=None) -> int:
                        help="custom_nodes folders to load even with --disable-all-custom-nodes")
     comfy.add_argument("--disable-api-nodes", action="store_true", help="do not load ComfyUI's API nodes")
     comfy.add_argument("--verbose", action="store_true", help="show ComfyUI's log (INFO) and import tracebacks")
+    long = parser.add_argument_group("long clips (chunked runs, resumable; see the README's \"Long clips\")")
+    long.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                      help="cut each clip into chunks of N frames (obeying the loader's frame_rule, e.g. 49 for 4k+1), "
+                           "run each as its own prompt and stitch them; the output keeps every frame, the fps and the sound")
+    long.add_argument("--overlap", type=int, default=8, metavar="K",
+                      help="frames shared by neighbouring chunks, crossfaded (raised cosine); default 8")
+    long.add_argument("--color-match", nargs="?", const="low_frequency", default=None, metavar="METHOD",
+                      help="give every chunk the source's colour (ZSVR_ColorMatch: low_frequency, the default, or mean_std)")
+    long.add_argument("--keep-chunks", action="store_true", help="keep the lossless chunk files after stitching")
     args = parser.parse_args(argv)
     comfy_dir = args.comfyui or pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent))
     if not (comfy_dir / "nodes.py").is_file():
@@ -229,8 +274,9 @@ def main(argv=None) -> int:
     try:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
-        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter)
-    except (WorkflowError, overrides.OverrideError) as exc:
+        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter,
+                         chunks=_chunk_options(args))
+    except (WorkflowError, overrides.OverrideError, ChunkOptionError) as exc:
         reporter.line(f"error: {exc}")
         return 2
     print(format_table(rows))

@@ -1,4 +1,4 @@
-"""Streaming video decode for ``ZSVR_LoadVideo`` (DESIGN.md section 2): PyAV, torch, numpy only.
+"""Streaming video and audio decode for ``ZSVR_LoadVideo`` (DESIGN.md section 2): PyAV, torch, numpy only.
 
 What this module implements
 ---------------------------
@@ -11,6 +11,24 @@ What this module implements
   and decoding stops as soon as the last needed frame has been seen. A frame
   cap on a long 4K clip therefore keeps at most ``frame_cap`` frames, each
   already resized to the target size.
+* Seeking: with ``start_frame`` > 0 the container seeks to the keyframe at or
+  before it and decodes forward from there, so a chunk deep into a long clip
+  costs the chunk plus at most one GOP, never the frames before it. A frame's
+  index is the rank of its timestamp among all the stream's packet
+  timestamps (read from the packets, nothing decoded), which is exactly the
+  index decoding from the start gives, also for a variable frame rate. The
+  seek is used only when that holds for every decoded frame (known
+  timestamps, no gaps); otherwise, and on any decode error, the clip is
+  decoded from the first frame as before.
+* Audio (``audio=True``, :func:`load_audio`): the first audio stream, from the
+  first selected frame's presentation time for the output's duration
+  (``frames * every_nth / source fps``), as float32 ``[1, channels, samples]``
+  with its sample rate (ComfyUI's AUDIO). No audio stream gives None; a
+  stream that cannot be decoded gives None and a warning, and the frames
+  still load.
+* Whole-clip probe (:func:`probe_clip`, for chunked runs): the frame count and
+  the frame timing from the packets alone, whether the rate is constant, and
+  whether the audio decodes.
 * Resizing uses **PyAV's reformat (FFmpeg swscale)**, done in the same pass as
   the YUV to RGB24 conversion: ``AREA`` interpolation when shrinking (an
   area-averaging, i.e. antialiased, filter) and ``BICUBIC`` when enlarging.
@@ -41,7 +59,9 @@ VideoHelperSuite. The pixel aspect ratio and rotation metadata are ignored.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import fractions
 import logging
 import os
 from typing import Callable, Optional
@@ -110,8 +130,22 @@ class LoadedVideo:
     frame_count: int
     source: VideoInfo
     decoded: int
-    """Source frames decoded (including skipped ones); shows that decoding stopped early."""
+    """Source frames decoded (including skipped ones); shows that decoding stopped early or started at a keyframe."""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    audio: Optional["AudioTrack"] = None
+    """The sound under the selected frames (``load_video(audio=True)``); None without an audio stream."""
+
+
+@dataclasses.dataclass
+class AudioTrack:
+    """Decoded audio as ComfyUI's AUDIO holds it: ``waveform`` ``[1, channels, samples]`` float32 in -1..1."""
+
+    waveform: torch.Tensor
+    sample_rate: int
+
+    def as_comfy(self) -> dict:
+        """The ComfyUI AUDIO value: ``{"waveform": [1, C, S], "sample_rate": int}``."""
+        return {"waveform": self.waveform, "sample_rate": int(self.sample_rate)}
 
 
 # ---------------------------------------------------------------------------
@@ -253,19 +287,29 @@ def format_bytes(n: int) -> str:
     return f"{head} ({n:,} bytes)" if unit != "bytes" else head
 
 
-def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, src_h: int, at_least: bool = False) -> ParameterError:
+def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, src_h: int, at_least: bool = False,
+                  frame_rule: str = "any") -> ParameterError:
+    """The output does not fit in ``limit``: advise a frame_cap the frame rule accepts, or a smaller size when
+    not even the rule's fewest frames fit."""
     need = estimate_output_bytes(frames, out_h, out_w)
     per_frame = estimate_output_bytes(1, out_h, out_w)
-    fit_frames = limit // per_frame
+    cap = rule_count(limit // per_frame, frame_rule)  # the most frames that fit, of the rule's form
     upscaled = out_w * out_h > src_w * src_h
-    name = "width" if (upscaled or fit_frames < 1) else "frame_cap"
+    name = "width" if (upscaled or cap < 1) else "frame_cap"
     count = f"at least {frames}" if at_least else f"{frames}"
+    if cap >= 1:
+        fix = f"set frame_cap to at most {cap} at {out_w}x{out_h}, or raise every_nth, or lower width/height"
+    else:
+        fewest = rule_minimum(frame_rule)
+        pixels = limit // estimate_output_bytes(fewest, 1, 1)
+        rule = f" (the fewest frame_rule '{frame_rule}' allows)" if fewest > 1 else ""
+        fix = (f"lower width/height: {fewest} frame{'s' if fewest > 1 else ''}{rule} fit only at up to "
+               f"{pixels:,} pixels per frame, and {out_w}x{out_h} is {out_w * out_h:,}")
     return ParameterError(
         name,
         f"the output would need {'more than ' if at_least else ''}{format_bytes(need)} "
         f"({count} frames x {out_h}x{out_w}x3 float32), above the memory limit of {format_bytes(limit)}",
-        f"set frame_cap to at most {fit_frames} at {out_w}x{out_h}, or raise every_nth, "
-        f"or lower width/height (source is {src_w}x{src_h})",
+        f"{fix} (source is {src_w}x{src_h})",
     )
 
 
@@ -291,12 +335,16 @@ def _open(path: str):
         raise ParameterError("path", f"file not found: {path}", "put the video in ComfyUI's input folder or upload it")
     if not os.path.isfile(path):
         raise ParameterError("path", f"{path} is not a file", "choose a video file")
+    if os.path.getsize(path) == 0:  # FFmpeg would say "Invalid data found when processing input: '<server path>'"
+        raise ParameterError("path", f"the file is empty (0 bytes): '{name}'",
+                             "copy or upload the video again (the copy may have failed), or choose another file")
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)  # FFmpeg's reason without the server's path
         raise ParameterError(
             "path",
-            f"'{name}' cannot be opened as a video (not a video file, or damaged: {exc})",
+            f"'{name}' cannot be opened as a video (not a video file, or damaged: {reason})",
             "choose a video file (mp4, webm, mkv, mov, ...)",
         ) from exc
     if not container.streams.video:
@@ -350,6 +398,339 @@ def _frame_to_uint8(frame, src_w: int, src_h: int, plan: ResizePlan) -> torch.Te
 
 
 # ---------------------------------------------------------------------------
+# Decoding: from the first frame, or from the keyframe before start_frame.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Selection:
+    """Which decoded frames are kept (``start``, every ``every_nth``-th, at most ``stop_after``) and how."""
+
+    start: int
+    every_nth: int
+    stop_after: Optional[int]
+    max_keep: int
+    convert: Callable
+    too_many: Callable[[int], Exception]
+
+    def wants(self, index: int) -> bool:
+        return index >= self.start and (index - self.start) % self.every_nth == 0
+
+    @property
+    def last_needed(self) -> Optional[int]:
+        """Index of the last frame the selection can need (None: up to the end)."""
+        return None if self.stop_after is None else self.start + (self.stop_after - 1) * self.every_nth
+
+
+@dataclasses.dataclass
+class _Decoded:
+    kept: list = dataclasses.field(default_factory=list)
+    decoded: int = 0
+    failure: Optional[str] = None
+    first_time: Optional[float] = None
+    """Presentation time (seconds, container clock) of the first kept frame; None when not stored."""
+
+    def keep(self, selection: _Selection, frame) -> bool:
+        """Convert and keep ``frame``; True once the selection is complete."""
+        if len(self.kept) >= selection.max_keep:
+            raise selection.too_many(len(self.kept) + 1)
+        if not self.kept:
+            self.first_time = frame.time
+        self.kept.append(selection.convert(frame))
+        return selection.stop_after is not None and len(self.kept) >= selection.stop_after
+
+
+def _decode_from_start(container, stream, selection: _Selection, progress, total: int, declared) -> _Decoded:
+    """Decode from the first frame; a frame's index is its position in decode (presentation) order."""
+    result = _Decoded()
+    packets = 0
+    reached_eof = False
+    demux = container.demux(stream)
+    while True:
+        try:
+            packet = next(demux)
+            if packet.size:
+                packets += 1
+            frames = packet.decode()
+        except StopIteration:
+            reached_eof = True
+            break
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            result.failure = f"decoding failed at frame {result.decoded} ({exc})"
+            break
+        done = False
+        for frame in frames:
+            index = result.decoded
+            result.decoded += 1
+            if selection.wants(index) and result.keep(selection, frame):
+                done = True
+            if progress is not None:
+                progress(result.decoded, max(total, result.decoded))
+            if done:
+                break
+        if done:
+            break
+    if reached_eof and result.failure is None and declared is not None and packets < declared - TRUNCATION_TOLERANCE:
+        result.failure = (
+            f"the stream ends at frame {result.decoded} but the container declares {declared} frames "
+            f"(file truncated or damaged)"
+        )
+    return result
+
+
+def _presentation_order(container, stream, needed: Optional[int]) -> Optional[list[int]]:
+    """Timestamps of the stream's frames in presentation order, from the packets alone (nothing is decoded).
+
+    Every packet that the decoder turns into a frame (not empty, not marked
+    discard) holds one frame, so the sorted packet timestamps are the frames'
+    timestamps in the order the decoder returns them: position ``i`` is frame
+    ``i``. With ``needed``, reading stops once the first ``needed`` positions
+    can no longer change (a later packet's pts is at least its dts, which only
+    grows). None when a packet has no timestamp or the demuxer fails.
+    """
+    order: list[int] = []
+    try:
+        for count, packet in enumerate(container.demux(stream)):
+            if not packet.size or packet.is_discard:
+                continue
+            if packet.pts is None:
+                return None
+            bisect.insort(order, packet.pts)
+            if needed is not None and count % 16 == 0 and packet.dts is not None and len(order) >= needed:
+                if bisect.bisect_left(order, packet.dts) >= needed:
+                    break
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return order
+
+
+def _decode_from_keyframe(container, stream, selection: _Selection, progress, total: int, declared) -> Optional[_Decoded]:
+    """Seek to the keyframe at or before ``selection.start`` and decode forward from there.
+
+    A decoded frame's index is the rank of its timestamp among all the
+    stream's packet timestamps (:func:`_presentation_order`), which is the
+    index decoding from the first frame gives. The result is trusted only if
+    every decoded frame's timestamp is known and the indices run on without a
+    gap from at most ``start``; otherwise (and on any decode error or a stream
+    that ends early, which the caller then reports) None: decode from the start.
+    """
+    order = _presentation_order(container, stream, None if selection.last_needed is None else selection.last_needed + 1)
+    if order is None or len(order) <= selection.start:
+        return None
+    index_of = {pts: i for i, pts in enumerate(order)}
+    if len(index_of) != len(order):  # repeated timestamps: ranks are ambiguous
+        return None
+    try:
+        container.seek(order[selection.start], stream=stream, backward=True, any_frame=False)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    result = _Decoded()
+    previous = None
+    demux = container.demux(stream)
+    while True:
+        try:
+            frames = next(demux).decode()
+        except StopIteration:
+            break
+        except (av.error.FFmpegError, OSError, ValueError):
+            return None
+        for frame in frames:
+            index = index_of.get(frame.pts)
+            if index is None or (index > selection.start if previous is None else index != previous + 1):
+                return None
+            previous = index
+            result.decoded += 1
+            done = selection.wants(index) and result.keep(selection, frame)
+            if progress is not None:
+                progress(index + 1, max(total, index + 1))
+            if done:
+                return result
+    if previous is None or previous < selection.start:
+        return None
+    if declared is not None and previous + 1 < declared - TRUNCATION_TOLERANCE:
+        return None
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Audio.
+# ---------------------------------------------------------------------------
+
+AUDIO_PREROLL_S = 0.5
+"""Audio decoded before the wanted span after a seek, so the decoder's state (e.g. AAC's overlap) is settled."""
+
+
+def _audio_samples(frame) -> np.ndarray:
+    """An ``av.AudioFrame`` as float32 ``[channels, samples]`` in -1..1, whatever its sample format."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T  # packed: one row of interleaved samples
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(data.dtype, np.integer):
+        return data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
+    return data.astype(np.float32)
+
+
+def load_audio(video: str, start_s: float = 0.0, duration_s: Optional[float] = None) -> Optional[AudioTrack]:
+    """Decode the first audio stream of ``video`` from ``start_s`` for ``duration_s`` seconds (None: to the end).
+
+    Times are on the container's clock (the one ``frame.time`` uses), so a
+    span taken from video frame times lines up with the picture. Sample ``j``
+    of a decoded frame is at ``frame.time + j / sample_rate``; the decoded
+    frames are taken as contiguous from the first one. A ``start_s`` past the
+    first half second seeks there (with half a second of pre-roll for the
+    decoder's state) when the stream's timestamps resolve single samples;
+    otherwise the track is decoded from its start. Any sample format and
+    channel count becomes float32 ``[1, channels, samples]``. Returns None when
+    the file has no audio stream; raises ParameterError('path') when the
+    stream cannot be decoded.
+    """
+    path = os.fspath(video)
+    name = os.path.basename(path)
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise ParameterError("path", f"'{name}' cannot be opened ({exc})", "choose another file") from exc
+    try:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate = int(stream.sample_rate or stream.codec_context.sample_rate or 0)
+        if rate <= 0:
+            raise ParameterError("path", f"the audio track of '{name}' has no sample rate", "re-encode the audio")
+        first = int(round(start_s * rate))
+        last = None if duration_s is None else first + int(round(duration_s * rate))
+        if start_s > AUDIO_PREROLL_S and stream.time_base and stream.time_base <= fractions.Fraction(1, rate):
+            # Only where timestamps are sample-accurate (MP4: 1/rate; Matroska's milliseconds are not):
+            # elsewhere samples are counted from the first frame, which needs decoding from the start.
+            container.seek(int((start_s - AUDIO_PREROLL_S) / stream.time_base), stream=stream, backward=True)
+        pieces: list[np.ndarray] = []
+        position = None
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    samples = _audio_samples(frame)
+                    if position is None:
+                        position = int(round(frame.time * rate)) if frame.time is not None else 0
+                    lo, hi = max(first - position, 0), samples.shape[1]
+                    if last is not None:
+                        hi = min(hi, last - position)
+                    if hi > lo:
+                        pieces.append(samples[:, lo:hi])
+                    position += samples.shape[1]
+                if last is not None and position is not None and position >= last:
+                    break
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise ParameterError(
+                "path", f"the audio track of '{name}' cannot be decoded ({exc})", "re-encode the audio (e.g. to AAC)"
+            ) from exc
+        channels = len(stream.layout.channels) if stream.layout else 1
+        waveform = np.concatenate(pieces, axis=1) if pieces else np.zeros((channels, 0), np.float32)
+        return AudioTrack(torch.from_numpy(np.ascontiguousarray(waveform)).unsqueeze(0), rate)
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------------------
+# Whole-clip probe (for chunked runs): frame count and timing from the packets.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AudioProbe:
+    """The first audio stream: codec, rate, channels and whether it decodes."""
+
+    codec: str
+    sample_rate: int
+    channels: int
+    error: Optional[str] = None
+    """Why the stream cannot be decoded; None when every packet decodes."""
+
+
+@dataclasses.dataclass
+class ClipProbe:
+    """A clip's frames and timing, read from the packets without decoding the picture."""
+
+    path: str
+    width: int
+    height: int
+    frames: int
+    """Frames the decoder returns (packets that hold a frame)."""
+    rate: fractions.Fraction
+    """The stream's frame rate (average rate; frames over duration)."""
+    first_time: float
+    """Presentation time of frame 0 in seconds (the container clock)."""
+    frame_durations: tuple[float, float]
+    """Shortest and longest time between consecutive frames, seconds."""
+    constant_rate: bool
+    """Every frame lasts ``1 / rate`` (within one time-base tick and 1 %)."""
+    audio: Optional[AudioProbe]
+
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+
+RATE_TOLERANCE = 0.01
+"""Relative deviation of a frame's duration from ``1 / rate`` that still counts as a constant rate."""
+
+
+def probe_clip(video: str, decode_audio: bool = True) -> ClipProbe:
+    """Count the frames of ``video`` and check their timing from the packets; decode the audio to check it.
+
+    Raises ParameterError('path') for a file that is not a video or has no
+    frames. ``constant_rate`` is False when any frame's duration (difference of
+    consecutive presentation timestamps) differs from ``1 / rate`` by more
+    than one tick of the stream's time base and ``RATE_TOLERANCE``.
+    """
+    path = os.fspath(video)
+    name = os.path.basename(path)
+    container, stream = _open(path)
+    try:
+        cc = stream.codec_context
+        order = _presentation_order(container, stream, None)
+        if order is None:
+            raise ParameterError("path", f"'{name}' has video packets without timestamps", "re-encode it (e.g. to mp4)")
+        if not order:
+            raise ParameterError("path", f"'{name}' has zero frames", "choose another file")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        tb = stream.time_base
+        if not rate or not tb:
+            raise ParameterError("path", f"'{name}' stores no frame rate", "re-encode it at a constant frame rate")
+        rate = fractions.Fraction(rate)
+        steps = np.diff(np.asarray(order, dtype=np.float64)) * float(tb) if len(order) > 1 else np.array([1 / rate])
+        nominal = 1 / float(rate)
+        slack = max(float(tb), RATE_TOLERANCE * nominal)
+        constant = bool(np.all(np.abs(steps - nominal) <= slack))
+        info = ClipProbe(path, int(cc.width), int(cc.height), len(order), rate, float(order[0] * tb),
+                         (float(steps.min()), float(steps.max())), constant, None)
+        if container.streams.audio:
+            info.audio = _probe_audio(container, container.streams.audio[0], decode_audio)
+        return info
+    finally:
+        container.close()
+
+
+def _probe_audio(container, stream, decode: bool) -> AudioProbe:
+    layout = stream.layout
+    probe = AudioProbe(stream.codec_context.name, int(stream.sample_rate or 0), len(layout.channels) if layout else 0)
+    if not decode:
+        return probe
+    try:
+        container.seek(0)
+        decoded = 0
+        for packet in container.demux(stream):
+            decoded += len(packet.decode())
+        if decoded == 0:
+            probe.error = "no audio frame decodes"
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        probe.error = str(exc)
+    return probe
+
+
+# ---------------------------------------------------------------------------
 # The loader.
 # ---------------------------------------------------------------------------
 
@@ -368,6 +749,7 @@ def load_video(
     pad_frames: bool = False,
     memory_limit: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
+    audio: bool = False,
 ) -> LoadedVideo:
     """Decode ``video`` (a path) into a ComfyUI IMAGE, streaming; see the module docstring.
 
@@ -432,7 +814,7 @@ def load_video(
         if selected_estimate is not None:
             out_estimate = rule_count(selected_estimate, frame_rule, pad_frames)
             if estimate_output_bytes(out_estimate, out_h, out_w) > limit:
-                raise _memory_error(out_estimate, out_w, out_h, limit, info.width, info.height)
+                raise _memory_error(out_estimate, out_w, out_h, limit, info.width, info.height, frame_rule=frame_rule)
         # Keeping more than this many frames would exceed the limit: enforced while decoding.
         max_keep = limit // per_frame
         # Stop as soon as this many frames are kept (None: decode to the end).
@@ -450,48 +832,30 @@ def load_video(
             total = 0
 
         stream.thread_type = "AUTO"
-        kept: list[torch.Tensor] = []
-        warnings: list[str] = []
-        decoded = 0
-        packets = 0
-        reached_eof = False
-        failure: Optional[str] = None
-        demux = container.demux(stream)
-        while True:
-            try:
-                packet = next(demux)
-                if packet.size:
-                    packets += 1
-                frames = packet.decode()
-            except StopIteration:
-                reached_eof = True
-                break
-            except (av.error.FFmpegError, OSError, ValueError) as exc:
-                failure = f"decoding failed at frame {decoded} ({exc})"
-                break
-            done = False
-            for frame in frames:
-                index = decoded
-                decoded += 1
-                if index >= start_frame and (index - start_frame) % every_nth == 0:
-                    if len(kept) >= max_keep:
-                        raise _memory_error(len(kept) + 1, out_w, out_h, limit, info.width, info.height, at_least=True)
-                    kept.append(_frame_to_uint8(frame, info.width, info.height, plan))
-                if progress is not None:
-                    progress(decoded, max(total, decoded))
-                if stop_after is not None and len(kept) >= stop_after:
-                    done = True
-                    break
-            if done:
-                break
-        if reached_eof and failure is None and declared is not None and packets < declared - TRUNCATION_TOLERANCE:
-            failure = (
-                f"the stream ends at frame {decoded} but the container declares {declared} frames "
-                f"(file truncated or damaged)"
-            )
+        selection = _Selection(
+            start=start_frame,
+            every_nth=every_nth,
+            stop_after=stop_after,
+            max_keep=max_keep,
+            convert=lambda frame: _frame_to_uint8(frame, info.width, info.height, plan),
+            too_many=lambda n: _memory_error(n, out_w, out_h, limit, info.width, info.height, at_least=True,
+                                             frame_rule=frame_rule),
+        )
+        decode = None
+        if start_frame > 0:
+            decode = _decode_from_keyframe(container, stream, selection, progress, total, declared)
+            if decode is None:  # the seek could not be trusted: decode from the first frame instead
+                log.debug("ZSVR LoadVideo: '%s': seeking not possible, decoding from the first frame", name)
+                container.close()
+                container, stream = _open(path)
+                stream.thread_type = "AUTO"
+        if decode is None:
+            decode = _decode_from_start(container, stream, selection, progress, total, declared)
     finally:
         container.close()
 
+    kept, decoded, failure = decode.kept, decode.decoded, decode.failure
+    warnings: list[str] = []
     if failure is not None:
         if not best_effort:
             raise ParameterError(
@@ -520,7 +884,7 @@ def load_video(
             "lower start_frame or every_nth, raise frame_cap, choose 'any', or turn on pad_frames",
         )
     if estimate_output_bytes(count, out_h, out_w) > limit:
-        raise _memory_error(count, out_w, out_h, limit, info.width, info.height)
+        raise _memory_error(count, out_w, out_h, limit, info.width, info.height, frame_rule=frame_rule)
     if count != len(kept):
         action = "padded" if count > len(kept) else "trimmed"
         log.info("ZSVR LoadVideo: %s %d selected frames to %d for frame_rule %s", action, len(kept), count, frame_rule)
@@ -541,4 +905,14 @@ def load_video(
         warnings.append(message)
         log.warning(message)
     fps = source_fps / every_nth
-    return LoadedVideo(images, fps, count, info, decoded, warnings)
+    track = None
+    if audio:
+        # The audio that plays under the output: from the first selected frame, for the output's duration.
+        start_s = decode.first_time if decode.first_time is not None else start_frame / source_fps
+        try:
+            track = load_audio(path, start_s, count * every_nth / source_fps)
+        except ParameterError as exc:
+            message = f"ZSVR LoadVideo: {exc.problem}; the video is loaded without sound"
+            warnings.append(message)
+            log.warning(message)
+    return LoadedVideo(images, fps, count, info, decoded, warnings, track)

@@ -6,6 +6,7 @@ Nodes are thin: they parse inputs, call ``kernels``, and wrap outputs.
 from comfy_api.latest import ComfyExtension, io
 
 from .attention_switch import AttentionSwitch
+from .color_match import ColorMatch
 from .ddpm_invert import DDPMInvert
 from .early_stop import EarlyStop
 from .inversion_sampler import InversionSampler
@@ -29,6 +30,7 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     NoiseSharing,
     TemporalConsistencyGuidance,
     LoadCogVideoX,
+    ColorMatch,
 ]
 
 

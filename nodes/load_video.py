@@ -1,4 +1,4 @@
-"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps and frame count (DESIGN.md section 2).
+"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps, frame count and AUDIO (DESIGN.md section 2).
 
 The node only parses inputs, wires ComfyUI's progress bar and interrupt check
 into the kernel's per-frame callback, and wraps the outputs; decoding, resizing,
@@ -47,7 +47,9 @@ class LoadVideo(io.ComfyNode):
             category=f"{CATEGORY}/io",
             description=(
                 "Decodes a video with PyAV, streaming: only the selected frames are kept, each resized as it "
-                "is decoded. Outputs IMAGE [frames, height, width, 3] in 0..1, the fps and the frame count."
+                "is decoded; a start_frame past the beginning seeks to the keyframe before it instead of decoding "
+                "everything before it. Outputs IMAGE [frames, height, width, 3] in 0..1, the fps, the frame count "
+                "and the sound of the selected span (AUDIO)."
             ),
             inputs=[
                 io.Combo.Input(
@@ -109,6 +111,12 @@ class LoadVideo(io.ComfyNode):
                 io.Image.Output("images", tooltip="Frames as IMAGE [frames, height, width, 3], float 0..1."),
                 io.Float.Output("fps", tooltip="Frame rate of the output: source fps / every_nth."),
                 io.Int.Output("frame_count", tooltip="Number of output frames."),
+                io.Audio.Output(
+                    "audio",
+                    tooltip="The file's sound under the selected frames (from the first selected frame, for the "
+                    "output's duration), as ComfyUI AUDIO; empty (None) when the file has no audio track or it "
+                    "cannot be decoded (a warning says so; the frames still load).",
+                ),
             ],
         )
 
@@ -152,8 +160,10 @@ class LoadVideo(io.ComfyNode):
                 best_effort=best_effort,
                 pad_frames=pad_frames,
                 progress=progress,
+                audio=True,
             )
-        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count))
+        audio = result.audio.as_comfy() if result.audio is not None else None
+        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio)
 
     @classmethod
     def fingerprint_inputs(cls, video: str, **kwargs):

@@ -12,6 +12,7 @@ Two kinds of input:
 
 from __future__ import annotations
 
+import fractions
 import os
 import pathlib
 
@@ -524,3 +525,130 @@ def test_start_frame_past_the_end(clips):
 )
 def test_bad_parameters_name_their_input(clips, kw, name):
     assert error_of(clips["index"], **kw).parameter == name
+
+
+# ---------------------------------------------------------------------------
+# Seeking to start_frame, the audio span, the whole-clip probe (chunked runs).
+# ---------------------------------------------------------------------------
+
+
+def _index_frames(n, h=48, w=64):
+    return [np.full((h, w, 3), grey_level(i % 31), np.uint8) for i in range(n)]
+
+
+def _vfr_clip(path, n=24):
+    """Frame i shown at 0, 125, 375, 500, 625, 875, ... ms (every third frame lasts twice as long)."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    stream.codec_context.time_base = stream.time_base = fractions.Fraction(1, 1000)
+    stream.options = {"g": "4", "qp": "0"}
+    t = 0
+    for i, array in enumerate(_index_frames(n)):
+        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+        frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)  # ms (the muxer changes the stream's)
+        t += 250 if i % 3 == 2 else 125
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return pathlib.Path(path)
+
+
+@pytest.fixture(scope="module")
+def seek_clips(tmp_path_factory):
+    """Clips with keyframes every few frames: H.264 (GOP 5, B-frames), FFV1 (all intra), variable timing."""
+    d = tmp_path_factory.mktemp("seek")
+    return {
+        "gop5": write_clip(d / "gop5.mp4", _index_frames(N_INDEX), options={"g": "5", "keyint_min": "5", "bf": "2", "qp": "0"}),
+        "ffv1": write_clip(d / "intra.mkv", _index_frames(N_INDEX), codec="ffv1", pix_fmt="bgr0"),
+        "vfr": _vfr_clip(d / "vfr.mp4"),
+    }
+
+
+def _linear(monkeypatch, path, **kw):
+    """load_video with the keyframe seek switched off (decode from the first frame)."""
+    with monkeypatch.context() as m:
+        m.setattr(video_io, "_decode_from_keyframe", lambda *a, **k: None)
+        return load(path, **kw)
+
+
+def test_start_frame_seeks_to_the_keyframe_before_it(seek_clips):
+    """GOP 5: start 17 decodes from the keyframe at 15 (6 frames for 4 kept), not the 21 frames before it."""
+    r = load(seek_clips["gop5"], start_frame=17, frame_cap=4)
+    assert [frame_index(f) for f in r.images] == [17, 18, 19, 20]
+    assert r.decoded == 6
+
+
+@pytest.mark.parametrize("name", ["gop5", "ffv1", "vfr"])
+@pytest.mark.parametrize("start, cap, nth", [(1, 5, 1), (7, 0, 1), (12, 4, 2), (19, 3, 1)])
+def test_seek_gives_the_frames_decoding_from_the_start_gives(seek_clips, monkeypatch, name, start, cap, nth):
+    seeked = load(seek_clips[name], start_frame=start, frame_cap=cap, every_nth=nth)
+    linear = _linear(monkeypatch, seek_clips[name], start_frame=start, frame_cap=cap, every_nth=nth)
+    assert torch.equal(seeked.images, linear.images)
+    assert seeked.decoded <= linear.decoded
+    if name != "vfr":
+        assert frame_index(seeked.images[0]) == start
+
+
+def test_seek_on_a_single_keyframe_clip_decodes_from_frame_0(clips):
+    r = load(clips["index"], start_frame=20, frame_cap=3)
+    assert [frame_index(f) for f in r.images] == [20, 21, 22] and r.decoded == 23
+
+
+def test_seek_refused_when_timestamps_cannot_be_trusted_falls_back(seek_clips, monkeypatch):
+    """Packets without timestamps: no seek, the frames come from decoding from the start."""
+    monkeypatch.setattr(video_io, "_presentation_order", lambda *a, **k: None)
+    r = load(seek_clips["gop5"], start_frame=17, frame_cap=4)
+    assert [frame_index(f) for f in r.images] == [17, 18, 19, 20] and r.decoded == 21
+
+
+@pytest.fixture(scope="module")
+def sound_clips(tmp_path_factory):
+    from long_clips import write_clip as write_sound_clip
+
+    d = tmp_path_factory.mktemp("sound")
+    frames = _index_frames(40)
+    return {kind: write_sound_clip(d / f"{kind}.{'mkv' if kind == 'pcm' else 'mp4'}", 40, 64, 48, fps=8, gop=8,
+                                   audio=None if kind == "silent" else kind, frames=frames)
+            for kind in ("aac", "pcm", "broken", "silent")}
+
+
+@pytest.mark.parametrize("kind", ["aac", "pcm"])
+@pytest.mark.parametrize("start, cap", [(0, 9), (11, 9), (25, 0)])
+def test_audio_is_the_tracks_samples_under_the_selected_frames(sound_clips, kind, start, cap):
+    """The AUDIO span starts at the first frame's time and lasts the output's duration; the samples are the
+    full track's (decoded independently with PyAV) at those times."""
+    from long_clips import decode_audio
+
+    full, rate = decode_audio(sound_clips[kind])
+    r = load(sound_clips[kind], start_frame=start, frame_cap=cap, audio=True)
+    first = round(start / 8 * rate)
+    expected = full[:, first:first + round(r.frame_count / 8 * rate)]
+    assert r.audio.sample_rate == rate == 44100
+    assert tuple(r.audio.waveform.shape) == (1, 2, expected.shape[1])
+    assert np.abs(r.audio.waveform[0].numpy() - expected).max() < 1e-4
+    assert float(np.abs(expected).max()) > 0.1  # there is sound in the span
+
+
+def test_audio_that_cannot_be_decoded_warns_and_frames_still_load(sound_clips):
+    r = load(sound_clips["broken"], frame_cap=9, audio=True)
+    assert r.audio is None and r.frame_count == 9
+    assert any("cannot be decoded" in w and "without sound" in w for w in r.warnings)
+
+
+def test_clip_without_audio_has_none_and_no_warning(sound_clips):
+    r = load(sound_clips["silent"], frame_cap=9, audio=True)
+    assert r.audio is None and r.warnings == []
+
+
+def test_probe_counts_frames_and_checks_their_timing(seek_clips, sound_clips):
+    p = video_io.probe_clip(seek_clips["gop5"])
+    assert (p.frames, p.rate, p.constant_rate, p.audio) == (N_INDEX, 30, True, None)
+    v = video_io.probe_clip(seek_clips["vfr"])
+    assert v.frames == 24 and not v.constant_rate and v.frame_durations == (0.125, 0.25)
+    a = video_io.probe_clip(sound_clips["aac"])
+    assert (a.audio.codec, a.audio.sample_rate, a.audio.channels, a.audio.error) == ("aac", 44100, 2, None)
+    b = video_io.probe_clip(sound_clips["broken"])
+    assert b.audio.error and b.frames == 40

@@ -97,7 +97,7 @@ class Graph:
 
 
 def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str):
-    """SamplerCustomAdvanced -> VAEDecode -> CreateVideo (the loader's fps) -> SaveVideo.
+    """SamplerCustomAdvanced -> VAEDecode -> CreateVideo (the loader's fps and audio) -> SaveVideo.
 
     Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node.
     """
@@ -113,6 +113,7 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
     video = g.add("CreateVideo", (1860, 160))
     g.connect(dec, 0, video, "images")
     g.connect(load, 1, video, "fps")
+    g.connect(load, 3, video, "audio")  # the source's sound under the loaded frames
     save = g.add("SaveVideo", (2220, 0), {"filename_prefix": prefix}, size=(420, 380))
     g.connect(video, 0, save, "video")
 

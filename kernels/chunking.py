@@ -1,0 +1,198 @@
+"""Chunk planning and crossfade weights for chunked runs of long clips (DESIGN.md section 6): numpy and torch only.
+
+A clip too long for one run is cut into chunks of ``chunk_frames`` frames that
+overlap by at least ``overlap`` frames; each chunk is restored on its own and
+the chunks are put back together with a crossfade over each overlap.
+
+* :func:`plan_chunks` places the chunks. Every chunk's length obeys the
+  workflow's frame rule (``any`` / ``4k+1`` / ``8k+1``, as ``ZSVR_LoadVideo``
+  applies it), so the loader never trims a chunk. Chunks start every
+  ``chunk_frames - overlap`` frames; the last one is the shortest
+  rule-conforming length that reaches the clip's end, placed so that it ends
+  exactly there (it then overlaps its neighbour by ``overlap`` frames or a few
+  more). A clip no longer than one chunk is one chunk; when its length breaks
+  the rule, that chunk runs on the last frame repeated up to the next
+  conforming count (``run_frames``) and only its first ``frames`` outputs are used.
+* :func:`crossfade_weights` are raised-cosine weights over an overlap of
+  ``n`` frames, ``w[j] = (1 - cos(pi (j + 1) / (n + 1))) / 2``: the incoming
+  chunk gets ``w``, the outgoing one ``1 - w``, so the two sum to 1 on every
+  frame and neither chunk is ever dropped or taken alone inside the overlap.
+  :func:`chunk_weights` gives a chunk's weight for each of its frames (rising
+  over its leading overlap, falling over its trailing one). Where chunks
+  overlap only pairwise (``overlap <= chunk_frames / 2``) the weights on a frame
+  already sum to 1; :func:`frame_sources` normalises them anyway, so larger
+  overlaps (three chunks on a frame) blend correctly too.
+* :func:`blend` mixes one frame from several chunks as a running weighted
+  mean, ``out += (x_k - out) * w_k / (w_1 + ... + w_k)``: equal to the
+  normalised weighted sum, and *exactly* the input when the chunks agree
+  (``x_k - out`` is then exactly 0), so stitching chunks whose outputs equal
+  their inputs is the identity bit for bit. :func:`stitch` is the in-memory
+  form over whole chunk outputs (tests, short clips); the runner streams the
+  same :func:`frame_sources` / :func:`blend` one frame at a time
+  (``headless/stitch.py``).
+
+Frame indices are the loader's source-frame indices (``every_nth`` 1).
+Errors raise :class:`~.errors.ParameterError` naming ``chunk_frames``,
+``overlap`` or ``total_frames``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ParameterError
+from .video_io import FRAME_RULES, rule_count, rule_minimum
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One chunk of a plan: source frames ``start .. start + frames - 1``."""
+
+    index: int
+    start: int
+    frames: int
+    """Frames of the clip this chunk covers (and contributes to the output)."""
+    run_frames: int
+    """Frames the workflow runs on: ``frames``, or more when the clip is shorter than the frame rule allows
+    (the loader repeats the last frame; the extra outputs are dropped)."""
+    lead: int = 0
+    """Frames shared with the previous chunk."""
+    trail: int = 0
+    """Frames shared with the next chunk."""
+
+    @property
+    def end(self) -> int:
+        """One past the last source frame."""
+        return self.start + self.frames
+
+    @property
+    def padded(self) -> bool:
+        return self.run_frames > self.frames
+
+
+def conforms(frames: int, frame_rule: str) -> bool:
+    """True when ``frames`` is a count the frame rule allows (the loader would keep it unchanged)."""
+    return frames >= rule_minimum(frame_rule) and rule_count(frames, frame_rule) == frames
+
+
+def check_chunking(chunk_frames: int, overlap: int, frame_rule: str) -> None:
+    """Raise ParameterError unless ``chunk_frames`` obeys ``frame_rule`` and ``0 <= overlap < chunk_frames``."""
+    if frame_rule not in FRAME_RULES:
+        raise ParameterError("frame_rule", f"is {frame_rule!r}", f"use one of {', '.join(FRAME_RULES)}")
+    if int(chunk_frames) != chunk_frames or chunk_frames < 1:
+        raise ParameterError("chunk_frames", f"is {chunk_frames}", "use a positive frame count, e.g. 49")
+    if not conforms(chunk_frames, frame_rule):
+        low = rule_count(chunk_frames, frame_rule)
+        high = rule_count(chunk_frames, frame_rule, pad=True)
+        if high == chunk_frames:  # below the rule's minimum
+            high = rule_minimum(frame_rule)
+        options = f"{low} or {high}" if low else f"{high}"
+        raise ParameterError(
+            "chunk_frames",
+            f"{chunk_frames} breaks the workflow's frame rule '{frame_rule}' (ZSVR_LoadVideo would trim every chunk)",
+            f"use {options} frames per chunk",
+        )
+    if int(overlap) != overlap or overlap < 0:
+        raise ParameterError("overlap", f"is {overlap}", "use 0 for no crossfade or a positive frame count, e.g. 8")
+    if overlap >= chunk_frames:
+        raise ParameterError(
+            "overlap",
+            f"{overlap} is not below chunk_frames ({chunk_frames}): the chunks would not advance",
+            f"use an overlap of at most {chunk_frames - 1} frames; 8 suits 49-frame chunks",
+        )
+
+
+def plan_chunks(total_frames: int, chunk_frames: int, overlap: int, frame_rule: str = "any") -> list[Chunk]:
+    """Chunks covering frames ``0 .. total_frames - 1`` (see the module docstring for the placement)."""
+    check_chunking(chunk_frames, overlap, frame_rule)
+    if int(total_frames) != total_frames or total_frames < 1:
+        raise ParameterError("total_frames", f"is {total_frames}", "pass the clip's frame count (at least 1)")
+    if total_frames <= chunk_frames:
+        run = max(rule_count(total_frames, frame_rule, pad=True), rule_minimum(frame_rule))
+        return [Chunk(0, 0, total_frames, run)]
+    stride = chunk_frames - overlap
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start + chunk_frames < total_frames:
+        spans.append((start, chunk_frames))
+        start += stride
+    last = max(rule_count(total_frames - start, frame_rule, pad=True), rule_minimum(frame_rule))
+    last_start = total_frames - last
+    while spans and spans[-1][0] >= last_start:  # a tiny stride: the last chunk already covers these
+        spans.pop()
+    spans.append((last_start, last))
+    chunks = []
+    for i, (start, frames) in enumerate(spans):
+        lead = max(0, spans[i - 1][0] + spans[i - 1][1] - start) if i else 0
+        trail = max(0, start + frames - spans[i + 1][0]) if i + 1 < len(spans) else 0
+        chunks.append(Chunk(i, start, frames, frames, min(lead, frames), min(trail, frames)))
+    return chunks
+
+
+def crossfade_weights(n: int) -> np.ndarray:
+    """Raised-cosine weights of the incoming chunk over an ``n``-frame overlap (float64, strictly in (0, 1))."""
+    if n < 0:
+        raise ParameterError("n", f"is {n}", "pass the overlap length in frames (0 or more)")
+    j = np.arange(n, dtype=np.float64)
+    return 0.5 - 0.5 * np.cos(np.pi * (j + 1) / (n + 1))
+
+
+def chunk_weights(chunk: Chunk) -> np.ndarray:
+    """Weight of each of ``chunk``'s frames: raised-cosine rise over ``lead``, fall over ``trail``, 1 between."""
+    w = np.ones(chunk.frames, dtype=np.float64)
+    if chunk.lead:
+        w[: chunk.lead] *= crossfade_weights(chunk.lead)
+    if chunk.trail:
+        w[chunk.frames - chunk.trail :] *= 1.0 - crossfade_weights(chunk.trail)
+    return w
+
+
+def frame_sources(plan: Sequence[Chunk], frame: int, weights: Sequence[np.ndarray] | None = None) -> list[tuple[int, int, float]]:
+    """``(chunk index, frame within the chunk, weight)`` for every chunk covering ``frame``; weights sum to 1.
+
+    ``weights`` (:func:`chunk_weights` of each chunk, in plan order) may be passed to avoid recomputing them.
+    """
+    found = []
+    for chunk in plan:
+        if chunk.start <= frame < chunk.end:
+            w = (weights[chunk.index] if weights is not None else chunk_weights(chunk))[frame - chunk.start]
+            found.append((chunk.index, frame - chunk.start, float(w)))
+    if not found:
+        raise ParameterError("frame", f"{frame} is outside the plan (frames 0..{plan[-1].end - 1})", "")
+    total = sum(w for _, _, w in found)
+    return [(i, j, w / total) for i, j, w in found]
+
+
+def blend(frames: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted mean of same-shaped frames as float32: exactly ``frames[0]`` when all frames are equal."""
+    if not frames or len(frames) != len(weights):
+        raise ParameterError("frames", f"has {len(frames)} frames for {len(weights)} weights", "pass one weight per frame")
+    out = frames[0].to(torch.float32).clone()
+    acc = float(weights[0])
+    for frame, w in zip(frames[1:], weights[1:]):
+        acc += float(w)
+        out += (frame.to(torch.float32) - out) * (float(w) / acc)
+    return out
+
+
+def stitch(plan: Sequence[Chunk], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The whole output ``[total, ...]`` float32 from each chunk's output (first ``chunk.frames`` used)."""
+    if len(outputs) != len(plan):
+        raise ParameterError("outputs", f"has {len(outputs)} chunk outputs for a plan of {len(plan)}", "pass one per chunk")
+    for chunk, out in zip(plan, outputs):
+        if out.shape[0] < chunk.frames:
+            raise ParameterError(
+                "outputs", f"chunk {chunk.index} has {out.shape[0]} frames, the plan needs {chunk.frames}",
+                "pass each chunk's whole output",
+            )
+    weights = [chunk_weights(c) for c in plan]
+    total = plan[-1].end
+    result = torch.empty((total, *outputs[0].shape[1:]), dtype=torch.float32)
+    for frame in range(total):
+        sources = frame_sources(plan, frame, weights)
+        result[frame] = blend([outputs[i][j] for i, j, _ in sources], [w for _, _, w in sources])
+    return result
