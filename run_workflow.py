@@ -22,6 +22,10 @@ is named with its error. Progress is one line per event (``headless/console.py``
 
 The workflow may be UI format (what you drag into ComfyUI) or API format;
 UI workflows are converted with ``headless/workflow_format.py``.
+
+With ``--servers URL[,URL...]`` no ComfyUI starts here: every clip (or chunk)
+goes to those running ComfyUI servers through their own API, one per GPU or
+machine (``headless/servers.py``; the README's "Several GPUs or machines").
 """
 
 from __future__ import annotations
@@ -216,6 +220,25 @@ def _chunk_options(args) -> dict | None:
             "keep_chunks": args.keep_chunks}
 
 
+def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter) -> int:
+    """``--servers``: every unit goes to running ComfyUI servers through their API (``headless/servers.py``).
+
+    No ComfyUI starts in this process; the servers' registry converts the workflow and checks ``--set``.
+    The pack is imported as a package here (``zsvr``), as its chunked-run modules import ``..kernels``.
+    """
+    import importlib
+    import importlib.util
+
+    if "zsvr" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("zsvr", PACK_DIR / "__init__.py",
+                                                      submodule_search_locations=[str(PACK_DIR)])
+        sys.modules["zsvr"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["zsvr"])
+    servers = importlib.import_module("zsvr.headless.servers")
+    return servers.run_remote(workflow, videos, args.output.resolve(), list(args.set), args.servers,
+                              args.unit_timeout, say=reporter.line, table=print, chunks=_chunk_options(args))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workflow", type=pathlib.Path, help="UI- or API-format workflow JSON")
@@ -246,9 +269,17 @@ def main(argv=None) -> int:
     long.add_argument("--color-match", nargs="?", const="low_frequency", default=None, metavar="METHOD",
                       help="give every chunk the source's colour (ZSVR_ColorMatch: low_frequency, the default, or mean_std)")
     long.add_argument("--keep-chunks", action="store_true", help="keep the lossless chunk files after stitching")
+    fleet = parser.add_argument_group("several GPUs or machines (see the README's \"Several GPUs or machines\")")
+    fleet.add_argument("--servers", default=None, metavar="URL[,URL...]",
+                       help="send every clip (or chunk) to these running ComfyUI servers through their API instead "
+                            "of starting ComfyUI here, e.g. http://127.0.0.1:8188,http://gpu2:8188; a token for them "
+                            "is read from $ZSVR_SERVER_TOKEN")
+    fleet.add_argument("--unit-timeout", type=float, default=None, metavar="SECONDS",
+                       help="with --servers: a clip or chunk running longer than this on a server is interrupted "
+                            "and sent to another server (default: no limit)")
     args = parser.parse_args(argv)
     comfy_dir = args.comfyui or pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent))
-    if not (comfy_dir / "nodes.py").is_file():
+    if args.servers is None and not (comfy_dir / "nodes.py").is_file():
         parser.error(f"no ComfyUI at {comfy_dir}; pass --comfyui or run from ComfyUI/custom_nodes/<pack>")
     try:
         workflow = json.loads(args.workflow.read_text())
@@ -261,6 +292,8 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     reporter = console.ConsoleReporter()
     console.route_logging(reporter, verbose=args.verbose)
+    if args.servers is not None:
+        return run_on_servers(args, workflow, videos, reporter)
     comfy_args = {"disable_all_custom_nodes": args.disable_all_custom_nodes,
                   "whitelist_custom_nodes": list(args.whitelist_custom_nodes),
                   "disable_api_nodes": args.disable_api_nodes}

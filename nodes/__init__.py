@@ -6,6 +6,7 @@ Nodes are thin: they parse inputs, call ``kernels``, and wrap outputs.
 from comfy_api.latest import ComfyExtension, io
 
 from .attention_switch import AttentionSwitch
+from .chunk_output import ChunkOutput
 from .color_match import ColorMatch
 from .ddpm_invert import DDPMInvert
 from .early_stop import EarlyStop
@@ -30,6 +31,7 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     NoiseSharing,
     TemporalConsistencyGuidance,
     LoadCogVideoX,
+    ChunkOutput,  # run_workflow.py --servers --chunk-frames only (not a ZSVR_* contract node)
     ColorMatch,
 ]
 

@@ -1,0 +1,66 @@
+"""``ZSVRHeadless_ChunkOutput``: one chunk's frames stored losslessly in ComfyUI's output folder, for the runner.
+
+``run_workflow.py --servers ... --chunk-frames N`` sends each chunk of a clip to
+a ComfyUI server as its own prompt (``headless/remote_chunks.py``). The
+in-process chunked run stores a chunk with its own sink, at a path on the
+runner's disk; a server may be another machine, so there the chunk is stored
+by this node, in the server's output folder, and fetched through ``/view``.
+The file is the same (``headless/stitch.write_chunk``: FFV1 in Matroska,
+8-bit RGB, bit for bit), so a chunk restored on a server stitches exactly as
+one restored in-process.
+
+The node id does not start with ``ZSVR_``: it is the runner's, not part of the
+pack's public node contract, and has no use in the editor.
+"""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..headless import stitch
+from .types import CATEGORY
+
+NODE_ID = "ZSVRHeadless_ChunkOutput"
+
+
+class ChunkOutput(io.ComfyNode):
+    """Writes ``images`` to ``<output>/<filename_prefix>.mkv`` (whole or not at all) and lists it in the history."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="Chunk Output (ZSVR runner)",
+            category=f"{CATEGORY}/headless",
+            description=(
+                "Used by run_workflow.py --servers with --chunk-frames: stores a chunk's frames losslessly "
+                "(FFV1 in Matroska) in the output folder for the runner to fetch and stitch. Not needed in the editor."
+            ),
+            inputs=[
+                io.Image.Input("images", tooltip="The chunk's restored frames."),
+                io.String.Input("filename_prefix", default="zsvr_runner/chunk",
+                                tooltip="File name (without .mkv) inside the output folder; may hold subfolders."),
+                io.Float.Input("fps", default=24.0, min=0.001, max=1000.0, tooltip="Frame rate stored in the file."),
+            ],
+            outputs=[],
+            is_output_node=True,
+            not_idempotent=True,
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")  # written every time the runner asks
+
+    @classmethod
+    def execute(cls, images, filename_prefix: str, fps: float) -> io.NodeOutput:
+        out_dir = folder_paths.get_output_directory()
+        # ComfyUI's own check that the file stays inside the output folder (and creates the subfolder)
+        folder, name, _, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, out_dir, int(images.shape[2]), int(images.shape[1]))
+        filename = f"{name}.mkv"
+        frames = stitch.write_chunk(os.path.join(folder, filename), images, fps)
+        return io.NodeOutput(ui={"zsvr_chunk": [
+            {"filename": filename, "subfolder": subfolder, "type": "output", "frames": frames}]})
