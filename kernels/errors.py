@@ -7,6 +7,12 @@ Nodes translate it into :class:`InputError`, which names the *node's* input
 that message in its error dialog, so a user reads which input, what was wrong
 and what to do, never a stack trace from deep inside torch, and never the name
 of a parameter no node has.
+
+Both classes set ``__module__ = "ZSVR"``: ComfyUI shows an error's type as
+``module.qualname`` (``execution.full_type_name``) and loads a pack with the
+pack's absolute folder path as its module name, so the type would otherwise
+read ``/home/.../custom_nodes/comfyui-zsvr.kernels.errors.InputError`` in the
+error dialog; with it, ``ZSVR.InputError``.
 """
 
 
@@ -18,6 +24,8 @@ class ParameterError(ValueError):
         problem: what is wrong with it, as a predicate ("is -3").
         fix: what to do instead (may be empty).
     """
+
+    __module__ = "ZSVR"  # what ComfyUI shows as the error's type: ZSVR.ParameterError, not a server path
 
     def __init__(self, parameter: str, problem: str, fix: str = ""):
         self.parameter = parameter
@@ -33,6 +41,8 @@ class InputError(ValueError):
     reads ``ZSVR input 'frame_cap': is -3. Fix: use 0 for all frames or a positive count.``
     """
 
+    __module__ = "ZSVR"  # what ComfyUI shows as the error's type: ZSVR.InputError, not a server path
+
     def __init__(self, input_name: str, problem: str, fix: str = ""):
         self.input_name = input_name
         self.problem = problem
@@ -41,3 +51,8 @@ class InputError(ValueError):
         if fix:
             message += f" Fix: {fix}."
         super().__init__(message)
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, by its first letter: ``an EarlyStopSampler``, ``a KSAMPLER``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

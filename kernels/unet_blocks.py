@@ -7,7 +7,7 @@ position as ``extra_options["block"] = (group, id)``. Pure Python.
 
 from __future__ import annotations
 
-from .block_ranges import parse_blocks
+from .block_ranges import check_block_syntax, parse_blocks
 from .errors import ParameterError
 
 GROUPS = ("input", "middle", "output")
@@ -38,15 +38,7 @@ def parse_unet_blocks(text: str, counts: dict[str, int],
     if text == "all":
         return {g: frozenset(ids) for g, ids in with_attention.items() if ids}
     chosen: dict[str, set[int]] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if part == "":
-            continue
-        group, _, ids = (s.strip() for s in part.partition(":"))
-        if group not in GROUPS:
-            raise ParameterError("text", f"has '{part}', which is not a U-Net block group ({', '.join(GROUPS)})",
-                                 "write 'all', or a comma list of input, middle, output, each optionally with block "
-                                 "ids like output:3-11; leave it empty for none")
+    for part, group, ids in _items(text):
         if ids == "":
             picked = with_attention.get(group, [])
         else:
@@ -56,3 +48,30 @@ def parse_unet_blocks(text: str, counts: dict[str, int],
                 raise ParameterError("text", f"has '{part}' ({group} block ids: {exc.problem})", exc.fix) from None
         chosen.setdefault(group, set()).update(i for i in picked if i in with_attention.get(group, []))
     return {g: frozenset(ids) for g, ids in chosen.items() if ids}
+
+
+def _items(text: str):
+    """``(part, group, ids)`` of each item of a lower-cased selection other than ``""``/``"all"``, groups checked."""
+    for part in text.split(","):
+        part = part.strip()
+        if part == "":
+            continue
+        group, _, ids = (s.strip() for s in part.partition(":"))
+        if group not in GROUPS:
+            raise ParameterError("text", f"has '{part}', which is not a U-Net block group ({', '.join(GROUPS)})",
+                                 "write 'all', or a comma list of input, middle, output, each optionally with block "
+                                 "ids like output:3-11; leave it empty for none")
+        yield part, group, ids
+
+
+def check_unet_block_syntax(text: str) -> None:
+    """Raise :class:`ParameterError` (``text``) if the selection is malformed whatever the U-Net: a name other than
+    a group, or malformed ids; whether the ids exist needs the model (:func:`parse_unet_blocks`)."""
+    text = (text or "").strip().lower()
+    if text in ("", "all"):
+        return
+    for part, group, ids in _items(text):
+        try:
+            check_block_syntax(ids, input_name="text")
+        except ParameterError as exc:
+            raise ParameterError("text", f"has '{part}' ({group} block ids: {exc.problem})", exc.fix) from None

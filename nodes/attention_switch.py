@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..kernels.block_ranges import parse_blocks
+from ..kernels.block_ranges import check_block_syntax, parse_blocks
 from . import switch_protocol as protocol
 from .errors import kernel_inputs
 from .adapters import FAMILIES, adapter_for
-from .shared_inputs import check_schedule_window, schedule_gate, schedule_window_inputs
+from .shared_inputs import (check_finite, check_schedule_window, schedule_gate, schedule_window_inputs,
+                            validate_widgets, window_check)
 from .types import CATEGORY
 
 
@@ -48,7 +49,19 @@ class AttentionSwitch(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
+        """Before anything runs: finite window ends in order, and a block list that parses (whether its blocks
+        exist needs the model, so that is checked when the node runs)."""
+        def blocks_syntax():
+            if blocks is not None:
+                with kernel_inputs(text="blocks"):
+                    check_block_syntax(blocks)
+        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_syntax,
+                                start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, blocks, start_percent, end_percent) -> io.NodeOutput:
+        check_finite(cls, start_percent=start_percent, end_percent=end_percent)
         adapter = adapter_for(model)
         with kernel_inputs(text="blocks"):
             chosen = parse_blocks(blocks, adapter.num_blocks(model))

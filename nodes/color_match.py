@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..kernels import color_match
 from .errors import kernel_inputs
+from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY
 
 
@@ -54,6 +55,12 @@ class ColorMatch(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None):
+        """Before anything runs: strength is a finite number in 0..1."""
+        return validate_widgets(cls, strength=strength)
+
+    @classmethod
     def execute(cls, image, reference, method: str = "low_frequency", strength: float = 1.0) -> io.NodeOutput:
+        check_finite(cls, strength=strength)
         with kernel_inputs():
             return io.NodeOutput(color_match.color_match(image, reference, method=method, strength=strength))

@@ -20,6 +20,7 @@ from ..kernels.errors import InputError
 from . import host
 from . import switch_protocol as protocol
 from .errors import kernel_inputs
+from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY, Inversion
 
 
@@ -100,10 +101,16 @@ class DDPMInvert(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None):
+        """Before anything runs: cfg is a finite number in its range."""
+        return validate_widgets(cls, cfg=cfg)
+
+    @classmethod
     def execute(cls, model, positive, negative, cfg, latent, sigmas, inversion_seed, step_rule, first_step) -> io.NodeOutput:
+        check_finite(cls, cfg=cfg)
         seed = inversion_seed
-        host.check_conditioning(positive, "positive")
-        host.check_conditioning(negative, "negative")
+        host.check_conditioning(positive, "positive", model)
+        host.check_conditioning(negative, "negative", model)
         if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
             raise InputError("latent", "is not a LATENT", "connect a VAE Encode output")
         with kernel_inputs():

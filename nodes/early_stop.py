@@ -24,6 +24,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..kernels.errors import InputError
+from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY
 
 
@@ -93,7 +94,13 @@ class EarlyStop(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, stop_percent=None):
+        """Before anything runs: stop_percent is a finite number in 0..1."""
+        return validate_widgets(cls, stop_percent=stop_percent)
+
+    @classmethod
     def execute(cls, sampler, stop_step, stop_percent) -> io.NodeOutput:
+        check_finite(cls, stop_percent=stop_percent)
         if not isinstance(sampler, comfy.samplers.Sampler) and not hasattr(sampler, "sample"):
             raise InputError("sampler", "is not a SAMPLER", "connect a sampler node's output")
         return io.NodeOutput(EarlyStopSampler(sampler, stop_step, stop_percent))

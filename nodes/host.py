@@ -7,7 +7,8 @@ import torch
 import comfy.model_management
 
 from ..kernels import inversion as inv_kernel
-from ..kernels.errors import InputError
+from ..kernels.errors import InputError, a_or_an
+from .adapters import family_of
 
 
 def model_family(model_patcher) -> dict:
@@ -36,8 +37,8 @@ def check_family(recorded: dict, inner_model, input_name: str = "model") -> None
     if any(recorded.get(k) != v for k, v in current.items()):
         raise InputError(
             input_name,
-            f"is a {current['model_class']} ({current['model_sampling']}) but the inversion was made with a "
-            f"{recorded['model_class']} ({recorded['model_sampling']})",
+            f"is {a_or_an(current['model_class'])} ({current['model_sampling']}) but the inversion was made with "
+            f"{a_or_an(recorded['model_class'])} ({recorded['model_sampling']})",
             "sample with the model (or a patched copy of it) that the inversion was made with",
         )
 
@@ -71,12 +72,24 @@ def conditioning_equal(a, b) -> bool:
     return True
 
 
-def check_conditioning(cond, input_name: str) -> None:
+def check_conditioning(cond, input_name: str, model=None) -> None:
+    """A CONDITIONING value, and (given the ``model``) one that model can use.
+
+    A model family that needs a pooled text vector declares, as ``pooled_text_encoder``, what produces one; a
+    conditioning without it (e.g. Wan's UMT5 text into HunyuanVideo) would otherwise fail deep in the host with a
+    bare ``KeyError: 'pooled_output'``.
+    """
     if not isinstance(cond, list) or len(cond) == 0:
         raise InputError(input_name, "is empty", "connect a text encode node's CONDITIONING (an empty prompt is fine)")
     for item in cond:
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict)):
             raise InputError(input_name, "is not a CONDITIONING value", "connect a CLIP Text Encode (or similar) output")
+    family = family_of(model) if model is not None else None
+    encoder = getattr(family, "pooled_text_encoder", None)
+    if encoder and any(item[1].get("pooled_output") is None for item in cond):
+        raise InputError(input_name, f"has no pooled text vector, which {family.family} needs (this conditioning "
+                         "comes from a text encoder without one, such as Wan's UMT5 or a T5)",
+                         f"encode the prompt with {encoder}")
 
 
 def check_batch(cond, latent: torch.Tensor, input_name: str) -> None:

@@ -6,6 +6,8 @@ own prompt reproduces the input; ``ZSVR_NegativePromptEditor`` edits it).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import comfy.samplers
@@ -15,6 +17,7 @@ from ..kernels import inversion as inv_kernel
 from ..kernels.errors import InputError
 from . import host
 from .errors import kernel_inputs
+from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY, Inversion
 
 
@@ -78,6 +81,19 @@ class ReplaySampler(comfy.samplers.Sampler):
         return inv_kernel.replay(denoise, x, coeffs, stored, on_step)
 
 
+def _noise_at(inversion: inv_kernel.InversionResult, level: int) -> str:
+    """The equivalent EPS sigma b/a of ``level``, rounded down to 4 significant digits (so that a start_noise of
+    the printed value starts at that level, not the one before it)."""
+    a, b = inversion.a[level], inversion.b[level]
+    if a == 0:
+        return "inf"
+    value = b / a
+    if value <= 0:
+        return "0"
+    scale = 10 ** (3 - math.floor(math.log10(value)))
+    return f"{math.floor(value * scale) / scale:g}"
+
+
 class InversionSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -123,7 +139,13 @@ class InversionSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, start_noise=None):
+        """Before anything runs: start_noise is a finite number in its range."""
+        return validate_widgets(cls, start_noise=start_noise)
+
+    @classmethod
     def execute(cls, inversion, skip, start_noise, last_step="exact") -> io.NodeOutput:
+        check_finite(cls, start_noise=start_noise)
         if not isinstance(inversion, inv_kernel.InversionResult):
             raise InputError("inversion", "is not a ZSVR inversion", "connect ZSVR DDPM Inversion's output")
         steps = inversion.steps
@@ -134,7 +156,9 @@ class InversionSampler(io.ComfyNode):
                              f"use a skip below {steps}" if name == "skip" else "use a larger noise level")
         if start < inversion.first_step:
             raise InputError(name, f"starts at step {start}, but the inversion was only computed from step "
-                             f"{inversion.first_step}", f"set the inverter's first_step to {start} or less, or skip more")
+                             f"{inversion.first_step}", f"set the inverter's first_step to {start} or less, or "
+                             + ("skip more" if name == "skip" else
+                                f"lower start_noise to {_noise_at(inversion, inversion.first_step)} or less"))
         sigmas = inversion.sigmas[start:].clone()
         if last_step not in inv_kernel.LAST_STEPS:
             raise InputError("last_step", f"is {last_step!r}", f"use one of: {', '.join(inv_kernel.LAST_STEPS)}")

@@ -19,6 +19,7 @@ from ..kernels.errors import InputError
 from ..kernels.guidance import negative_prompt_edit
 from . import host
 from . import switch_protocol as protocol
+from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY
 
 
@@ -84,9 +85,15 @@ class NegativePromptEditor(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None):
+        """Before anything runs: strength is a finite number in its range (NaN would edit to a black video)."""
+        return validate_widgets(cls, strength=strength)
+
+    @classmethod
     def execute(cls, model, null, remove, strength) -> io.NodeOutput:
-        host.check_conditioning(null, "null")
-        host.check_conditioning(remove, "remove")
+        check_finite(cls, strength=strength)
+        host.check_conditioning(null, "null", model)
+        host.check_conditioning(remove, "remove", model)
         if strength < 0:
             raise InputError("strength", f"is {strength}", "use a value of 0 or more (1 reproduces the input)")
         guider = NegativePromptGuider(model)

@@ -74,7 +74,7 @@ from comfy_api.latest import io
 
 from ..kernels import noise_sharing as ns
 from ..kernels import optical_flow as of
-from ..kernels.errors import InputError
+from ..kernels.errors import InputError, a_or_an
 from .errors import kernel_inputs
 from .adapters import frame_axis_of_base_model
 from .shared_inputs import video_frames
@@ -260,7 +260,7 @@ class NoiseSharing(io.ComfyNode):
     def execute(cls, noise_seed, sampler, image=None, **kwargs) -> io.NodeOutput:
         lam = check_lambda(kwargs.get("lambda", 1.0))
         if not isinstance(sampler, comfy.samplers.KSAMPLER):
-            raise InputError("sampler", f"is a {type(sampler).__name__}, which has no per-step noise hook",
+            raise InputError("sampler", f"is {a_or_an(type(sampler).__name__)}, which has no per-step noise hook",
                              f"connect {WORKS_WITH}; wrap the result in ZSVR Early Stop afterwards if needed")
         frames = None if image is None else video_frames(image, "image")
         return io.NodeOutput(SharedNoise(noise_seed), NoiseSharingSampler(sampler, noise_seed, lam, frames))

@@ -7,11 +7,15 @@
   :func:`check_frames_per_video_divides` (when the batch is known, at sampling time).
 * **IMAGE as video frames**: :func:`video_frames` (``kernels.optical_flow.as_nchw``, its errors naming the node
   input, float32 on the CPU).
+* **Numbers typed into widgets**: :func:`validate_widgets` (a node's ``validate_inputs``: before anything runs)
+  and :func:`check_finite` (the first line of ``execute``: values that arrive through a link).
 
 Kernel errors become node errors in :mod:`.errors` (``kernel_inputs``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -131,3 +135,97 @@ def schedule_gate(model_patcher, start_percent: float, end_percent: float):
         return sigma_end <= sigma <= sigma_start
 
     return is_active
+
+
+# -- numbers typed into widgets ----------------------------------------------------------------------------------
+#
+# ComfyUI checks a widget's min/max before a prompt runs, but NaN passes every comparison, so a NaN strength would
+# run (a black video reported as success); an API prompt or an edited JSON can carry NaN or inf. Each node with a
+# FLOAT input therefore declares ``validate_inputs`` naming those inputs, which ComfyUI calls with the widget
+# values before it executes any node of the prompt (values that arrive through a link are None there and are
+# checked by ``check_finite`` when the node runs). ComfyUI skips its own min/max check for the inputs a
+# ``validate_inputs`` names, so :func:`validate_widgets` does that check too, with the schema's own bounds.
+
+
+def _widget_spec(node_cls, name: str) -> tuple[str, dict]:
+    """(type, options) of input ``name`` as the node declares it (``INPUT_TYPES``)."""
+    declared = node_cls.INPUT_TYPES()
+    spec = {**declared.get("required", {}), **declared.get("optional", {})}.get(name)
+    if spec is None:
+        raise ValueError(f"{node_cls.__name__} has no input {name!r}")  # a programming error, not a user's
+    kind, options = (spec[0], spec[1] if len(spec) > 1 else {})
+    return kind, options
+
+
+def _bounds(options: dict) -> str:
+    low, high = options.get("min"), options.get("max")
+    default = f" (default {options['default']})" if "default" in options else ""
+    if low is not None and high is not None:
+        return f"enter a number from {low} to {high}{default}"
+    return f"enter a finite number{default}"
+
+
+def _not_finite(name: str, value: float, options: dict) -> InputError:
+    what = "NaN (not a number)" if math.isnan(value) else f"{value} (infinite)"
+    return InputError(name, f"is {what}", _bounds(options))
+
+
+def check_finite(node_cls, **values) -> None:
+    """When the node runs: every given FLOAT value is a finite number.
+
+    Call it first in ``execute`` with the node's FLOAT inputs (``check_finite(cls, strength=strength)``); a value
+    that came through a link was not seen by ``validate_inputs``.
+
+    Raises:
+        InputError: naming the first input that is NaN or infinite.
+    """
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+            raise _not_finite(name, float(value), _widget_spec(node_cls, name)[1])
+
+
+def widget_error(node_cls, **values) -> InputError | None:
+    """The first problem of the given widget values, or None: a FLOAT that is NaN or infinite, or an INT/FLOAT
+    outside the declared min/max. ``None`` values (inputs fed by a link) are skipped."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind, options = _widget_spec(node_cls, name)
+        if kind not in ("FLOAT", "INT") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            return _not_finite(name, float(value), options)
+        low, high = options.get("min"), options.get("max")
+        if low is not None and value < low:
+            return InputError(name, f"is {value}, below its minimum {low}", _bounds(options))
+        if high is not None and value > high:
+            return InputError(name, f"is {value}, above its maximum {high}", _bounds(options))
+    return None
+
+
+def validate_widgets(node_cls, *more_checks, **values):
+    """The body of a node's ``validate_inputs``: True, or the message of the first problem (ComfyUI shows it).
+
+    ``values`` are the node's FLOAT inputs (and any INT the node's own checks need); ``more_checks`` are
+    callables with no arguments that raise :class:`InputError` (e.g. :func:`window_check`), run only when the
+    numbers are fine; each must do nothing for a value that is None (fed by a link, checked when the node runs).
+
+    ComfyUI reports a failed ``validate_inputs`` once per argument it declares, each time with this message, so
+    a node declares only the inputs its checks need.
+    """
+    problem = widget_error(node_cls, **values)
+    if problem is None:
+        for check in more_checks:
+            try:
+                check()
+            except InputError as exc:
+                problem = exc
+                break
+    return True if problem is None else str(problem)
+
+
+def window_check(start_percent, end_percent):
+    """For :func:`validate_widgets`: the schedule window's order, when both ends are widget values."""
+    if start_percent is None or end_percent is None:
+        return lambda: None
+    return lambda: check_schedule_window(start_percent, end_percent)

@@ -108,11 +108,14 @@ from . import run_state
 from .adapters import require
 from .frame_layout import call_layout, current_sigma, layout_key, map_frame_kv
 from .shared_inputs import (
+    check_finite,
     check_frames_per_video,
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
+    validate_widgets,
     video_frames,
+    window_check,
 )
 from .types import CATEGORY
 
@@ -433,8 +436,15 @@ class SLRTemporalAttention(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, trajectory_start=None, start_percent=None, end_percent=None):
+        """Before anything runs: finite numbers in their ranges, window ends in order."""
+        return validate_widgets(cls, window_check(start_percent, end_percent), trajectory_start=trajectory_start,
+                                start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, trajectory_start, frames_per_video, image=None, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
+        check_finite(cls, trajectory_start=trajectory_start, start_percent=start_percent, end_percent=end_percent)
         adapter = require(model, "self_attention_patch", PURPOSE)
         if not (0.0 <= trajectory_start <= 1.0):
             raise InputError("trajectory_start", f"is {trajectory_start}",

@@ -28,16 +28,19 @@ from comfy_api.latest import io
 
 from ..kernels import cross_frame_attention as cfa
 from ..kernels.errors import InputError
-from ..kernels.unet_blocks import parse_unet_blocks
+from ..kernels.unet_blocks import check_unet_block_syntax, parse_unet_blocks
 from . import run_state
 from .adapters import require
 from .errors import kernel_inputs
 from .frame_layout import call_layout, layout_key, map_frame_kv
 from .shared_inputs import (
+    check_finite,
     check_frames_per_video,
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
+    validate_widgets,
+    window_check,
 )
 from .types import CATEGORY
 
@@ -131,7 +134,19 @@ class SWCFA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
+        """Before anything runs: finite window ends in order, and a block selection that parses (whether its ids
+        exist needs the model, so that is checked when the node runs)."""
+        def blocks_syntax():
+            if blocks is not None:
+                with kernel_inputs(text="blocks"):
+                    check_unet_block_syntax(blocks)
+        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_syntax,
+                                start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, radius, frames_per_video, blocks, start_percent, end_percent) -> io.NodeOutput:
+        check_finite(cls, start_percent=start_percent, end_percent=end_percent)
         adapter = require(model, "self_attention_patch", PURPOSE)
         if radius < 0:
             raise InputError("radius", f"is {radius}", "use 0 (off) or a positive window radius (TDM uses 3)")

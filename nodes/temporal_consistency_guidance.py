@@ -74,12 +74,15 @@ from .errors import kernel_inputs
 from .adapters import frame_axis, model_name
 from .host import interrupt_check
 from .shared_inputs import (
+    check_finite,
     check_frames_per_video,
     check_frames_per_video_divides,
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
+    validate_widgets,
     video_frames,
+    window_check,
 )
 from .types import CATEGORY
 
@@ -287,8 +290,15 @@ class TemporalConsistencyGuidance(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, weight=None, start_percent=None, end_percent=None):
+        """Before anything runs: finite numbers in their ranges, window ends in order."""
+        return validate_widgets(cls, window_check(start_percent, end_percent), weight=weight,
+                                start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, image, weight, mode, frames_per_video, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
+        check_finite(cls, weight=weight, start_percent=start_percent, end_percent=end_percent)
         check_model(model)
         if not (isinstance(weight, (int, float)) and weight >= 0.0 and weight == weight):
             raise InputError("weight", f"is {weight!r}", "use 0 (off) or a positive step size, e.g. 0.1")

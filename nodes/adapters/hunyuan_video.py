@@ -31,6 +31,9 @@ class HunyuanVideoAdapter:
     family = "HunyuanVideo"
     capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
                                 latent_is_video=True, context_windows=True)
+    pooled_text_encoder = ("HunyuanVideo's text encoders: DualCLIPLoader with type hunyuan_video (clip_l and "
+                           "llava_llama3) into CLIP Text Encode; the pooled vector comes from clip_l")
+    """What gives the pooled text vector the model needs (``host.check_conditioning`` names it)."""
     switch_help = ("HunyuanVideo: double blocks first, then single blocks, numbered in execution order (the text "
                    "swap covers keys, values and the text mask, not the pooled CLIP vector)")
 
