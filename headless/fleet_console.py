@@ -146,7 +146,8 @@ def format_summary(results: list[UnitResult], fleet: Fleet) -> str:
     lines = [f"{'unit':<{width}} {'status':<7} {'server':<22} {'tries':>5} {'compute s':>9} {'transfer s':>10}  detail"]
     for r in results:
         a = r.final
-        detail = ", ".join(str(f) for f in r.files) if r.ok else (r.error or "")
+        shown = [str(f) if f.exists() else f"{f.name} (stitched, removed)" for f in r.files]
+        detail = ", ".join(shown) if r.ok else (r.error or "")
         if r.rerun_after:
             detail = "re-run after: " + "; ".join(x.reason for x in r.rerun_after) + (" -> " + detail if detail else "")
         compute = f"{a.compute_s:9.2f}" if r.ok and a else f"{'-':>9}"
