@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from ..kernels import video_io
 from ..kernels.errors import InputError
+from . import example_media
 from .errors import kernel_inputs
 from .types import CATEGORY
 
@@ -54,9 +55,10 @@ class LoadVideo(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "video",
-                    options=_video_files(),
+                    options=example_media.with_examples(_video_files()),
                     upload=io.UploadType.video,
-                    tooltip="Video file from ComfyUI's input folder; use the upload button to add one.",
+                    tooltip="Video file from ComfyUI's input folder; use the upload button to add one. "
+                    f"{example_media.EXAMPLE_VIDEO} is the pack's example clip (read from the pack's folder).",
                 ),
                 io.Int.Input(
                     "start_frame", default=0, min=0, max=1_000_000, step=1,
@@ -137,7 +139,7 @@ class LoadVideo(io.ComfyNode):
     ) -> io.NodeOutput:
         if not video:
             raise InputError("video", "no file chosen", "upload a video or put one in ComfyUI's input folder")
-        path = folder_paths.get_annotated_filepath(video)
+        path = example_media.video_path(video)
         bar: list[comfy.utils.ProgressBar] = []
 
         def progress(decoded: int, total: int) -> None:
@@ -169,7 +171,7 @@ class LoadVideo(io.ComfyNode):
     def fingerprint_inputs(cls, video: str, **kwargs):
         """Re-run when the file changes (modification time), like the core LoadVideo."""
         try:
-            return os.path.getmtime(folder_paths.get_annotated_filepath(video))
+            return os.path.getmtime(example_media.video_path(video))
         except (OSError, TypeError):
             return float("nan")
 
@@ -177,7 +179,7 @@ class LoadVideo(io.ComfyNode):
     def validate_inputs(cls, video: str):
         if not video:
             return "ZSVR input 'video': no file chosen. Fix: upload a video or put one in ComfyUI's input folder."
-        if not folder_paths.exists_annotated_filepath(video):
+        if not example_media.video_exists(video):
             return (
                 f"ZSVR input 'video': file not found: {video}. "
                 "Fix: put the video in ComfyUI's input folder or upload it."

@@ -22,6 +22,8 @@ WORKFLOW_DIR = PACK_DIR / "workflows"
 # The paper found "light rain" the best single phrase; the official script uses eight phrases.
 RAIN_PROMPT = "light rain"
 ZSVD_OFFICIAL_RAIN_PROMPT = "heavy rain, light rain, drizzle, sprinkle, shower, raindrops, rainstorm, streak"
+# The pack's example clip (example_media/, listed by ZSVR_LoadVideo), so a workflow's first Run works as shipped.
+VIDEO_FILE = "zsvr_example_rain.mp4"
 
 
 class Graph:
@@ -150,7 +152,7 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: flo
 
 def zsvd_wan21(g: Graph) -> Graph:
     """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 49, "width": 832, "height": 480,
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 832, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
     unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
     clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
@@ -191,7 +193,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     plain model and the null prompt; only sampling gets ControlNet, the task
     prompt and SW-CFA.
     """
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 16, "width": 640, "height": 384,
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 640, "height": 384,
                                            "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
     ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
     cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
@@ -255,7 +257,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
 
 def zsvd_cogvideox(g: Graph) -> Graph:
     """ZSVD on CogVideoX-2b with the official settings (100 steps, skip 40, strength 15, blocks 0-3,15-29)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 49, "width": 720, "height": 480,
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 720, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
     cog = g.add("ZSVR_LoadCogVideoX", (0, 420), {"model_folder": "CogVideoX-2b", "dtype": "auto"})
     clip = g.add("CLIPLoader", (0, 580), {"clip_name": "t5xxl_fp16.safetensors", "type": "sd3"})
@@ -285,7 +287,7 @@ def zsvd_cogvideox(g: Graph) -> Graph:
 
 def zvrd_slr_sd15(g: Graph) -> Graph:
     """ZVRD on SD1.5: SLR temporal attention, noise sharing and early stopping around a tile-ControlNet img2img."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": "rain.mp4", "frame_cap": 16, "width": 512, "height": 512,
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 512, "height": 512,
                                            "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
     ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
     cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
