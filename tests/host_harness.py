@@ -43,17 +43,51 @@ SKIP_LINE = (
 )
 
 
-def find_comfyui() -> tuple[pathlib.Path | None, str]:
-    """Return (ComfyUI directory, reason it was not found)."""
+def _is_comfyui(path: pathlib.Path) -> bool:
+    return (path / "nodes.py").is_file() and (path / "comfy").is_dir()
+
+
+def pack_locations(pack_dir: pathlib.Path = PACK_DIR) -> list[pathlib.Path]:
+    """The pack's folder as the user reached it, then as it really is.
+
+    A pack linked into ``ComfyUI/custom_nodes`` (``ln -s ~/src/comfyui-zsvr custom_nodes/``) resolves to its
+    source folder, which is not inside ``custom_nodes``; the shell's ``PWD`` (run from the pack's folder, or a
+    folder below it, through the link) and this file's unresolved path still show where ComfyUI loads it from.
+    """
+    found: list[pathlib.Path] = []
+    pwd = os.environ.get("PWD")
+    if pwd:
+        for folder in (pathlib.Path(pwd), *pathlib.Path(pwd).parents):
+            try:
+                if folder.resolve() == pack_dir:
+                    found.append(folder)
+                    break
+            except OSError:
+                break
+    found.append(pathlib.Path(os.path.abspath(__file__)).parent.parent)
+    found.append(pack_dir)
+    return list(dict.fromkeys(found))
+
+
+def find_comfyui(locations: list[pathlib.Path] | None = None) -> tuple[pathlib.Path | None, str]:
+    """Return (ComfyUI directory, reason it was not found).
+
+    ``COMFYUI_PATH`` names a checkout; without it, the ComfyUI whose ``custom_nodes`` holds the pack
+    (:func:`pack_locations`, or the given ``locations``) is used.
+    """
+    locations = pack_locations() if locations is None else locations
+    installed = next((p.parent.parent for p in locations
+                      if p.parent.name == "custom_nodes" and _is_comfyui(p.parent.parent)), None)
     env = os.environ.get("COMFYUI_PATH")
     if env:
         path = pathlib.Path(env).expanduser().resolve()
-        if (path / "nodes.py").is_file() and (path / "comfy").is_dir():
+        if _is_comfyui(path):
             return path, ""
-        return None, f"COMFYUI_PATH={env} is not a ComfyUI checkout (no nodes.py and comfy/): host tests skipped"
-    parent = PACK_DIR.parent.parent
-    if PACK_DIR.parent.name == "custom_nodes" and (parent / "nodes.py").is_file():
-        return parent, ""
+        hint = (f"; the pack is installed in {installed}, which is found without COMFYUI_PATH: unset it"
+                if installed else "")
+        return None, f"COMFYUI_PATH={env} is not a ComfyUI checkout (no nodes.py and comfy/): host tests skipped{hint}"
+    if installed is not None:
+        return installed, ""
     return None, SKIP_LINE
 
 
