@@ -247,7 +247,10 @@ class NoiseSharing(io.ComfyNode):
                                tooltip="Eq. 11's weight of a frame's own noise: 1 = shared noise only (default); "
                                        "below 1 the noise of each frame is blended with the previous frame's "
                                        "noise moved along the optical flow (needs 'image'); 0 = noise follows "
-                                       "the flow. The paper's value is not published."),
+                                       "the flow. The paper's value is not published. The noise moves by "
+                                       "whole latent pixels (exactly unit variance), so lambda acts only where "
+                                       "the motion is at least half a latent pixel per frame (4 image pixels "
+                                       "for an 8x VAE): on a static shot or sub-pixel motion it changes nothing."),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional: the input video, for the flow of lambda < 1. One frame per "
                                        "latent frame, or (T-1)*r+1 frames for a video VAE with temporal "

@@ -186,3 +186,14 @@ def test_step_seed_is_one_lcg_step():
     assert ns.step_seed(0) == 1442695040888963407
     assert ns.step_seed(7) == (7 * 6364136223846793005 + 1442695040888963407) % (1 << 64)
     assert 0 <= ns.step_seed(0xFFFFFFFFFFFFFFFF) < 1 << 64 and ns.step_seed(3) != 3
+
+
+def test_lambda_changes_nothing_under_sub_pixel_motion():
+    """What the lambda tooltip and README say: the nearest warp moves noise by whole latent pixels, so a flow
+    below half a pixel everywhere leaves the shared noise as it is (to float rounding: 0.7 z + 0.3 z), whatever
+    lambda; half a pixel or more blends it."""
+    z = ns.shared_noise((5, 4, 8, 8), 0, torch.Generator().manual_seed(3))
+    slow = torch.full((4, 2, 8, 8), 0.49)
+    assert float((ns.blend_noise(z, slow, None, 0.3, frame_axis=0) - z).abs().max()) < 1e-6
+    fast = torch.full((4, 2, 8, 8), 0.51)
+    assert float((ns.blend_noise(z, fast, None, 0.3, frame_axis=0) - z).abs().max()) > 0.5
