@@ -130,6 +130,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=pathlib.Path, default=MODEL_DIR)
     ap.add_argument("--save-every-min", type=float, default=5.0)
+    ap.add_argument("--diff-weight", type=float, default=0.0,
+                    help="weight of the paired-difference term |(e_rain - e_clean)|^2 (e: a twin's velocity error), "
+                         "which keeps only what tells the two twins apart: the rain")
+    ap.add_argument("--text-lr-mult", type=float, default=1.0,
+                    help="learning-rate multiplier for the text path (text embedding and cross-attention)")
     ap.add_argument("--init", type=pathlib.Path, default=None,
                     help="continue from these weights (a later phase: fresh optimiser and warm-up, the loss log "
                          "and testbed.json's phases are appended to)")
@@ -165,9 +170,14 @@ def main(argv=None) -> int:
                                                               for k, v in UNET_CONFIG.items()},
         "parameters": sum(p.numel() for p in net.parameters()),
         "train": {"pairs_per_step": args.pairs, "lr": args.lr, "seed": args.seed, "budget_min": args.budget_min,
-                  "threads": 1, "ema_decay": 0.998, "rain_ranges": rain.TRAIN_RANGES},
+                  "threads": 1, "ema_decay": 0.998, "rain_ranges": rain.TRAIN_RANGES,
+                  "diff_weight": args.diff_weight, "text_lr_mult": args.text_lr_mult},
     }
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    text_path = [p for n, p in net.named_parameters() if n.startswith("text_embedding") or ".cross_attn." in n]
+    text_ids = {id(p) for p in text_path}
+    rest = [p for p in net.parameters() if id(p) not in text_ids]
+    opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": text_path, "mult": args.text_lr_mult}],
+                            lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * len(earlier))  # a later phase draws new clips
     ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
                      prompts["rain"][None].expand(args.pairs, -1, -1)])
@@ -199,7 +209,7 @@ def main(argv=None) -> int:
         frac = (time.time() - t_train) / budget
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["mult"]
         clean = clips.train_batch(gen, args.pairs)
         rainy = torch.stack([rain.add_rain(c, gen)[0] for c in clean])
         x0 = latent.to_model_space(torch.cat([clean, rainy]), mean, std)
@@ -208,8 +218,11 @@ def main(argv=None) -> int:
         sb = s.view(-1, 1, 1, 1, 1)
         x_t = (1 - sb) * x0 + sb * eps
         v = net(x_t, model.model_sampling.timestep(s), ctx)
-        per_clip = (v - (eps - x0)).pow(2).mean(dim=(1, 2, 3, 4))
+        err = v - (eps - x0)
+        per_clip = err.pow(2).mean(dim=(1, 2, 3, 4))
         loss = per_clip.mean()
+        if args.diff_weight:
+            loss = loss + args.diff_weight * (err[args.pairs:] - err[: args.pairs]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
