@@ -21,6 +21,7 @@ from . import host
 from . import switch_protocol as protocol
 from .errors import kernel_inputs
 from .shared_inputs import check_finite, validate_widgets
+from .frame_layout import check_window_schedule, context_handler, window_settings, with_sample_sigmas
 from .types import CATEGORY, Inversion
 
 
@@ -41,11 +42,21 @@ class _InversionRunner(comfy.samplers.Sampler):
         s_in = latent_image.new_ones([latent_image.shape[0]])
         # the schedule's own tensor elements, so model inputs are bit-exact with the host's samplers
         by_value = {float(t): t for t in sigmas}
+        options = extra_args.get("model_options")
+        check_window_schedule(options, latent_image, len(sigmas) - 1, "ZSVR DDPM Inversion")
+        floor_args = None
 
         def denoise(x, sigma):
+            nonlocal floor_args
             s = by_value.get(sigma)
             if s is None:
                 s = torch.tensor(sigma, dtype=sigmas.dtype, device=sigmas.device)
+                if context_handler(options) is not None:
+                    # ddim's one call below the schedule (at sigma_floor for the step to sigma 0): core context
+                    # windows look every call's sigma up in the schedule, so name it in place of that final 0
+                    if floor_args is None:
+                        floor_args = with_sample_sigmas(extra_args, torch.cat((sigmas[:-1], s.reshape(1))))
+                    return model_wrap(x, s * s_in, **floor_args)
             return model_wrap(x, s * s_in, **extra_args)
 
         def on_step(done, total, x0_hat):
@@ -142,5 +153,6 @@ class DDPMInvert(io.ComfyNode):
             guider.sample(noise, samples, runner, sigmas, callback=callback,
                           disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         result = runner.result
-        result.meta = dict(host.model_family(model), latent_shape=tuple(samples.shape), cfg=1.0 if same else cfg)
+        result.meta = dict(host.model_family(model), latent_shape=tuple(samples.shape), cfg=1.0 if same else cfg,
+                           context_windows=window_settings(model.model_options, samples))
         return io.NodeOutput(result)

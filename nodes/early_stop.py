@@ -25,6 +25,7 @@ from comfy_api.latest import io
 
 from ..kernels.errors import InputError
 from .shared_inputs import check_finite, validate_widgets
+from .frame_layout import check_core_sampler_windows
 from .types import CATEGORY
 
 
@@ -54,6 +55,7 @@ class EarlyStopSampler(comfy.samplers.Sampler):
                disable_pbar=False):
         total = len(sigmas) - 1
         k = resolve_stop_step(self.stop_step, self.stop_percent, total)
+        check_core_sampler_windows(self.inner, extra_args.get("model_options"), noise, sigmas, "ZSVR Early Stop")
         if k >= total:
             return self.inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
                                      disable_pbar)

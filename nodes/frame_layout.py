@@ -14,6 +14,10 @@ The layout itself is ``kernels.frame_layout.batch_layout``; this module reads
 ComfyUI's options for it and words its errors for the node inputs. Used by
 ``ZSVR_SWCFA`` (TDM) and ``ZSVR_SLRTemporalAttention`` (ZVRD).
 
+Core context windows for the samplers (:func:`context_handler`,
+:func:`check_window_schedule`, :func:`with_sample_sigmas`): how a whole clip
+runs in one graph (DESIGN.md sec. 6).
+
 ``schedule_gate``, ``schedule_window_inputs``, ``current_sigma`` and
 ``FRAMES_PER_VIDEO_TOOLTIP`` live in :mod:`.shared_inputs` and are re-exported
 here for the modules that import them from this one.
@@ -21,7 +25,10 @@ here for the modules that import them from this one.
 
 from __future__ import annotations
 
+import comfy.model_patcher
+
 from ..kernels import frame_layout as fl
+from ..kernels.errors import InputError
 from ..kernels.frame_layout import BatchLayout
 from .shared_inputs import (  # noqa: F401  (re-exported)
     FRAMES_PER_VIDEO_TOOLTIP,
@@ -32,16 +39,129 @@ from .shared_inputs import (  # noqa: F401  (re-exported)
 )
 
 __all__ = ["BatchLayout", "call_layout", "layout_key", "map_frame_kv", "window_frames", "current_sigma",
-           "schedule_gate", "schedule_window_inputs", "FRAMES_PER_VIDEO_TOOLTIP"]
+           "schedule_gate", "schedule_window_inputs", "FRAMES_PER_VIDEO_TOOLTIP", "context_handler",
+           "check_window_schedule", "check_core_sampler_windows", "with_sample_sigmas", "window_settings",
+           "describe_windows"]
+
+SAMPLE_SIGMAS = "sample_sigmas"
+"""``transformer_options`` key of the run's schedule (set by ComfyUI's ``CFGGuider.inner_sample``)."""
+
+
+def context_handler(model_options):
+    """The core context handler a run samples with (``ContextWindowsManual`` and kin), or None."""
+    return (model_options or {}).get("context_handler")
+
+
+def handler_dim(handler) -> int | None:
+    """The latent axis a core context handler cuts into windows (its ``dim``), or None if it does not say."""
+    dim = getattr(handler, "dim", None)
+    return None if dim is None else int(dim)
+
+
+def check_window_schedule(model_options, latent, steps: int, who: str) -> None:
+    """Refuse, with a clear error, a run that ComfyUI 0.3.64's context handler would stop with a tensor error.
+
+    ``IndexListContextHandler.set_step`` finds the step by comparing the run's ``sample_sigmas`` (``steps + 1``
+    values) with the model call's timestep, which has one entry per batch row. With windows on dim 0 (an image
+    model denoising the frames as a batch) the two only broadcast when the batch is 1 or ``steps + 1``.
+
+    Args:
+        model_options: the run's model options (their ``context_handler``).
+        latent: the latent the run samples.
+        steps: the steps of the schedule the run passes to the host (``len(sample_sigmas) - 1``).
+        who: the node, for the message.
+    """
+    handler = context_handler(model_options)
+    if handler is None or handler_dim(handler) != 0 or not hasattr(latent, "shape") or len(latent.shape) < 1:
+        return
+    frames = int(latent.shape[0])
+    length = getattr(handler, "context_length", None)
+    if frames <= 1 or (length is not None and frames <= int(length)) or frames == steps + 1:
+        return
+    raise InputError(
+        "model",
+        f"carries core context windows on dim 0 over a batch of {frames} frames, which this ComfyUI's context "
+        f"handler cannot sample in {steps} steps ({who}): it compares the schedule's {steps + 1} sigmas with the "
+        f"{frames} per-frame timesteps, and that only works when the two counts agree",
+        f"sample {frames - 1} steps for these {frames} frames, or set the Context Windows node's context_length to "
+        f"{frames} or more (no windows)",
+    )
+
+
+def window_settings(model_options, latent) -> tuple | None:
+    """The core context windows a run over ``latent`` is denoised in, as a comparable tuple; None when it has none.
+
+    None also when the handler leaves this latent whole (its frame axis is not longer than one window), since the
+    model then sees the latent as without windows."""
+    handler = context_handler(model_options)
+    if handler is None:
+        return None
+    dim = handler_dim(handler)
+    length = getattr(handler, "context_length", None)
+    shape = getattr(latent, "shape", None)
+    if dim is not None and length is not None and shape is not None and (dim >= len(shape) or shape[dim] <= length):
+        return None
+    return (type(handler).__name__, dim, length, getattr(handler, "context_overlap", None),
+            getattr(getattr(handler, "context_schedule", None), "name", None),
+            getattr(handler, "context_stride", None), getattr(handler, "closed_loop", None),
+            getattr(getattr(handler, "fuse_method", None), "name", None))
+
+
+def describe_windows(settings: tuple | None) -> str:
+    """:func:`window_settings` in words, for messages."""
+    if settings is None:
+        return "without context windows"
+    _, dim, length, overlap, schedule, stride, closed, fuse = settings
+    return (f"under context windows (dim {dim}, length {length}, overlap {overlap}, {schedule}, stride {stride}, "
+            f"closed_loop {closed}, fuse {fuse})")
+
+
+def check_core_sampler_windows(sampler, model_options, latent, sigmas, who: str) -> None:
+    """:func:`check_window_schedule` for a run whose SAMPLER is a core ``KSAMPLER``, which hands the host the
+    schedule it samples; ZSVR's own samplers (the inversion replay) check the schedule they hand the host."""
+    import comfy.samplers
+
+    if isinstance(sampler, comfy.samplers.KSAMPLER) and sigmas is not None and hasattr(sigmas, "shape"):
+        check_window_schedule(model_options, latent, int(sigmas.shape[-1]) - 1, who)
+
+
+def with_sample_sigmas(extra_args: dict, sample_sigmas) -> dict:
+    """``extra_args`` whose model options name ``sample_sigmas`` as the run's schedule, under core context windows.
+
+    The context handler numbers a model call's step by finding its sigma in ``sample_sigmas``, and the uniform
+    window schedules shift the windows with that step number. A replay that starts at a skip step samples a tail
+    of the inversion's schedule; handing the handler the inversion's whole schedule numbers every level as the
+    inversion did, so each level's windows are the inversion's and the replay stays exact. Without a context
+    handler ``extra_args`` is returned as it is, so runs without windows are unchanged.
+    """
+    options = extra_args.get("model_options")
+    if context_handler(options) is None:
+        return extra_args
+    options = comfy.model_patcher.create_model_options_clone(options)
+    options.setdefault("transformer_options", {})[SAMPLE_SIGMAS] = sample_sigmas
+    return dict(extra_args, model_options=options)
 
 
 def window_frames(extra_options) -> tuple | None:
-    """The frames of the core context window (dim 0) this call runs on, or None."""
+    """The frames of the core context window (dim 0) this call runs on, or None.
+
+    A window on another axis (dim 2 or 3 of an image latent: a strip of every frame) leaves the batch rows
+    whole frames, so the rows keep their plain layout (None)."""
     window = extra_options.get("context_window")
     index_list = getattr(window, "index_list", None)
     if index_list is None or getattr(window, "dim", 0) != 0:
         return None
     return tuple(index_list)
+
+
+def spatial_window(extra_options) -> tuple | None:
+    """``(dim, index_list)`` of a core context window that cuts every frame (dim > 0 of an image latent), or None."""
+    window = extra_options.get("context_window")
+    index_list = getattr(window, "index_list", None)
+    dim = int(getattr(window, "dim", 0) or 0)
+    if index_list is None or dim == 0:
+        return None
+    return dim, tuple(index_list)
 
 
 def call_layout(rows: int, extra_options, frames_per_video: int, who: str = "ZSVR") -> BatchLayout:

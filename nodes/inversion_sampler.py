@@ -18,6 +18,7 @@ from ..kernels.errors import InputError
 from . import host
 from .errors import kernel_inputs
 from .shared_inputs import check_finite, validate_widgets
+from .frame_layout import check_window_schedule, context_handler, describe_windows, window_settings, with_sample_sigmas
 from .types import CATEGORY, Inversion
 
 
@@ -69,6 +70,7 @@ class ReplaySampler(comfy.samplers.Sampler):
             x = inv.start_latent(start, device=device, dtype=dtype)
         s_in = x.new_ones([x.shape[0]])
         total = len(sigmas) - 1
+        extra_args = self._window_args(extra_args, sigmas)
 
         def denoise(x_j, j):
             host.interrupt_check()
@@ -79,6 +81,27 @@ class ReplaySampler(comfy.samplers.Sampler):
                 callback(j, x0_hat, x_j, total)
 
         return inv_kernel.replay(denoise, x, coeffs, stored, on_step)
+
+    def _window_args(self, extra_args: dict, sigmas: torch.Tensor) -> dict:
+        """Under core context windows: the inversion's whole schedule as the run's ``sample_sigmas``, when the
+        replay samples a tail of it, so the handler numbers (and, for the uniform window schedules, places) the
+        windows of every level as it did during the inversion (``frame_layout.with_sample_sigmas``)."""
+        inv = self.inversion
+        options = extra_args.get("model_options")
+        if "context_windows" in inv.meta:
+            made, now = inv.meta["context_windows"], window_settings(options, inv.x0)
+            if made != now:
+                raise InputError("model", f"samples {describe_windows(now)}, but the inversion was made "
+                                 f"{describe_windows(made)}, so strength 1 would not give the clip back",
+                                 "connect the same MODEL (with the same Context Windows node) to ZSVR DDPM "
+                                 "Inversion and to the guider")
+        if context_handler(options) is None:
+            return extra_args
+        tail = inv.sigmas[len(inv.sigmas) - len(sigmas):] if len(sigmas) <= len(inv.sigmas) else None
+        own = tail is not None and torch.allclose(sigmas.detach().to("cpu", torch.float32), tail, rtol=1e-5, atol=1e-7)
+        full = inv.sigmas.to(device=sigmas.device, dtype=sigmas.dtype) if own else sigmas
+        check_window_schedule(options, inv.x0, len(full) - 1, "ZSVR Inversion Sampler")
+        return with_sample_sigmas(extra_args, full) if own else extra_args
 
 
 def _noise_at(inversion: inv_kernel.InversionResult, level: int) -> str:

@@ -20,11 +20,22 @@ from ..kernels.guidance import negative_prompt_edit
 from . import host
 from . import switch_protocol as protocol
 from .shared_inputs import check_finite, validate_widgets
+from .adapters import require_context_windows
 from .types import CATEGORY
 
 
 class NegativePromptGuider(comfy.samplers.CFGGuider):
-    """CFGGuider over (null, remove) that names its rows for attention patches."""
+    """CFGGuider over (null, remove) that names its rows for attention patches.
+
+    Under core context windows the host splits each of the two passes of a switched step into one model call per
+    window (all of the null pass, then all of the remove pass); the pass cache keeps one set of null values per
+    window (``switch_protocol.window_key``), so the edit of every window is the edit that window alone would get.
+    """
+
+    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        if protocol.settings(self.model_options.get("transformer_options")) is not None:
+            require_context_windows(self.model_patcher, self.model_options, "ZSVR attention switching")
+        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         null_cond = self.conds.get("positive")

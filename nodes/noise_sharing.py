@@ -77,6 +77,7 @@ from ..kernels import optical_flow as of
 from ..kernels.errors import InputError, a_or_an
 from .errors import kernel_inputs
 from .adapters import frame_axis_of_base_model
+from .frame_layout import check_window_schedule
 from .shared_inputs import video_frames
 from .types import CATEGORY
 
@@ -210,6 +211,7 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         noise_sampler = self.noise_sampler_for(noise, model_frame_axis(model_wrap, noise))
+        check_window_schedule(extra_args.get("model_options"), noise, len(sigmas) - 1, "ZSVR Noise Sharing")
         extra = dict(self.extra_options)
         if accepts_noise_sampler(self.sampler_function):
             extra["noise_sampler"] = noise_sampler

@@ -26,7 +26,7 @@ candidates by the warp error of the matching guidance patch:
 2. **similarity**: the best-matching feature pixel of the neighbour frame
    (cosine similarity of the layer's own-frame queries);
 3. **history**: the correspondence chosen at the previous step (same layer,
-   same frame pair, same cond/uncond pass).
+   same frame pair, same cond/uncond pass, same core context window).
 
 The guidance is the optional ``image`` (the input video, one frame per latent
 frame) or, without it, the previous step's x0 prediction, captured with a
@@ -87,7 +87,14 @@ sampling are not recoverable from it); what this node does and why
 
 Which batch rows are which frames is read at every call (``frame_layout``,
 shared with ``ZSVR_SWCFA``): cond/uncond chunks, ``frames_per_video``, core
-context windows (dim 0). Frames never mix across videos or chunks.
+context windows (dim 0). Frames never mix across videos or chunks. Under
+core context windows (dim 0) a window's rows are frames of the whole clip:
+the neighbours are the window's, the trajectories read the input video (or
+the whole clip's x0 prediction, which the post-CFG hook sees after the
+windows are fused) at the window's frame indices, and the history (the
+previous step's choice) is kept per window: a frame pair that two
+overlapping windows share has one history in each. Windows on a spatial axis
+cut every frame and are refused by trajectory attention.
 """
 
 from __future__ import annotations
@@ -106,7 +113,14 @@ from ..kernels import temporal_attention as ta
 from ..kernels.errors import InputError
 from . import run_state
 from .adapters import require
-from .frame_layout import call_layout, current_sigma, layout_key, map_frame_kv
+from .frame_layout import (
+    call_layout,
+    check_core_sampler_windows,
+    current_sigma,
+    layout_key,
+    map_frame_kv,
+    spatial_window,
+)
 from .shared_inputs import (
     check_finite,
     check_frames_per_video,
@@ -174,6 +188,9 @@ class SLRPatch(run_state.Config):
         latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
         if self.image is not None and isinstance(latent, torch.Tensor):
             check_image_frames(self.image.shape[0], latent.shape[0])
+        check_core_sampler_windows(kwargs.get("sampler", args[2] if len(args) > 2 else None),
+                                   run_state.run_options(executor), latent,
+                                   kwargs.get("sigmas", args[3] if len(args) > 3 else None), WHO)
         state = SLRRun()
         with run_state.run_with(executor, self.key, state):
             options = run_state.run_options(executor) or {}
@@ -252,6 +269,12 @@ class SLRPatch(run_state.Config):
         grid = ta.feature_grid(tokens, extra_options.get("activations_shape"))
         if grid is None:
             return o
+        spatial = spatial_window(extra_options)
+        if spatial is not None:
+            raise InputError("model", f"runs core context windows on dim {spatial[0]}, which cut every frame into "
+                             "strips; trajectory attention follows pixels through whole frames",
+                             "set the Context Windows node's dim to 0 (the frames of the batch), or "
+                             "trajectory_start to 1 (off)")
         state = self.state(extra_options)
         observer = run_state.observer_of(extra_options)
         layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO)
@@ -263,6 +286,8 @@ class SLRPatch(run_state.Config):
         heads = extra_options["n_heads"]
         block = tuple(extra_options.get("block", ()))
         block_index = extra_options.get("block_index", 0)
+        # the history is a per-step cache: under core context windows each window keeps its own choices
+        window = () if layout.window is None else (layout.window,)
         out = o
         for chunk, members in fl.video_runs(layout):
             if len(members) < 2:
@@ -275,7 +300,7 @@ class SLRPatch(run_state.Config):
             for s in range(len(members) - 1):
                 ra, rb = members[s], members[s + 1]
                 a, b = frames[s], frames[s + 1]
-                key = (block, block_index, layout.chunk_values[chunk], a, b, grid)
+                key = (block, block_index, layout.chunk_values[chunk], a, b, grid) + window
                 flows = self._flows(state, kind, a, b, grid, o.device)
                 sim = ta.similarity_targets(q[ra], q[rb])
                 chosen, index, names = ta.select_correspondences(frame_of(a), frame_of(b), grid, patch, sim,

@@ -24,6 +24,7 @@ are the frames ``transformer_options["context_window"].index_list``.
 
 from __future__ import annotations
 
+import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..kernels import cross_frame_attention as cfa
@@ -32,7 +33,7 @@ from ..kernels.unet_blocks import check_unet_block_syntax, parse_unet_blocks
 from . import run_state
 from .adapters import require
 from .errors import kernel_inputs
-from .frame_layout import call_layout, layout_key, map_frame_kv
+from .frame_layout import call_layout, check_core_sampler_windows, layout_key, map_frame_kv
 from .shared_inputs import (
     check_finite,
     check_frames_per_video,
@@ -45,6 +46,7 @@ from .shared_inputs import (
 from .types import CATEGORY
 
 PURPOSE = "sliding-window cross-frame attention"
+WRAPPER_KEY = "zsvr_swcfa"
 
 
 def chosen_blocks(blocks: str, counts: dict[str, int], with_attention: dict[str, list[int]]) -> dict[str, frozenset]:
@@ -85,6 +87,14 @@ class SWCFAPatch(run_state.Config):
                 self._plans.clear()
             self._plans[key] = None if plan.is_identity else plan.to(device)
         return self._plans[key]
+
+    def outer_sample(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: a run the host's context handler cannot sample is refused before any step."""
+        check_core_sampler_windows(kwargs.get("sampler", args[2] if len(args) > 2 else None),
+                                   run_state.run_options(executor),
+                                   kwargs.get("latent_image", args[1] if len(args) > 1 else None),
+                                   kwargs.get("sigmas", args[3] if len(args) > 3 else None), "ZSVR SW-CFA")
+        return executor(*args, **kwargs)
 
     def __call__(self, n, context_attn1, value_attn1, extra_options):
         block = extra_options.get("block")
@@ -155,5 +165,8 @@ class SWCFA(io.ComfyNode):
         chosen = chosen_blocks(blocks, adapter.block_counts(model), adapter.attention_blocks(model))
         patched = model.clone()
         if radius > 0 and chosen:
-            adapter.install_attn1_patch(patched, SWCFAPatch(radius, frames_per_video, chosen, gate))
+            patch = SWCFAPatch(radius, frames_per_video, chosen, gate)
+            adapter.install_attn1_patch(patched, patch)
+            patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                         patch.outer_sample)
         return io.NodeOutput(patched)

@@ -16,6 +16,16 @@ leaves its values; they all import this module and nothing else defines a key:
 Everything stored in ``transformer_options`` is an object, not a dict: ComfyUI
 copies nested dicts of those options on the way to the model and into every
 clone, and these values must stay shared between the passes of one step.
+
+Core context windows (``ContextWindowsManual``, ``WanContextWindowsManual``):
+each of the editor's two ``calc_cond_batch`` calls per step is split by the
+host's context handler into one model call per window, all windows of the null
+pass first, then all windows of the remove pass; the handler names the window
+of every call in ``transformer_options["context_window"]``. On joint-attention
+families (HunyuanVideo, CogVideoX) the null pass's text keys/values depend on
+the window's video tokens, so the pass cache is keyed by the window
+(:func:`window_key`): the remove pass of a window reads the values the null
+pass left for that same window and never another window's.
 """
 
 from __future__ import annotations
@@ -40,15 +50,39 @@ class Pass(str, enum.Enum):
     INVERSION = "inversion"  # ZSVR_DDPMInvert: the switch is inactive
 
 
-class PassCache:
-    """Values a switch hands from one step's null pass to its remove pass (``values[(family, block)]``).
+WINDOW_OPTION = "context_window"
+"""``transformer_options`` key under which ComfyUI's context handler names the window of a model call."""
 
-    Keys carry the family and block; under core context windows the editor
-    makes one cache per window call, so values of one window never reach another.
+
+def window_key(options) -> tuple | None:
+    """The core context window of this model call as a hashable key ``(dim, frame indices)``; None without one.
+
+    ComfyUI's ``IndexListContextHandler`` sets ``transformer_options["context_window"]`` (an
+    ``IndexListContextWindow`` with ``index_list`` and ``dim``) before each window's model call."""
+    window = (options or {}).get(WINDOW_OPTION)
+    index_list = getattr(window, "index_list", None)
+    if index_list is None:
+        return None
+    return int(getattr(window, "dim", 0)), tuple(int(i) for i in index_list)
+
+
+class PassCache:
+    """Values a switch hands from one step's null pass to its remove pass.
+
+    ``windows[window_key][(family, block)]``: one dict per core context window
+    (:func:`window_key`; ``None`` when the model runs without windows), so the
+    remove pass of a window reads only what the null pass stored for that window.
     """
 
     def __init__(self):
-        self.values: dict = {}
+        self.windows: dict = {}
+
+    def values_for(self, window) -> dict:
+        """The dict of one window (created on first use)."""
+        found = self.windows.get(window)
+        if found is None:
+            found = self.windows[window] = {}
+        return found
 
 
 class SwitchSettings:
@@ -99,18 +133,21 @@ def switched_role(options, block: int) -> Pass | None:
 
 
 def cache_values(options) -> dict:
-    """The step's pass-cache dict (``values``) of this call."""
+    """The step's pass-cache dict of this call's context window (:func:`window_key`)."""
     cache = (options or {}).get(CACHE_KEY)
     if cache is None:
         raise RuntimeError("ZSVR attention switch: this call carries no pass cache (the editor sets one per step)")
-    return cache.values
+    return cache.values_for(window_key(options))
 
 
 def null_values(options, key):
-    """What the null pass stored under ``key`` this step; a clear error if the null pass did not run first."""
+    """What the null pass stored under ``key`` this step, in this call's window; a clear error if the null pass
+    did not run first (for this window)."""
     values = cache_values(options)
     if key not in values:
-        raise RuntimeError("ZSVR attention switch: the null pass did not run before the remove pass")
+        window = window_key(options)
+        where = "" if window is None else f" in the context window of frames {list(window[1])} (dim {window[0]})"
+        raise RuntimeError(f"ZSVR attention switch: the null pass did not run before the remove pass{where}")
     return values[key]
 
 

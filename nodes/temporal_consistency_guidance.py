@@ -72,6 +72,7 @@ from ..kernels.errors import InputError
 from . import run_state
 from .errors import kernel_inputs
 from .adapters import frame_axis, model_name
+from .frame_layout import check_core_sampler_windows
 from .host import interrupt_check
 from .shared_inputs import (
     check_finite,
@@ -174,6 +175,10 @@ class TCGPatch(run_state.Config):
         if isinstance(latent, torch.Tensor):
             _check_latent(latent)
             self.flow_for(latent.shape, transformer_options=transformer_options)
+        check_core_sampler_windows(kwargs.get("sampler", args[2] if len(args) > 2 else None),
+                                   run_state.run_options(executor), latent,
+                                   kwargs.get("sigmas", args[3] if len(args) > 3 else None),
+                                   "ZSVR Temporal Consistency Guidance")
         with run_state.run_with(executor, self.key, TCGRun()):
             return executor(*args, **kwargs)
 

@@ -190,7 +190,7 @@ def test_adapter_installs_the_processors_and_declares_its_capabilities(host, cog
     assert all(type(b.attn1.processor.stock).__name__ == "CogVideoXAttnProcessor2_0" for b in blocks)
     caps = adapter_mod.CogVideoXAdapter.capabilities
     assert (caps.text_key_switch, caps.frame_axis, caps.self_attention_patch, caps.latent_is_video,
-            caps.context_windows) == (True, "time", False, True, False)
+            caps.context_windows) == (True, "time", False, True, True)  # windows: tests/test_host_context_windows.py
     clone = model.clone()
     before = dict(clone.model_options.get("transformer_options", {}))
     adapter_mod.CogVideoXAdapter().install_switch(clone, [0, 1], None)

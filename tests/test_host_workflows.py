@@ -29,6 +29,22 @@ TINY = {
         },
         "text_width": 4096,
     },
+    "zsvd_derain_wan21_long.json": {
+        # frame_cap stays 0: the whole 49-frame clip (13 latent frames) in windows of 6 latent frames sharing 3,
+        # and the tiled VAE in pieces of 16 frames, so windows and temporal tiles are both exercised
+        "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
+        "settings": {
+            "ZSVR_LoadVideo": {"width": 32, "height": 32},
+            "WanContextWindowsManual": {"context_length": 21, "context_overlap": 9},
+            "VAEEncodeTiled": {"temporal_size": 16, "temporal_overlap": 4},
+            "VAEDecodeTiled": {"temporal_size": 16, "temporal_overlap": 4},
+            "BasicScheduler": {"steps": 6},
+            "ZSVR_DDPMInvert": {"first_step": 2},
+            "ZSVR_InversionSampler": {"skip": 2},
+            "ZSVR_AttentionSwitch": {"blocks": "0-1"},
+        },
+        "text_width": 4096,
+    },
     "zsvd_derain_cogvideox2b.json": {
         "files": {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
         "settings": {

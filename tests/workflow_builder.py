@@ -98,8 +98,13 @@ class Graph:
         }
 
 
-def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str):
-    """SamplerCustomAdvanced -> VAEDecode -> CreateVideo (the loader's fps and audio) -> SaveVideo.
+# core tiled VAE nodes at their own defaults (512 px tiles overlapping 64 px; 64 frames overlapping 8 for video VAEs)
+VAE_TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
+
+
+def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str, tiled=False):
+    """SamplerCustomAdvanced -> VAEDecode (``tiled``: VAEDecodeTiled) -> CreateVideo (the loader's fps and audio)
+    -> SaveVideo.
 
     Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node.
     """
@@ -109,7 +114,7 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
     g.connect(*sampler, smp, "sampler")
     g.connect(*sigmas, smp, "sigmas")
     g.connect(*latent, smp, "latent_image")
-    dec = g.add("VAEDecode", (1860, 0))
+    dec = g.add("VAEDecodeTiled", (1860, 0), VAE_TILES, size=(320, 200)) if tiled else g.add("VAEDecode", (1860, 0))
     g.connect(smp, 0, dec, "samples")
     g.connect(*vae, dec, "vae")
     video = g.add("CreateVideo", (1860, 160))
@@ -121,12 +126,12 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
 
 
 def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: float, rule: str, skip: int,
-               prefix: str):
+               prefix: str, tiled=False):
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
 
-    ``model`` and ``vae`` are (node, output slot) pairs.
+    ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled.
     """
-    enc = g.add("VAEEncode", (380, 0))
+    enc = g.add("VAEEncodeTiled", (380, 0), VAE_TILES, size=(320, 200)) if tiled else g.add("VAEEncode", (380, 0))
     g.connect(load, 0, enc, "pixels")
     g.connect(*vae, enc, "vae")
     sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
@@ -147,7 +152,7 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: flo
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
     _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
-                        prefix)
+                        prefix, tiled=tiled)
 
 
 def zsvd_wan21(g: Graph) -> Graph:
@@ -176,6 +181,46 @@ def zsvd_wan21(g: Graph) -> Graph:
         "- Remove prompt: the paper found \"light rain\" the best single phrase.\n\n"
         "Paper defaults (CogVideoX-2b): 100 steps, skip 40, strength 15, blocks 0-3,15-29.",
         (760, 560), size=(520, 330), title="ZSVD: what to tweak")
+    return g
+
+
+# Wan 2.1 was trained on 81-frame clips (21 latent frames); WanContextWindowsManual takes frames and converts them
+WAN_WINDOW_FRAMES = 81
+WAN_WINDOW_OVERLAP = 30  # the core node's default: 8 latent frames shared by neighbouring windows
+
+
+def zsvd_wan21_long(g: Graph) -> Graph:
+    """ZSVD on a whole clip in one graph: Wan 2.1 under core context windows of 81 frames, tiled VAE."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 0, "width": 832, "height": 480,
+                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
+    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
+    vae = g.add("VAELoader", (0, 740), {"vae_name": "wan_2.1_vae.safetensors"})
+    windows = g.add("WanContextWindowsManual", (0, 900),
+                    {"context_length": WAN_WINDOW_FRAMES, "context_overlap": WAN_WINDOW_OVERLAP,
+                     "context_schedule": "standard_static", "fuse_method": "pyramid"}, size=(320, 250))
+    g.connect(unet, 0, windows, "model")
+    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (380, 600), {"text": RAIN_PROMPT}, title="Remove prompt")
+    g.connect(clip, 0, null, "clip")
+    g.connect(clip, 0, remove, "clip")
+    _zsvd_edit(g, load, (windows, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
+               prefix="zsvr/derained_long", tiled=True)
+    g.note(
+        "ZSVD on a whole clip, in one graph (Wan 2.1 1.3B)\n\n"
+        "Models: as zsvd_derain_wan21.json.\n\n"
+        "How it works: Load Video reads the whole clip (frame_cap 0). WAN Context Windows (Manual) makes the model "
+        "denoise it in windows of 81 frames (21 latent frames, the length Wan 2.1 was trained on) that share 30 "
+        "frames (8 latent frames) with their neighbours; every window's prediction is blended into the whole clip "
+        "at every step, for the inversion and for the edit. VAE Encode/Decode (Tiled) code the clip in pieces of "
+        "64 frames and 512 px.\n\n"
+        "Memory: the GPU holds one window of the model plus the clip's latent (about 0.4 MB per latent frame at "
+        "832x480); the inversion keeps its per-step noise on the CPU (0.2 MB per latent frame and inverted step, "
+        "30 steps here). One latent frame is 4 video frames.\n\n"
+        "What to tweak: as in zsvd_derain_wan21.json (skip, strength, blocks, remove prompt); context_overlap: "
+        "more overlap blends windows more smoothly and costs more windows. Keep context_schedule standard_static "
+        "for the same windows at every step.",
+        (760, 560), size=(560, 400), title="ZSVD long clip: what to tweak")
     return g
 
 
@@ -341,6 +386,7 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
 
 WORKFLOWS = {
     "zsvd_derain_wan21.json": zsvd_wan21,
+    "zsvd_derain_wan21_long.json": zsvd_wan21_long,
     "zsvd_derain_cogvideox2b.json": zsvd_cogvideox,
     "tdm_swcfa_sd15.json": tdm_swcfa_sd15,
     "zvrd_slr_sd15.json": zvrd_slr_sd15,

@@ -23,7 +23,8 @@ from .wan import WanAdapter
 FAMILIES = (SDUNetAdapter, WanAdapter, HunyuanVideoAdapter, CogVideoXAdapter)
 """Every family the pack knows, in the order they are tried."""
 
-__all__ = ["FAMILIES", "Capabilities", "family_of", "require", "frame_axis", "adapter_for"]
+__all__ = ["FAMILIES", "Capabilities", "family_of", "require", "frame_axis", "adapter_for",
+           "require_context_windows"]
 
 
 def _diffusion_model(model_patcher):
@@ -101,3 +102,28 @@ def frame_axis_of_base_model(base_model) -> str:
     """:func:`frame_axis` for a BaseModel instead of a MODEL: what a SAMPLER sees of the model it samples
     (``model_wrap.inner_model`` in ``Sampler.sample``), for nodes without a MODEL input (ZSVR Noise Sharing)."""
     return frame_axis(types.SimpleNamespace(model=base_model))
+
+
+def require_context_windows(model_patcher, model_options, purpose: str, input_name: str = "model") -> None:
+    """Refuse a model wrapped by core context windows (``model_options["context_handler"]``) whose family's ZSVR
+    patches cannot run window by window (:attr:`Capabilities.context_windows`); nothing without windows.
+
+    Args:
+        model_patcher: the MODEL.
+        model_options: the options the run samples with (the MODEL's own, or a guider's).
+        purpose: what needs the windows to work, for the message (e.g. "ZSVR attention switching").
+        input_name: the node input the model came from.
+    """
+    if (model_options or {}).get("context_handler") is None:
+        return
+    family = family_of(model_patcher)
+    if family is not None and family.capabilities.context_windows:
+        return
+    supported = ", ".join(a.family for a in FAMILIES if a.capabilities.context_windows)
+    raise InputError(
+        input_name,
+        f"is a {model_name(model_patcher)} wrapped by core context windows, and {purpose} cannot run on it window "
+        "by window",
+        f"remove the Context Windows node and restore the clip in chunks (see the README's Long clips), or use one "
+        f"of: {supported}",
+    )

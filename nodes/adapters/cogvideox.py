@@ -27,6 +27,13 @@ stores the clone's :class:`~..switch_protocol.SwitchSettings` under
 copies those options into every call), and each processor asks
 :func:`~..switch_protocol.switched_role` for its block; the null pass leaves
 its text keys/values in the step's pass cache under ``(FAMILY_MARK, block)``.
+
+Core context windows (dim 2) hand the wrapper one window of latent frames per
+call; the wrapper computes its positions (sincos table or RoPE) for the
+window's length, as for any shorter clip. The text keys/values of a block
+depend on the window's video tokens (joint attention), and the pass cache is
+keyed by the window (``switch_protocol.window_key``), so each window's remove
+pass reads its own window's null values.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ FAMILY_MARK = "cogvideox"
 class CogVideoXAdapter:
     family = "CogVideoX (ZSVR Load CogVideoX)"
     capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
-                                latent_is_video=True, context_windows=False)
+                                latent_is_video=True, context_windows=True)
 
     @staticmethod
     def matches(diffusion_model) -> bool:

@@ -88,6 +88,10 @@ class CogVideoXDiT(torch.nn.Module):
         batch, _, frames, height, width = x.shape
         p, p_t = cfg.patch_size, cfg.patch_size_t
         if p_t is not None and frames % p_t:
+            if (transformer_options or {}).get("context_window") is not None:
+                raise InputError("model", f"runs core context windows of {frames} latent frames; this CogVideoX 1.5 "
+                                 f"model needs a multiple of {p_t}",
+                                 f"set the Context Windows node's context_length to a multiple of {p_t}")
             raise InputError("latent", f"has {frames} latent frames; this CogVideoX 1.5 model needs a multiple of {p_t}",
                              "use a frame count of 8k+5 (e.g. 85 frames -> 22 latent frames)")
         x = comfy.ldm.common_dit.pad_to_patch_size(x, (1, p, p))
