@@ -68,7 +68,8 @@ class Manifest:
         except (OSError, ValueError) as exc:
             log.warning("ZSVR runner: manifest %s unreadable (%s); starting the clip afresh", path, exc)
             return cls(path)
-        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION or not isinstance(data.get("chunks"), dict):
+        if (not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION
+                or not isinstance(data.get("chunks"), dict)):
             return cls(path)
         return cls(path, data)
 

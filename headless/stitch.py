@@ -8,8 +8,9 @@ output nodes with a headless-only sink (``headless/chunk_sink.py``) fed by the
 IMAGE that went into the video, and the sink stores it with
 :func:`write_chunk`: **FFV1 in Matroska**, lossless and intra-only, so the
 8-bit RGB frames (the same 8 bits the final encoder would get) come back bit
-for bit with :func:`iter_chunk`, frame by frame, at about a third to half
-the size of raw frames; a chunk file is also an ordinary video one can open
+for bit with :func:`iter_chunk`, frame by frame, at a quarter to a half of
+the size of raw frames (a quarter to a third on the realrain clips); a chunk
+file is also an ordinary video one can open
 to look at. Float precision beyond 8 bits is not kept: the output is 8-bit.
 
 * :func:`write_chunk` writes ``<path>.tmp`` and renames it when complete, so

@@ -151,7 +151,9 @@ def chunk_weights(chunk: Chunk) -> np.ndarray:
     return w
 
 
-def frame_sources(plan: Sequence[Chunk], frame: int, weights: Sequence[np.ndarray] | None = None) -> list[tuple[int, int, float]]:
+def frame_sources(
+    plan: Sequence[Chunk], frame: int, weights: Sequence[np.ndarray] | None = None
+) -> list[tuple[int, int, float]]:
     """``(chunk index, frame within the chunk, weight)`` for every chunk covering ``frame``; weights sum to 1.
 
     ``weights`` (:func:`chunk_weights` of each chunk, in plan order) may be passed to avoid recomputing them.
@@ -170,7 +172,9 @@ def frame_sources(plan: Sequence[Chunk], frame: int, weights: Sequence[np.ndarra
 def blend(frames: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
     """Weighted mean of same-shaped frames as float32: exactly ``frames[0]`` when all frames are equal."""
     if not frames or len(frames) != len(weights):
-        raise ParameterError("frames", f"has {len(frames)} frames for {len(weights)} weights", "pass one weight per frame")
+        raise ParameterError(
+            "frames", f"has {len(frames)} frames for {len(weights)} weights", "pass one weight per frame"
+        )
     out = frames[0].to(torch.float32).clone()
     acc = float(weights[0])
     for frame, w in zip(frames[1:], weights[1:]):
@@ -182,7 +186,9 @@ def blend(frames: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Ten
 def stitch(plan: Sequence[Chunk], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """The whole output ``[total, ...]`` float32 from each chunk's output (first ``chunk.frames`` used)."""
     if len(outputs) != len(plan):
-        raise ParameterError("outputs", f"has {len(outputs)} chunk outputs for a plan of {len(plan)}", "pass one per chunk")
+        raise ParameterError(
+            "outputs", f"has {len(outputs)} chunk outputs for a plan of {len(plan)}", "pass one per chunk"
+        )
     for chunk, out in zip(plan, outputs):
         if out.shape[0] < chunk.frames:
             raise ParameterError(

@@ -81,7 +81,9 @@ def low_pass(lab: torch.Tensor) -> torch.Tensor:
     """The coarse band of ``[B, C, H, W]``: area down to ~16 cells, one-cell Gaussian blur, bilinear back up."""
     height, width = lab.shape[-2:]
     cell = max(1, min(height, width) // LOW_FREQUENCY_CELLS)
-    coarse = F.avg_pool2d(lab, kernel_size=cell, stride=cell, ceil_mode=True, count_include_pad=False) if cell > 1 else lab
+    coarse = lab
+    if cell > 1:
+        coarse = F.avg_pool2d(lab, kernel_size=cell, stride=cell, ceil_mode=True, count_include_pad=False)
     if min(coarse.shape[-2:]) >= 3:
         coarse = kornia.filters.gaussian_blur2d(coarse, (5, 5), (1.0, 1.0), border_type="reflect")
     return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)

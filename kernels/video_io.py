@@ -504,7 +504,9 @@ def _presentation_order(container, stream, needed: Optional[int]) -> Optional[li
     return order
 
 
-def _decode_from_keyframe(container, stream, selection: _Selection, progress, total: int, declared) -> Optional[_Decoded]:
+def _decode_from_keyframe(
+    container, stream, selection: _Selection, progress, total: int, declared
+) -> Optional[_Decoded]:
     """Seek to the keyframe at or before ``selection.start`` and decode forward from there.
 
     A decoded frame's index is the rank of its timestamp among all the

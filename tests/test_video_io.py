@@ -561,7 +561,8 @@ def seek_clips(tmp_path_factory):
     """Clips with keyframes every few frames: H.264 (GOP 5, B-frames), FFV1 (all intra), variable timing."""
     d = tmp_path_factory.mktemp("seek")
     return {
-        "gop5": write_clip(d / "gop5.mp4", _index_frames(N_INDEX), options={"g": "5", "keyint_min": "5", "bf": "2", "qp": "0"}),
+        "gop5": write_clip(d / "gop5.mp4", _index_frames(N_INDEX),
+                           options={"g": "5", "keyint_min": "5", "bf": "2", "qp": "0"}),
         "ffv1": write_clip(d / "intra.mkv", _index_frames(N_INDEX), codec="ffv1", pix_fmt="bgr0"),
         "vfr": _vfr_clip(d / "vfr.mp4"),
     }
