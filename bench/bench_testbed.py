@@ -183,6 +183,21 @@ def print_table(rows: list[dict]) -> None:
               f"{r['warp_error']:8.4f}")
 
 
+def markdown_table(result: dict, families=("reference", "baseline", "recon", "grid", "switch", "last_step", "rule",
+                                            "short"), best_grid_only: bool = False) -> str:
+    """The JSON's rows as a Markdown table (means over the held-out clips), for the README."""
+    lines = ["| family | arm | PSNR dB | SSIM | rain removed | side changes | warping error |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for fam in families:
+        rows = result["families"].get(fam, [])
+        if best_grid_only and fam == "grid":
+            rows = sorted(rows, key=lambda r: -r["psnr"])[:3] + [r for r in rows if r["arm"].split()[1] == "s15"][:1]
+        for r in rows:
+            lines.append(f"| {fam} | {r['arm']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['rain_removed']:.3f} | "
+                         f"{r['side_change']:.3f} | {r['warp_error']:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="ZSVD on the CPU-trained rain test bed")
     ap.add_argument("--comfyui", type=pathlib.Path, default=os.environ.get("COMFYUI_PATH"))
@@ -193,7 +208,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=pathlib.Path, default=BENCH_DIR / "results" / "testbed_cpu.json")
     ap.add_argument("--png-dir", type=pathlib.Path, default=PACK_DIR / "docs" / "testbed")
     ap.add_argument("--strip-clips", default="1,4,8", help="clips shown in the PNG strips")
+    ap.add_argument("--table-from", type=pathlib.Path, default=None,
+                    help="print an earlier run's JSON as a Markdown table and exit (no ComfyUI needed)")
     args = ap.parse_args(argv)
+    if args.table_from is not None:
+        print(markdown_table(json.loads(args.table_from.read_text())))
+        return 0
     if args.comfyui is None:
         ap.error("name a ComfyUI checkout with --comfyui or COMFYUI_PATH")
     import torch
