@@ -185,13 +185,12 @@ def _check_clip(video: pathlib.Path, probe: video_io.ClipProbe) -> None:
         )
 
 
-def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions,
-             on_chunk: Optional[Callable[[int, int, str], None]] = None) -> dict:
-    """Run one clip in chunks and stitch it; returns a summary (raises InputError / RuntimeError on failure).
+def prepare_clip(workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions):
+    """Probe, check and plan one clip, and name its output: ``(probe, plan, final path, warnings)``.
 
-    ``on_chunk(done, total, what)`` is called after every chunk (run or reused) with a few words on it.
+    Shared by the in-process run (:func:`run_clip`) and the server run (``remote_chunks``); raises InputError for
+    a clip it refuses.
     """
-    video = pathlib.Path(video)
     warnings: list[str] = []
     try:
         probe = video_io.probe_clip(video)
@@ -207,11 +206,21 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
     if probe.audio is not None and probe.audio.error is not None:
         warnings.append(f"the audio track of '{video.name}' cannot be decoded ({probe.audio.error}): "
                         "the output has no sound; the picture is restored")
-
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{video.stem}.mp4"
     if final.resolve() == video.resolve():
         raise InputError("--output", f"would overwrite the source '{video}'", "choose another output folder")
+    return probe, plan, final, warnings
+
+
+def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions,
+             on_chunk: Optional[Callable[[int, int, str], None]] = None) -> dict:
+    """Run one clip in chunks and stitch it; returns a summary (raises InputError / RuntimeError on failure).
+
+    ``on_chunk(done, total, what)`` is called after every chunk (run or reused) with a few words on it.
+    """
+    video = pathlib.Path(video)
+    probe, plan, final, warnings = prepare_clip(workflow, video, output_dir, options)
     record = manifest.Manifest.load(output_dir / f"{video.stem}.zsvr.json")
     digest = manifest.file_digest(video)
     staged, own_copy = _stage(video, pathlib.Path(host.folder_paths.get_input_directory()))

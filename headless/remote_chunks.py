@@ -95,22 +95,7 @@ def remote_prompt(workflow: chunked_run.ChunkedWorkflow, chunk: chunking.Chunk, 
 
 def _open_clip(workflow, video: pathlib.Path, output_dir: pathlib.Path, options) -> ClipRun:
     """Probe, plan and key one clip as ``chunked_run.run_clip`` does (raises InputError for a clip it refuses)."""
-    warnings: list[str] = []
-    try:
-        probe = video_io.probe_clip(video)
-    except ParameterError as exc:
-        raise InputError("video", exc.problem, exc.fix) from None
-    chunked_run._check_clip(video, probe)
-    plan = chunking.plan_chunks(probe.frames, options.chunk_frames, options.overlap, workflow.frame_rule)
-    if probe.frames <= options.chunk_frames:
-        warnings.append(f"{probe.frames} frames, not more than one chunk ({options.chunk_frames}): run whole")
-    if probe.audio is not None and probe.audio.error is not None:
-        warnings.append(f"the audio track of '{video.name}' cannot be decoded ({probe.audio.error}): "
-                        "the output has no sound; the picture is restored")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / f"{video.stem}.mp4"
-    if final.resolve() == video.resolve():
-        raise InputError("--output", f"would overwrite the source '{video}'", "choose another output folder")
+    probe, plan, final, warnings = chunked_run.prepare_clip(workflow, video, output_dir, options)
     digest = manifest.file_digest(video)
     has_audio = probe.audio is not None and probe.audio.error is None
     audio_copy = not has_audio or probe.audio.codec in stitch.MP4_COPY_CODECS

@@ -15,7 +15,7 @@ from ..kernels.block_ranges import check_block_syntax, parse_blocks
 from . import switch_protocol as protocol
 from .errors import kernel_inputs
 from .adapters import FAMILIES, adapter_for
-from .shared_inputs import (check_finite, check_schedule_window, schedule_gate, schedule_window_inputs,
+from .shared_inputs import (blocks_check, check_finite, check_schedule_window, schedule_gate, schedule_window_inputs,
                             validate_widgets, window_check)
 from .types import CATEGORY
 
@@ -52,11 +52,7 @@ class AttentionSwitch(io.ComfyNode):
     def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
         """Before anything runs: finite window ends in order, and a block list that parses (whether its blocks
         exist needs the model, so that is checked when the node runs)."""
-        def blocks_syntax():
-            if blocks is not None:
-                with kernel_inputs(text="blocks"):
-                    check_block_syntax(blocks)
-        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_syntax,
+        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_check(blocks, check_block_syntax),
                                 start_percent=start_percent, end_percent=end_percent)
 
     @classmethod

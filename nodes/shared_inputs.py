@@ -224,6 +224,16 @@ def validate_widgets(node_cls, *more_checks, **values):
     return True if problem is None else str(problem)
 
 
+def blocks_check(blocks, check_syntax):
+    """For :func:`validate_widgets`: a ``blocks`` widget that ``check_syntax(text)`` (a kernel's syntax check,
+    raising ``ParameterError`` for its ``text``) accepts; whether the blocks exist needs the model."""
+    def check():
+        if blocks is not None:
+            with kernel_inputs(text="blocks"):
+                check_syntax(blocks)
+    return check
+
+
 def window_check(start_percent, end_percent):
     """For :func:`validate_widgets`: the schedule window's order, when both ends are widget values."""
     if start_percent is None or end_percent is None:

@@ -35,6 +35,7 @@ from .adapters import require
 from .errors import kernel_inputs
 from .frame_layout import call_layout, check_core_sampler_windows, layout_key, map_frame_kv
 from .shared_inputs import (
+    blocks_check,
     check_finite,
     check_frames_per_video,
     frames_per_video_input,
@@ -147,11 +148,7 @@ class SWCFA(io.ComfyNode):
     def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
         """Before anything runs: finite window ends in order, and a block selection that parses (whether its ids
         exist needs the model, so that is checked when the node runs)."""
-        def blocks_syntax():
-            if blocks is not None:
-                with kernel_inputs(text="blocks"):
-                    check_unet_block_syntax(blocks)
-        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_syntax,
+        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_check(blocks, check_unet_block_syntax),
                                 start_percent=start_percent, end_percent=end_percent)
 
     @classmethod
