@@ -3,7 +3,7 @@
 
 Run it from the pack's folder inside ``ComfyUI/custom_nodes/`` with ComfyUI's Python:
 
-    python run_workflow.py workflows/zsvd_derain_wan21.json --input clips/ --output restored/ \\
+    python run_workflow.py "workflows/ZSVD rain removal - Wan 2.1.json" --input clips/ --output restored/ \\
         --set 12.strength=10 --set "Inversion Sampler (ZSVR).skip=30"
 
 Each video goes through a fresh copy of the workflow: every ``ZSVR_LoadVideo``

@@ -78,7 +78,7 @@ def worker(spec: dict) -> dict:
     import importlib
 
     wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
-    name = "zsvd_derain_wan21.json"
+    name = "ZSVD rain removal - Wan 2.1.json"
     data = json.loads((PACK_DIR / "workflows" / name).read_text())
     prompt = _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), TINY[name]), TINY[name])
     baseline = _rss_bytes()

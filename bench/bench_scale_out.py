@@ -56,7 +56,7 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parent
 PACK_DIR = BENCH_DIR.parent
 TESTS_DIR = PACK_DIR / "tests"
 RESULTS = BENCH_DIR / "results"
-WAN = "zsvd_derain_wan21.json"
+WAN = "ZSVD rain removal - Wan 2.1.json"
 
 for _path in (str(TESTS_DIR), str(PACK_DIR)):
     if _path not in sys.path:

@@ -19,7 +19,7 @@ patches), scaled so the latent has SD1.5's latent spread (model-space std 1);
 decoding is the PCA reconstruction. Motion in the clip is motion in this
 latent, which is what the metric needs.
 
-Pipeline, as in ``workflows/tdm_swcfa_sd15.json`` but built in-process from the
+Pipeline, as in ``workflows/TDM video restoration (SW-CFA) - SD1.5.json`` but built in-process from the
 same node classes (ComfyUI booted like ``run_workflow.Host``): the real rain
 clip ``shared/data/realrain/42.mp4`` (first ``--frames`` frames, resized to
 ``--width`` x ``--height``) -> patch-PCA encode -> ``ZSVR_DDPMInvert`` (rule ddim,

@@ -149,29 +149,32 @@ class Runner:
                 "seconds": round(self.seconds[name], 2)}
 
 
-def strip(runner, arms: list[str], clip_ids: list[int], path: pathlib.Path, scale: int = 3) -> None:
-    """A PNG: for each clip, rows rainy / each arm / clean, the 5 frames side by side, arms labelled."""
+def strip(runner, arms: list[str], clip_ids: list[int], path: pathlib.Path, scale: int = 3,
+          labels: dict[str, str] | None = None) -> None:
+    """A PNG: for each clip, rows rainy / each arm / clean, the 5 frames side by side, arms labelled
+    (``labels``: a shown name per arm)."""
     import cv2
     import numpy as np
     import torch
 
     data = runner.data
-    label_w = 150
+    label_w = 50 * scale
     blocks = []
     for i in clip_ids:
-        rows = [("rainy input", data["rainy"][i])] + [(a, runner.outputs[a][i]) for a in arms] + \
+        rows = [("rainy input", data["rainy"][i])] + [((labels or {}).get(a, a), runner.outputs[a][i]) for a in arms] + \
                [("clean (truth)", data["clean"][i])]
         for label, clip in rows:
             frames = torch.cat(list(clip.clamp(0, 1)), dim=-1)           # [3, 32, 5*32]
             img = (frames.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
             pad = np.full((img.shape[0], label_w, 3), 255, np.uint8)
-            cv2.putText(pad, label[:22], (4, img.shape[0] // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            cv2.putText(pad, label[:22], (4, img.shape[0] // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38 * scale / 3,
+                        (0, 0, 0), 1, cv2.LINE_AA)
             blocks.append(np.concatenate([pad, img], axis=1))
         blocks.append(np.full((6, blocks[-1].shape[1], 3), 255, np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(blocks, axis=0), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(blocks, axis=0), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def print_table(rows: list[dict]) -> None:
@@ -282,6 +285,11 @@ def main(argv=None) -> int:
         path = args.png_dir / f"testbed_{fam}.png"
         strip(runner, arms, strip_ids, path)
         pngs[fam] = str(path.relative_to(PACK_DIR)) if path.is_relative_to(PACK_DIR) else str(path)
+    # the README's top picture: one clip, rainy / the best arm / clean, larger
+    path = args.png_dir / "testbed_hero.png"
+    strip(runner, [best_of["grid"]], strip_ids[-1:], path, scale=5,
+          labels={best_of["grid"]: f"ZSVD s{b_strength:g} k{b_skip}"})
+    pngs["hero"] = str(path.relative_to(PACK_DIR)) if path.is_relative_to(PACK_DIR) else str(path)
 
     gain = best["psnr"] - rows["reference"][1]["psnr"]
     result = {

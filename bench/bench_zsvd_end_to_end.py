@@ -11,7 +11,7 @@ quality):
     attention twice, scheduler arithmetic on the side, VAE decode.
 (b) **pack** — ComfyUI booted in-process (``run_workflow.Host``: the server's own
     validate + execute path) runs the API-format equivalent of
-    ``workflows/zsvd_derain_cogvideox2b.json`` on the *same* random weights,
+    ``workflows/ZSVD rain removal (paper settings) - CogVideoX-2b.json`` on the *same* random weights,
     saved as a diffusers folder and read by ``ZSVR_LoadCogVideoX``:
     VAEEncode -> ZSVR_DDPMInvert (null/null, BasicScheduler simple 100 steps,
     rule zsvd, first_step 40: 60 forwards at batch 1) -> ZSVR_InversionSampler

@@ -49,7 +49,7 @@ def _workflow_prompts(host, wf) -> dict[str, dict]:
         tiny = thw.TINY[path.name]
         prompt = thw._substitute_files(host, wf.ui_to_api(data, thw._input_types(host)), tiny)
         prompts[path.name] = thw._tiny_run_prompt(prompt, tiny)
-    slr = prompts["zvrd_slr_sd15.json"]
+    slr = prompts["ZVRD video restoration (SLR) - SD1.5.json"]
     slr_model = next(i for i, n in slr.items() if n["class_type"] == "ZSVR_SLRTemporalAttention")
     loader = next(i for i, n in slr.items() if n["class_type"] == "ZSVR_LoadVideo")
     ckpt = next(i for i, n in slr.items() if n["class_type"] == "CheckpointLoaderSimple")

@@ -18,7 +18,7 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 
 # What the tests put in place of each workflow's model files and real-size settings.
 TINY = {
-    "zsvd_derain_wan21.json": {
+    "ZSVD rain removal - Wan 2.1.json": {
         "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
         "settings": {
             "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
@@ -29,7 +29,7 @@ TINY = {
         },
         "text_width": 4096,
     },
-    "zsvd_derain_wan21_long.json": {
+    "ZSVD rain removal (whole long clip) - Wan 2.1.json": {
         # frame_cap stays 0: the whole 49-frame clip (13 latent frames) in windows of 6 latent frames sharing 3,
         # and the tiled VAE in pieces of 16 frames, so windows and temporal tiles are both exercised
         "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
@@ -45,7 +45,7 @@ TINY = {
         },
         "text_width": 4096,
     },
-    "zsvd_derain_cogvideox2b.json": {
+    "ZSVD rain removal (paper settings) - CogVideoX-2b.json": {
         "files": {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
         "settings": {
             "ZSVR_LoadVideo": {"frame_cap": 9, "width": 64, "height": 64},
@@ -56,7 +56,7 @@ TINY = {
         },
         "text_width": "cogvideox",
     },
-    "zvrd_slr_sd15.json": {
+    "ZVRD video restoration (SLR) - SD1.5.json": {
         "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
                   "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
         "settings": {
@@ -65,7 +65,7 @@ TINY = {
         },
         "text_width": None,
     },
-    "tdm_swcfa_sd15.json": {
+    "TDM video restoration (SW-CFA) - SD1.5.json": {
         # the tiny checkpoint carries a random full-size CLIP-L, so CLIPTextEncode runs for real (text_width None)
         "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
                   "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
@@ -229,7 +229,7 @@ def test_runner_processes_realrain_clips_past_a_broken_file(host, wf, tmp_path):
     sys.path.insert(0, str(PACK_DIR))
     import run_workflow
 
-    path = PACK_DIR / "workflows" / "zsvd_derain_wan21.json"
+    path = PACK_DIR / "workflows" / "ZSVD rain removal - Wan 2.1.json"
     tiny = TINY[path.name]
     data = json.loads(path.read_text())
     prompt = _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), tiny), tiny)

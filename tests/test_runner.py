@@ -205,7 +205,7 @@ def _wan_api(host):
     sys.path.insert(0, str(PACK_DIR))
     import run_workflow
 
-    return run_workflow, host.comfy.to_api(json.loads((PACK_DIR / "workflows" / "zsvd_derain_wan21.json").read_text()))
+    return run_workflow, host.comfy.to_api(json.loads((PACK_DIR / "workflows" / "ZSVD rain removal - Wan 2.1.json").read_text()))
 
 
 def test_the_scripts_own_set_examples_work(host, capsys):

@@ -690,7 +690,7 @@ class RandomConditioning:
 NODE_CLASS_MAPPINGS = {"ZSVRTest_RandomConditioning": RandomConditioning}
 '''
 
-WAN = "zsvd_derain_wan21.json"
+WAN = "ZSVD rain removal - Wan 2.1.json"
 CLIP_NAMES = ("42.mp4", "152.mp4", "262.mp4")
 
 

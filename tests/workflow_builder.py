@@ -93,9 +93,36 @@ class Graph:
             "links": self.links,
             "groups": [],
             "config": {},
-            "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}},
+            "extra": {},  # no saved view: the frontend fits the whole graph into the window on open
             "version": 0.4,
         }
+
+
+# Layout. Nodes sit in columns read left to right (inputs, conditioning, the method, output); the last column
+# stays short, as the page's minimap covers the window's bottom-right corner. The frontend
+# fits the whole graph into the window when a workflow opens (its files carry no saved view), so a compact
+# graph opens large enough for its text to be drawn (above the frontend's level-of-detail zoom) on a
+# 1920x1080 screen; tests/test_browser_workflows.py checks that nothing overlaps or hides under the toolbars.
+TITLE_H = 30  # the frontend draws a node's title bar above its pos
+GAP = 40  # between a node's bottom and the title bar of the node below, and between columns
+VIDEO_PREVIEW = 260  # room under Load Video for the preview the page adds once a clip is picked
+
+
+def columns(*widths: int) -> list[int]:
+    """The x of each column, from the widest node of each (GAP between columns)."""
+    xs, x = [], 0
+    for w in widths:
+        xs.append(x)
+        x += w + GAP
+    return xs
+
+
+def stack(x: int, y: int, *nodes: dict) -> int:
+    """Place ``nodes`` top-down in one column at ``x`` from ``y``; returns the y below the last one."""
+    for node in nodes:
+        node["pos"] = [x, y]
+        y += node["size"][1] + GAP + TITLE_H
+    return y
 
 
 # core tiled VAE nodes at their own defaults (512 px tiles overlapping 64 px; 64 frames overlapping 8 for video VAEs)
@@ -104,70 +131,84 @@ VAE_TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_ove
 
 def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str, tiled=False):
     """SamplerCustomAdvanced -> VAEDecode (``tiled``: VAEDecodeTiled) -> CreateVideo (the loader's fps and audio)
-    -> SaveVideo.
+    -> SaveVideo; returns those four nodes (for the caller to place).
 
     Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node.
     """
-    smp = g.add("SamplerCustomAdvanced", (1500, 0), size=(320, 330))
+    smp = g.add("SamplerCustomAdvanced", (0, 0), size=(320, 230))
     g.connect(*noise, smp, "noise")
     g.connect(*guider, smp, "guider")
     g.connect(*sampler, smp, "sampler")
     g.connect(*sigmas, smp, "sigmas")
     g.connect(*latent, smp, "latent_image")
-    dec = g.add("VAEDecodeTiled", (1860, 0), VAE_TILES, size=(320, 200)) if tiled else g.add("VAEDecode", (1860, 0))
+    dec = g.add("VAEDecodeTiled", (0, 0), VAE_TILES, size=(320, 160)) if tiled else \
+        g.add("VAEDecode", (0, 0), size=(320, 60))
     g.connect(smp, 0, dec, "samples")
     g.connect(*vae, dec, "vae")
-    video = g.add("CreateVideo", (1860, 160))
+    video = g.add("CreateVideo", (0, 0), size=(320, 100))
     g.connect(dec, 0, video, "images")
     g.connect(load, 1, video, "fps")
     g.connect(load, 3, video, "audio")  # the source's sound under the loaded frames
-    save = g.add("SaveVideo", (2220, 0), {"filename_prefix": prefix}, size=(420, 380))
+    save = g.add("SaveVideo", (0, 0), {"filename_prefix": prefix}, size=(320, 320))
     g.connect(video, 0, save, "video")
+    return smp, dec, video, save
 
 
 def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: float, rule: str, skip: int,
                prefix: str, tiled=False):
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
 
+    Returns its nodes in three column groups for the caller to place: (encode, scheduler),
+    (inversion, switch, editor, inversion sampler), (sampler, decode, create video, save).
+
     ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled.
     """
-    enc = g.add("VAEEncodeTiled", (380, 0), VAE_TILES, size=(320, 200)) if tiled else g.add("VAEEncode", (380, 0))
+    enc = g.add("VAEEncodeTiled", (0, 0), VAE_TILES, size=(320, 160)) if tiled else \
+        g.add("VAEEncode", (0, 0), size=(320, 60))
     g.connect(load, 0, enc, "pixels")
     g.connect(*vae, enc, "vae")
-    sched = g.add("BasicScheduler", (380, 160), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
+    sched = g.add("BasicScheduler", (0, 0), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
     g.connect(*model, sched, "model")
-    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": cfg, "inversion_seed": 0, "step_rule": rule, "first_step": skip},
-                size=(340, 260))
+    inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": cfg, "inversion_seed": 0, "step_rule": rule, "first_step": skip},
+                size=(340, 220))
     g.connect(*model, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
     g.connect(enc, 0, inv, "latent")
     g.connect(sched, 0, inv, "sigmas")
-    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": skip, "start_noise": 0.0})
+    rep = g.add("ZSVR_InversionSampler", (0, 0), {"skip": skip, "start_noise": 0.0}, size=(340, 150))
     g.connect(inv, 0, rep, "inversion")
-    switch = g.add("ZSVR_AttentionSwitch", (760, 300), {"blocks": "0-3,15-29"})
+    switch = g.add("ZSVR_AttentionSwitch", (0, 0), {"blocks": "0-3,15-29"}, size=(340, 110))
     g.connect(*model, switch, "model")
-    editor = g.add("ZSVR_NegativePromptEditor", (1140, 300), {"strength": 15.0})
+    editor = g.add("ZSVR_NegativePromptEditor", (0, 0), {"strength": 15.0}, size=(340, 100))
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
-    _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
-                        prefix, tiled=tiled)
+    out = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load, prefix, tiled=tiled)
+    return (enc, sched), (inv, switch, editor, rep), out
 
 
 def zsvd_wan21(g: Graph) -> Graph:
     """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 832, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
-    unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
-    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
-    vae = g.add("VAELoader", (0, 740), {"vae_name": "wan_2.1_vae.safetensors"})
-    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (380, 600), {"text": RAIN_PROMPT}, title="Remove prompt")
+    unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                 size=(320, 110))
+    vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
+    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
     g.connect(clip, 0, null, "clip")
     g.connect(clip, 0, remove, "clip")
-    _zsvd_edit(g, load, (unet, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
-               prefix="zsvr/derained")
+    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
+        g, load, (unet, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained")
+    x = columns(320, 320, 320, 340, 340, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, unet, clip, vae, enc)
+    stack(x[2], 0, null, remove, sched)
+    stack(x[3], 0, inv, switch, editor)
+    stack(x[4], 0, rep, smp)
+    stack(x[5], 0, dec, video, save)
     g.note(
         "ZSVD deraining on Wan 2.1 1.3B\n\n"
         "Models: diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, text_encoders/umt5_xxl_fp8_e4m3fn_scaled"
@@ -180,7 +221,7 @@ def zsvd_wan21(g: Graph) -> Graph:
         "The paper's choice 0-3,15-29 is for 30-block models (Wan 1.3B has 30 too).\n"
         "- Remove prompt: the paper found \"light rain\" the best single phrase.\n\n"
         "Paper defaults (CogVideoX-2b): 100 steps, skip 40, strength 15, blocks 0-3,15-29.",
-        (760, 560), size=(520, 330), title="ZSVD: what to tweak")
+        (x[0], max(below_video, below_models)), size=(680, 300), title="ZSVD: what to tweak")
     return g
 
 
@@ -193,22 +234,31 @@ def zsvd_wan21_long(g: Graph) -> Graph:
     """ZSVD on a whole clip in one graph: Wan 2.1 under core context windows of 81 frames, tiled VAE."""
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 0, "width": 832, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
-    unet = g.add("UNETLoader", (0, 420), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"})
-    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"})
-    vae = g.add("VAELoader", (0, 740), {"vae_name": "wan_2.1_vae.safetensors"})
-    windows = g.add("WanContextWindowsManual", (0, 900),
+    unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                 size=(320, 110))
+    vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
+    windows = g.add("WanContextWindowsManual", (0, 0),
                     {"context_length": WAN_WINDOW_FRAMES, "context_overlap": WAN_WINDOW_OVERLAP,
-                     "context_schedule": "standard_static", "fuse_method": "pyramid"}, size=(320, 250))
+                     "context_schedule": "standard_static", "fuse_method": "pyramid"}, size=(320, 190))
     g.connect(unet, 0, windows, "model")
-    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (380, 600), {"text": RAIN_PROMPT}, title="Remove prompt")
+    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
     g.connect(clip, 0, null, "clip")
     g.connect(clip, 0, remove, "clip")
-    _zsvd_edit(g, load, (windows, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
-               prefix="zsvr/derained_long", tiled=True)
+    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
+        g, load, (windows, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
+        prefix="zsvr/derained_long", tiled=True)
+    x = columns(320, 320, 320, 340, 340, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, unet, clip, vae, windows)
+    stack(x[2], 0, null, remove, sched, enc)
+    stack(x[3], 0, inv, switch, editor)
+    stack(x[4], 0, rep, smp)
+    stack(x[5], 0, dec, video, save)
     g.note(
         "ZSVD on a whole clip, in one graph (Wan 2.1 1.3B)\n\n"
-        "Models: as zsvd_derain_wan21.json.\n\n"
+        "Models: as ZSVD rain removal - Wan 2.1.json.\n\n"
         "How it works: Load Video reads the whole clip (frame_cap 0). WAN Context Windows (Manual) makes the model "
         "denoise it in windows of 81 frames (21 latent frames, the length Wan 2.1 was trained on) that share 30 "
         "frames (8 latent frames) with their neighbours; every window's prediction is blended into the whole clip "
@@ -217,10 +267,10 @@ def zsvd_wan21_long(g: Graph) -> Graph:
         "Memory: the GPU holds one window of the model plus the clip's latent (about 0.4 MB per latent frame at "
         "832x480); the inversion keeps its per-step noise on the CPU (0.2 MB per latent frame and inverted step, "
         "30 steps here). One latent frame is 4 video frames.\n\n"
-        "What to tweak: as in zsvd_derain_wan21.json (skip, strength, blocks, remove prompt); context_overlap: "
+        "What to tweak: as in ZSVD rain removal - Wan 2.1.json (skip, strength, blocks, remove prompt); context_overlap: "
         "more overlap blends windows more smoothly and costs more windows. Keep context_schedule standard_static "
         "for the same windows at every step.",
-        (760, 560), size=(560, 400), title="ZSVD long clip: what to tweak")
+        (x[0], max(below_video, below_models)), size=(680, 360), title="ZSVD long clip: what to tweak")
     return g
 
 
@@ -240,45 +290,53 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     """
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 640, "height": 384,
                                            "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
-    ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
-    cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
-    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
-    task = g.add("CLIPTextEncode", (380, 600), {"text": TDM_TASK_PROMPT}, title="Task prompt")
+    ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+                 size=(320, 110))
+    cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
+    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
+    task = g.add("CLIPTextEncode", (0, 0), {"text": TDM_TASK_PROMPT}, title="Task prompt")
     g.connect(ckpt, 1, null, "clip")
     g.connect(ckpt, 1, task, "clip")
-    enc = g.add("VAEEncode", (380, 0))
+    enc = g.add("VAEEncode", (0, 0), size=(320, 60))
     g.connect(load, 0, enc, "pixels")
     g.connect(ckpt, 2, enc, "vae")
-    inv_sched = g.add("BasicScheduler", (380, 160), {"scheduler": "normal", "steps": 10, "denoise": 1.0},
+    inv_sched = g.add("BasicScheduler", (0, 0), {"scheduler": "normal", "steps": 10, "denoise": 1.0},
                       title="Inversion schedule")
     g.connect(ckpt, 0, inv_sched, "model")
-    inv = g.add("ZSVR_DDPMInvert", (760, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddim", "first_step": 0},
-                size=(340, 260))
+    inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddim", "first_step": 0},
+                size=(340, 220), title="DDIM Inversion (ZSVR)")
     g.connect(ckpt, 0, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
     g.connect(enc, 0, inv, "latent")
     g.connect(inv_sched, 0, inv, "sigmas")
-    rep = g.add("ZSVR_InversionSampler", (1140, 0), {"skip": 0, "start_noise": 0.0})
+    rep = g.add("ZSVR_InversionSampler", (0, 0), {"skip": 0, "start_noise": 0.0}, size=(340, 150))
     g.connect(inv, 0, rep, "inversion")
-    smp_sched = g.add("BasicScheduler", (760, 300), {"scheduler": "normal", "steps": 32, "denoise": 1.0},
+    smp_sched = g.add("BasicScheduler", (0, 0), {"scheduler": "normal", "steps": 32, "denoise": 1.0},
                       title="Sampling schedule")
     g.connect(ckpt, 0, smp_sched, "model")
-    control = g.add("ControlNetApplyAdvanced", (760, 460), {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+    control = g.add("ControlNetApplyAdvanced", (0, 0), {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
                     size=(320, 190))
     g.connect(task, 0, control, "positive")
     g.connect(null, 0, control, "negative")
     g.connect(cnet, 0, control, "control_net")
     g.connect(load, 0, control, "image")
-    swcfa = g.add("ZSVR_SWCFA", (1140, 300), {"radius": 3, "frames_per_video": 0, "blocks": "all",
-                                             "start_percent": 0.0, "end_percent": 1.0}, size=(340, 200))
+    swcfa = g.add("ZSVR_SWCFA", (0, 0), {"radius": 3, "frames_per_video": 0, "blocks": "all",
+                                         "start_percent": 0.0, "end_percent": 1.0}, size=(380, 160))
     g.connect(ckpt, 0, swcfa, "model")
-    guider = g.add("CFGGuider", (1140, 540), {"cfg": 7.5})
+    guider = g.add("CFGGuider", (0, 0), {"cfg": 7.5}, size=(380, 100))
     g.connect(swcfa, 0, guider, "model")
     g.connect(control, 0, guider, "positive")
     g.connect(control, 1, guider, "negative")
-    _sample_decode_save(g, (rep, 0), (guider, 0), (rep, 1), (smp_sched, 0), (enc, 0), (ckpt, 2), load,
-                        "zsvr/tdm_restored")
+    smp, dec, video, save = _sample_decode_save(g, (rep, 0), (guider, 0), (rep, 1), (smp_sched, 0), (enc, 0),
+                                                (ckpt, 2), load, "zsvr/tdm_restored")
+    x = columns(320, 320, 320, 340, 380, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, ckpt, cnet, enc)
+    stack(x[2], 0, null, task, control)
+    stack(x[3], 0, inv_sched, inv, rep, smp_sched)
+    stack(x[4], 0, swcfa, guider, smp)
+    stack(x[5], 0, dec, video, save)
     g.note(
         "TDM video restoration on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth. "
@@ -296,7 +354,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
         "- cfg (CFG Guider) and ControlNet strength: lower keeps more of the input.\n"
         "- frame_cap / size (Load Video): all frames are denoised as one batch, so memory grows with both.\n\n"
         "Paper defaults: DDIM inversion 10 steps, DDIM sampling 32 steps, SW-CFA radius 3.",
-        (1500, 380), size=(560, 420), title="TDM: what to tweak")
+        (x[0], max(below_video, below_models)), size=(680, 420), title="TDM: what to tweak")
     return g
 
 
@@ -304,17 +362,25 @@ def zsvd_cogvideox(g: Graph) -> Graph:
     """ZSVD on CogVideoX-2b with the official settings (100 steps, skip 40, strength 15, blocks 0-3,15-29)."""
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 720, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
-    cog = g.add("ZSVR_LoadCogVideoX", (0, 420), {"model_folder": "CogVideoX-2b", "dtype": "auto"})
-    clip = g.add("CLIPLoader", (0, 580), {"clip_name": "t5xxl_fp16.safetensors", "type": "sd3"})
-    t5 = g.add("T5TokenizerOptions", (0, 740), {"min_padding": 0, "min_length": 226},
-               title="T5 to 226 tokens (CogVideoX)")
+    cog = g.add("ZSVR_LoadCogVideoX", (0, 0), {"model_folder": "CogVideoX-2b", "dtype": "auto"}, size=(320, 110))
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "t5xxl_fp16.safetensors", "type": "sd3"}, size=(320, 110))
+    t5 = g.add("T5TokenizerOptions", (0, 0), {"min_padding": 0, "min_length": 226},
+               title="T5 to 226 tokens (CogVideoX)", size=(320, 90))
     g.connect(clip, 0, t5, "clip")
-    null = g.add("CLIPTextEncode", (380, 420), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (380, 600), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
+    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
+    remove = g.add("CLIPTextEncode", (0, 0), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
     g.connect(t5, 0, null, "clip")
     g.connect(t5, 0, remove, "clip")
-    _zsvd_edit(g, load, (cog, 0), (cog, 1), null, remove, steps=100, cfg=3.5, rule="zsvd", skip=40,
-               prefix="zsvr/derained_cogvideox")
+    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
+        g, load, (cog, 0), (cog, 1), null, remove, steps=100, cfg=3.5, rule="zsvd", skip=40,
+        prefix="zsvr/derained_cogvideox")
+    x = columns(320, 320, 320, 340, 340, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, cog, clip, t5, enc)
+    stack(x[2], 0, null, remove, sched)
+    stack(x[3], 0, inv, switch, editor)
+    stack(x[4], 0, rep, smp)
+    stack(x[5], 0, dec, video, save)
     g.note(
         "ZSVD on CogVideoX-2b, the paper's setup\n\n"
         "Models: models/diffusers/CogVideoX-2b (the diffusers folder: transformer/, vae/, scheduler/), "
@@ -326,7 +392,7 @@ def zsvd_cogvideox(g: Graph) -> Graph:
         "Remove prompt: the official eight phrases; the paper found \"light rain\" the best single phrase.\n\n"
         "What to tweak: skip (more = closer to the input), strength (more = stronger removal), blocks "
         "(all = no edit, empty = plain negative prompting).",
-        (760, 560), size=(560, 360), title="ZSVD (CogVideoX): official settings")
+        (x[0], max(below_video, below_models)), size=(680, 320), title="ZSVD (CogVideoX): official settings")
     return g
 
 
@@ -334,39 +400,47 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
     """ZVRD on SD1.5: SLR temporal attention, noise sharing and early stopping around a tile-ControlNet img2img."""
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 512, "height": 512,
                                            "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
-    ckpt = g.add("CheckpointLoaderSimple", (0, 420), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"})
-    cnet = g.add("ControlNetLoader", (0, 580), {"control_net_name": "control_v11f1e_sd15_tile.pth"})
-    pos = g.add("CLIPTextEncode", (380, 420), {"text": "a clear, sharp, high quality photo"}, title="Prompt")
-    neg = g.add("CLIPTextEncode", (380, 600), {"text": "rain, noise, blur, low quality"}, title="Negative prompt")
+    ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+                 size=(320, 110))
+    cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
+    pos = g.add("CLIPTextEncode", (0, 0), {"text": "a clear, sharp, high quality photo"}, title="Prompt")
+    neg = g.add("CLIPTextEncode", (0, 0), {"text": "rain, noise, blur, low quality"}, title="Negative prompt")
     g.connect(ckpt, 1, pos, "clip")
     g.connect(ckpt, 1, neg, "clip")
-    enc = g.add("VAEEncode", (380, 0))
+    enc = g.add("VAEEncode", (0, 0), size=(320, 60))
     g.connect(load, 0, enc, "pixels")
     g.connect(ckpt, 2, enc, "vae")
-    slr = g.add("ZSVR_SLRTemporalAttention", (760, 0), {"trajectory_start": 0.5, "frames_per_video": 0,
-                                                        "start_percent": 0.0, "end_percent": 1.0}, size=(340, 200))
+    slr = g.add("ZSVR_SLRTemporalAttention", (0, 0), {"trajectory_start": 0.5, "frames_per_video": 0,
+                                                    "start_percent": 0.0, "end_percent": 1.0}, size=(340, 160))
     g.connect(ckpt, 0, slr, "model")
     g.connect(load, 0, slr, "image")
-    control = g.add("ControlNetApplyAdvanced", (760, 240), {"strength": 1.0, "start_percent": 0.0,
-                                                            "end_percent": 1.0}, size=(320, 190))
+    control = g.add("ControlNetApplyAdvanced", (0, 0), {"strength": 1.0, "start_percent": 0.0,
+                                                        "end_percent": 1.0}, size=(320, 190))
     g.connect(pos, 0, control, "positive")
     g.connect(neg, 0, control, "negative")
     g.connect(cnet, 0, control, "control_net")
     g.connect(load, 0, control, "image")
-    guider = g.add("CFGGuider", (1140, 240), {"cfg": 7.0})
+    guider = g.add("CFGGuider", (0, 0), {"cfg": 7.0}, size=(340, 100))
     g.connect(slr, 0, guider, "model")
     g.connect(control, 0, guider, "positive")
     g.connect(control, 1, guider, "negative")
-    select = g.add("KSamplerSelect", (760, 470), {"sampler_name": "euler_ancestral"})
-    share = g.add("ZSVR_NoiseSharing", (1140, 0), {"noise_seed": 0, "lambda": 0.5}, size=(340, 200))
+    select = g.add("KSamplerSelect", (0, 0), {"sampler_name": "euler_ancestral"}, size=(340, 70))
+    share = g.add("ZSVR_NoiseSharing", (0, 0), {"noise_seed": 0, "lambda": 0.5}, size=(340, 130))
     g.connect(select, 0, share, "sampler")
     g.connect(load, 0, share, "image")
-    stop = g.add("ZSVR_EarlyStop", (1140, 440), {"stop_step": 0, "stop_percent": 0.8})
+    stop = g.add("ZSVR_EarlyStop", (0, 0), {"stop_step": 0, "stop_percent": 0.8}, size=(340, 100))
     g.connect(share, 1, stop, "sampler")
-    sched = g.add("BasicScheduler", (760, 600), {"scheduler": "normal", "steps": 30, "denoise": 0.6})
+    sched = g.add("BasicScheduler", (0, 0), {"scheduler": "normal", "steps": 30, "denoise": 0.6}, size=(340, 130))
     g.connect(ckpt, 0, sched, "model")
-    _sample_decode_save(g, (share, 0), (guider, 0), (stop, 0), (sched, 0), (enc, 0), (ckpt, 2), load,
-                        "zsvr/zvrd_restored")
+    smp, dec, video, save = _sample_decode_save(g, (share, 0), (guider, 0), (stop, 0), (sched, 0), (enc, 0),
+                                                (ckpt, 2), load, "zsvr/zvrd_restored")
+    x = columns(320, 320, 320, 340, 340, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, ckpt, cnet, enc)
+    stack(x[2], 0, pos, neg, control)
+    stack(x[3], 0, slr, guider, sched)
+    stack(x[4], 0, select, share, stop, smp)
+    stack(x[5], 0, dec, video, save)
     g.note(
         "ZVRD on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth "
@@ -380,16 +454,16 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
         "flickering details; 1.0 = no early stop.\n"
         "- denoise (BasicScheduler): how much the restorer may change each frame.\n\n"
         "The paper does not publish T_TA, T_ES or lambda; these defaults (0.5, 0.8, 0.5) are ours.",
-        (760, 760), size=(560, 360), title="ZVRD: what to tweak")
+        (x[0], max(below_video, below_models)), size=(680, 320), title="ZVRD: what to tweak")
     return g
 
 
 WORKFLOWS = {
-    "zsvd_derain_wan21.json": zsvd_wan21,
-    "zsvd_derain_wan21_long.json": zsvd_wan21_long,
-    "zsvd_derain_cogvideox2b.json": zsvd_cogvideox,
-    "tdm_swcfa_sd15.json": tdm_swcfa_sd15,
-    "zvrd_slr_sd15.json": zvrd_slr_sd15,
+    "ZSVD rain removal - Wan 2.1.json": zsvd_wan21,
+    "ZSVD rain removal (whole long clip) - Wan 2.1.json": zsvd_wan21_long,
+    "ZSVD rain removal (paper settings) - CogVideoX-2b.json": zsvd_cogvideox,
+    "TDM video restoration (SW-CFA) - SD1.5.json": tdm_swcfa_sd15,
+    "ZVRD video restoration (SLR) - SD1.5.json": zvrd_slr_sd15,
 }
 
 
