@@ -154,12 +154,14 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
     return smp, dec, video, save
 
 
-def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: float, rule: str, skip: int,
-               prefix: str, tiled=False):
+def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict], steps: int, cfg: float, rule: str,
+               skip: int, prefix: str, tiled=False) -> tuple[int, int]:
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
 
-    Returns its nodes in three column groups for the caller to place: (encode, scheduler),
-    (inversion, switch, editor, inversion sampler), (sampler, decode, create video, save).
+    Lays the graph out in six columns: Load Video (room for its preview below); ``loaders`` (the caller's
+    model nodes, top-down) and the encoder; the prompts and the scheduler; inversion, switch and editor; the
+    inversion sampler and the sampler; decode, create video and save. Returns where the caller's Note goes
+    (below the first two columns).
 
     ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled.
     """
@@ -184,8 +186,16 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, steps: int, cfg: flo
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
-    out = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load, prefix, tiled=tiled)
-    return (enc, sched), (inv, switch, editor, rep), out
+    smp, dec, video, save = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
+                                                prefix, tiled=tiled)
+    x = columns(320, 320, 320, 340, 340, 320)
+    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
+    below_models = stack(x[1], 0, *loaders, *([] if tiled else [enc]))  # the tiled encoder is taller
+    stack(x[2], 0, null, remove, sched, *([enc] if tiled else []))
+    stack(x[3], 0, inv, switch, editor)
+    stack(x[4], 0, rep, smp)
+    stack(x[5], 0, dec, video, save)
+    return x[0], max(below_video, below_models)
 
 
 def zsvd_wan21(g: Graph) -> Graph:
@@ -200,15 +210,8 @@ def zsvd_wan21(g: Graph) -> Graph:
     remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
     g.connect(clip, 0, null, "clip")
     g.connect(clip, 0, remove, "clip")
-    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
-        g, load, (unet, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained")
-    x = columns(320, 320, 320, 340, 340, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, unet, clip, vae, enc)
-    stack(x[2], 0, null, remove, sched)
-    stack(x[3], 0, inv, switch, editor)
-    stack(x[4], 0, rep, smp)
-    stack(x[5], 0, dec, video, save)
+    note_at = _zsvd_edit(g, load, (unet, 0), (vae, 0), null, remove, loaders=[unet, clip, vae], steps=50, cfg=1.0,
+                         rule="ddpm", skip=20, prefix="zsvr/derained")
     g.note(
         "ZSVD deraining on Wan 2.1 1.3B\n\n"
         "Models: diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, text_encoders/umt5_xxl_fp8_e4m3fn_scaled"
@@ -221,7 +224,7 @@ def zsvd_wan21(g: Graph) -> Graph:
         "The paper's choice 0-3,15-29 is for 30-block models (Wan 1.3B has 30 too).\n"
         "- Remove prompt: the paper found \"light rain\" the best single phrase.\n\n"
         "Paper defaults (CogVideoX-2b): 100 steps, skip 40, strength 15, blocks 0-3,15-29.",
-        (x[0], max(below_video, below_models)), size=(680, 300), title="ZSVD: what to tweak")
+        note_at, size=(680, 300), title="ZSVD: what to tweak")
     return g
 
 
@@ -246,16 +249,8 @@ def zsvd_wan21_long(g: Graph) -> Graph:
     remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
     g.connect(clip, 0, null, "clip")
     g.connect(clip, 0, remove, "clip")
-    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
-        g, load, (windows, 0), (vae, 0), null, remove, steps=50, cfg=1.0, rule="ddpm", skip=20,
-        prefix="zsvr/derained_long", tiled=True)
-    x = columns(320, 320, 320, 340, 340, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, unet, clip, vae, windows)
-    stack(x[2], 0, null, remove, sched, enc)
-    stack(x[3], 0, inv, switch, editor)
-    stack(x[4], 0, rep, smp)
-    stack(x[5], 0, dec, video, save)
+    note_at = _zsvd_edit(g, load, (windows, 0), (vae, 0), null, remove, loaders=[unet, clip, vae, windows], steps=50,
+                         cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained_long", tiled=True)
     g.note(
         "ZSVD on a whole clip, in one graph (Wan 2.1 1.3B)\n\n"
         "Models: as ZSVD rain removal - Wan 2.1.json.\n\n"
@@ -270,7 +265,7 @@ def zsvd_wan21_long(g: Graph) -> Graph:
         "What to tweak: as in ZSVD rain removal - Wan 2.1.json (skip, strength, blocks, remove prompt); context_overlap: "
         "more overlap blends windows more smoothly and costs more windows. Keep context_schedule standard_static "
         "for the same windows at every step.",
-        (x[0], max(below_video, below_models)), size=(680, 360), title="ZSVD long clip: what to tweak")
+        note_at, size=(680, 360), title="ZSVD long clip: what to tweak")
     return g
 
 
@@ -371,16 +366,8 @@ def zsvd_cogvideox(g: Graph) -> Graph:
     remove = g.add("CLIPTextEncode", (0, 0), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
     g.connect(t5, 0, null, "clip")
     g.connect(t5, 0, remove, "clip")
-    (enc, sched), (inv, switch, editor, rep), (smp, dec, video, save) = _zsvd_edit(
-        g, load, (cog, 0), (cog, 1), null, remove, steps=100, cfg=3.5, rule="zsvd", skip=40,
-        prefix="zsvr/derained_cogvideox")
-    x = columns(320, 320, 320, 340, 340, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, cog, clip, t5, enc)
-    stack(x[2], 0, null, remove, sched)
-    stack(x[3], 0, inv, switch, editor)
-    stack(x[4], 0, rep, smp)
-    stack(x[5], 0, dec, video, save)
+    note_at = _zsvd_edit(g, load, (cog, 0), (cog, 1), null, remove, loaders=[cog, clip, t5], steps=100, cfg=3.5,
+                         rule="zsvd", skip=40, prefix="zsvr/derained_cogvideox")
     g.note(
         "ZSVD on CogVideoX-2b, the paper's setup\n\n"
         "Models: models/diffusers/CogVideoX-2b (the diffusers folder: transformer/, vae/, scheduler/), "
@@ -392,7 +379,7 @@ def zsvd_cogvideox(g: Graph) -> Graph:
         "Remove prompt: the official eight phrases; the paper found \"light rain\" the best single phrase.\n\n"
         "What to tweak: skip (more = closer to the input), strength (more = stronger removal), blocks "
         "(all = no edit, empty = plain negative prompting).",
-        (x[0], max(below_video, below_models)), size=(680, 320), title="ZSVD (CogVideoX): official settings")
+        note_at, size=(680, 320), title="ZSVD (CogVideoX): official settings")
     return g
 
 

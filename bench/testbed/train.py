@@ -250,7 +250,7 @@ def main(argv=None) -> int:
             for k, v_ in net.state_dict().items():
                 ema[k].mul_(decay).add_(v_.detach(), alpha=1 - decay)
         per_clip = per_clip.detach()
-        acc.append((float(loss), float(per_clip[: args.pairs].mean()), float(per_clip[args.pairs:].mean())))
+        acc.append((float(loss.detach()), float(per_clip[: args.pairs].mean()), float(per_clip[args.pairs:].mean())))
         if step % 20 == 0:
             n = len(acc)
             row = {"phase": phase, "step": step, "wall_s": round(time.time() - t_start, 1), "lr": lr,
