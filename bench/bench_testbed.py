@@ -25,15 +25,17 @@ Arms: the rainy input; baselines (temporal median over the 5 frames; 3x3 spatial
 reconstruction (strength 1, skip 40); a strength x skip grid (rule ddpm, last step exact);
 at the grid's best point (highest mean PSNR, chosen on these same clips): the attention
 switch over block subsets (empty = plain negative prompting, ``all`` = reconstruction),
-both last-step choices, and both rules (ddpm / zsvd; zsvd always ends on the prediction); and
-the regression test's short schedule (25 steps) at that point.
+both last-step choices, and both rules (ddpm / zsvd; zsvd always ends on the prediction); the
+switch again at the paper's strength 15 and skip 40, where the edit repaints the scene and there is
+structure for the switch to protect; and the regression test's short schedule (25 steps) at the
+best point.
 Figures (``testbed/metrics.py``): PSNR and SSIM against the clean clip, the share of the
 rain's energy removed, the energy of side changes (where it does not rain, relative to the
 rain's energy) and the warping error with the ground truth's optical flow. Every number is
 computed in the run; the table gives means over the held-out clips.
 
 Writes JSON to ``bench/results/testbed_cpu.json`` and PNG strips (rainy / derained / clean)
-per arm family to ``docs/testbed/``.
+per arm family to ``docs/testbed/`` (and ``testbed_hero.png``, one clip, for the top of the README).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ BENCH_DIR = PACK_DIR / "bench"
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-STRENGTHS = (3.0, 4.0, 6.0, 10.0, 15.0)
-SKIPS = (10, 40, 70, 80)
+STRENGTHS = (3.0, 4.0, 6.0, 10.0, 15.0, 20.0)
+SKIPS = (10, 40, 55, 70, 80)
 SWITCH_SETS = ("", "0", "1", "2", "3", "4", "5", "0-1", "0-2", "3-5", "all")
 SHORT_STEPS = 25
 QUICK = {"strengths": (3.0, 6.0), "skips": (10, 40), "switch": ("", "0-2", "3-5")}
@@ -186,8 +188,8 @@ def print_table(rows: list[dict]) -> None:
               f"{r['warp_error']:8.4f}")
 
 
-def markdown_table(result: dict, families=("reference", "baseline", "recon", "grid", "switch", "last_step", "rule",
-                                            "short"), best_grid_only: bool = False) -> str:
+def markdown_table(result: dict, families=("reference", "baseline", "recon", "grid", "switch", "switch_paper",
+                                            "last_step", "rule", "short"), best_grid_only: bool = False) -> str:
     """The JSON's rows as a Markdown table (means over the held-out clips), for the README."""
     lines = ["| family | arm | PSNR dB | SSIM | rain removed | side changes | warping error |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -259,6 +261,13 @@ def main(argv=None) -> int:
     for blocks in switch_sets:
         label = f"switch [{blocks or 'none'}] s{b_strength:g} k{b_skip}"
         add("switch", runner.graph_arm(label, strength=b_strength, skip=b_skip, blocks=blocks))
+    # the switch where the edit repaints the scene (the paper's strength 15 and skip 40): structure to protect
+    for blocks in switch_sets:
+        label = f"switch [{blocks or 'none'}] s15 k40"
+        if blocks == "" and any(r["arm"] == "ddpm s15 k40" for r in rows["grid"]):
+            add("switch_paper", runner.alias_arm(label, "ddpm s15 k40"))
+        else:
+            add("switch_paper", runner.graph_arm(label, strength=15.0, skip=40, blocks=blocks))
     add("last_step", runner.alias_arm(f"last exact s{b_strength:g} k{b_skip}", best["arm"]))
     add("last_step", runner.graph_arm(f"last prediction s{b_strength:g} k{b_skip}", strength=b_strength,
                                       skip=b_skip, last_step="prediction"))

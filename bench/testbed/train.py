@@ -33,18 +33,22 @@ term trains exactly what tells the prompts apart (the rain), which plain MSE lea
 share of its gradient. ``--text-lr-mult`` raises the learning rate of the text path (text
 embedding and cross-attention).
 
-The committed weights came from three phases on one thread of this 2-core machine while other
+The committed weights came from four phases on one thread of this 2-core machine while other
 jobs shared it (``testbed.json`` records each phase, ``loss_log.jsonl`` every 20 steps)::
 
     # from bench/, with COMFYUI_PATH set; W = model/zsvr_testbed_wan21_t2v.safetensors
     python -m testbed.train --budget-min 40                        # 1146 steps, loss 0.50
     python -m testbed.train --budget-min 30 --lr 2e-4 --init W     # +945 steps, loss 0.50
     python -m testbed.train --budget-min 20 --diff-weight 4 --text-lr-mult 3 --init W   # +815 steps
+    python -m testbed.train --budget-min 45 --diff-weight 4 --text-lr-mult 3 --init W   # +3168 steps
 
-90.6 min in all. After phases 1-2 (70 min) the two prompts' predictions on a rainy input
-barely differed (correlation of null - rain with the true rain 0.10-0.20 at every noise level),
-and the ZSVD edit gained +0.3 dB; phase 3 raised that correlation to 0.25-0.38 and the gain to
-about +1 dB (see the README's "Does it work?"). The budget is wall-clock time, so another
+135.7 min and 6074 steps in all (the last phase ran on a quieter machine: 70 steps a minute
+against 28 in the first). After phases 1-2 (70 min) the two prompts' predictions on a rainy
+input barely differed (correlation of null - rain with the true rain 0.10-0.20 at every noise
+level), and the ZSVD edit gained +0.3 dB; phase 3 raised that correlation to 0.25-0.38 and the
+best gain to +1.45 dB (50 steps, 8 held-out clips); phase 4 raised the gain to +1.9 dB after
+15 min and +2.3 dB after 30 min (probes at strength 10, skip 55-70; the README's "Does it work?"
+has the bench's figures for the final weights). The budget is wall-clock time, so another
 machine (or a quieter one) reaches a different step count; the seeds fix the data and noise
 stream of each step.
 """
