@@ -88,8 +88,10 @@ def decode_latent(value: dict) -> torch.Tensor:
     return latent.decode(value, meta["pixel_mean"], meta["pixel_std"], latent_format())[0]
 
 
-def register(nodes_module, sink: dict) -> None:
-    """Add the test bed's nodes to ``nodes_module.NODE_CLASS_MAPPINGS``; ``ZSVRTestbed_Keep`` writes into ``sink``."""
+def source_nodes(prompts, encode, clips) -> tuple[type, type]:
+    """A test bed's Prompt (its fixed prompt embeddings as CONDITIONING) and Clip (a held-out clip, rainy or
+    clean, as a LATENT) node classes: ``prompts()`` gives the embeddings by name, ``clips()`` the held-out
+    clips, ``encode`` turns a clip's pixels into the LATENT."""
 
     class Prompt:
         """A fixed prompt embedding of the test-bed model as CONDITIONING."""
@@ -118,7 +120,14 @@ def register(nodes_module, sink: dict) -> None:
                                  "version": (["rainy", "clean"],)}}
 
         def make(self, index, version):
-            return (encode_clip(heldout_clips()[version][index]),)
+            return (encode(clips()[version][index]),)
+
+    return Prompt, Clip
+
+
+def register(nodes_module, sink: dict) -> None:
+    """Add the test bed's nodes to ``nodes_module.NODE_CLASS_MAPPINGS``; ``ZSVRTestbed_Keep`` writes into ``sink``."""
+    Prompt, Clip = source_nodes(prompts, encode_clip, heldout_clips)
 
     class Keep:
         """Keeps its input in the bench's dict under ``key``."""

@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import clips, latent, rain
+    from .training import LossLog, ema_update
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -203,9 +204,8 @@ def main(argv=None) -> int:
     ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
                      prompts["rain"][None].expand(args.pairs, -1, -1)])
     budget = args.budget_min * 60.0
-    log = open(out / LOG, "a" if earlier else "w")
-    phase = len(earlier)
-    step, acc, last_save = 0, [], time.time()
+    log = LossLog(out / LOG, every=20, append=bool(earlier), phase=len(earlier))
+    step, last_save = 0, time.time()
     t_train = time.time()
 
     def checkpoint(final: bool) -> None:
@@ -213,18 +213,13 @@ def main(argv=None) -> int:
         shadow.load_state_dict(ema)
         save_weights(shadow, out / WEIGHTS)
         now = dict(meta["train"], steps=step, wall_min=round((time.time() - t_start) / 60, 2), final=final,
-                   last_losses=losses_tail(), init=str(args.init.name) if args.init else None)
+                   last_losses=log.last, init=str(args.init.name) if args.init else None)
         record = dict(meta, train=now)
         if earlier:
             phases = earlier + [now]
             record["train"] = {"phases": phases, "steps": sum(p["steps"] for p in phases),
                                "wall_min": round(sum(p["wall_min"] for p in phases), 2)}
         (out / META).write_text(json.dumps(record, indent=1))
-
-    tail: list = []
-
-    def losses_tail():
-        return tail[-1] if tail else None
 
     while time.time() - t_train < budget:
         frac = (time.time() - t_train) / budget
@@ -249,21 +244,8 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
-        decay = min(0.998, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v_ in net.state_dict().items():
-                ema[k].mul_(decay).add_(v_.detach(), alpha=1 - decay)
-        per_clip = per_clip.detach()
-        acc.append((float(loss.detach()), float(per_clip[: args.pairs].mean()), float(per_clip[args.pairs:].mean())))
-        if step % 20 == 0:
-            n = len(acc)
-            row = {"phase": phase, "step": step, "wall_s": round(time.time() - t_start, 1), "lr": lr,
-                   "loss": sum(a[0] for a in acc) / n, "loss_clean_null": sum(a[1] for a in acc) / n,
-                   "loss_rain_rain": sum(a[2] for a in acc) / n}
-            tail.append(row)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            acc = []
+        ema_update(ema, net, step, 0.998)
+        log.add(step, time.time() - t_start, lr, loss, per_clip[: args.pairs].mean(), per_clip[args.pairs:].mean())
         if time.time() - last_save > args.save_every_min * 60:
             checkpoint(final=False)
             last_save = time.time()

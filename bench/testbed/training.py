@@ -1,0 +1,55 @@
+"""What the two test-bed trainers share: the weights' EMA and the loss log."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], net: torch.nn.Module, step: int, max_decay: float) -> None:
+    """Move the EMA copy ``ema`` of ``net``'s weights toward them, with the decay ramped as
+    ``min(max_decay, (1 + step) / (10 + step))`` so that early steps are not frozen out."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    for k, v in net.state_dict().items():
+        ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+
+
+class LossLog:
+    """Mean losses over every ``every`` steps, one JSON line each in ``path`` (``fields`` added to each line).
+
+    ``add`` takes the step's total loss and the mean losses of its clean/null and rainy/"rain" halves.
+    """
+
+    def __init__(self, path: pathlib.Path, every: int, append: bool = False, **fields):
+        self.file = open(path, "a" if append else "w")
+        self.every, self.fields = every, fields
+        self.rows: list[dict] = []
+        self._acc: list[tuple[float, float, float]] = []
+
+    def add(self, step: int, wall_s: float, lr: float, loss: torch.Tensor, clean: torch.Tensor,
+            rain: torch.Tensor) -> None:
+        self._acc.append((float(loss.detach()), float(clean.detach()), float(rain.detach())))
+        if step % self.every:
+            return
+        n = len(self._acc)
+        row = {**self.fields, "step": step, "wall_s": round(wall_s, 1), "lr": lr,
+               "loss": sum(a[0] for a in self._acc) / n, "loss_clean_null": sum(a[1] for a in self._acc) / n,
+               "loss_rain_rain": sum(a[2] for a in self._acc) / n}
+        self.rows.append(row)
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        self._acc = []
+
+    @property
+    def last(self) -> dict | None:
+        return self.rows[-1] if self.rows else None
+
+    @property
+    def first(self) -> dict | None:
+        return self.rows[0] if self.rows else None
+
+    def close(self) -> None:
+        self.file.close()
