@@ -12,7 +12,7 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parent.parent / "bench"
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from testbed.training import LossLog, ema_update  # noqa: E402
+from testbed.training import LossLog, ema_update, optimiser_step, warmup_cosine_lr  # noqa: E402
 
 
 def test_ema_update_ramps_its_decay_and_caps_it():
@@ -41,3 +41,20 @@ def test_loss_log_writes_the_mean_of_each_block_of_steps(tmp_path):
     appended.add(1, 1.0, 1e-3, torch.tensor(0.5), torch.tensor(0.5), torch.tensor(0.5))
     appended.close()
     assert len(path.read_text().splitlines()) == 3
+
+
+def test_warmup_cosine_lr_warms_up_then_falls_to_a_tenth():
+    assert warmup_cosine_lr(1.0, step=0, warmup=10, frac=0.0) == 0.1  # step 1 of a 10-step warm-up
+    assert warmup_cosine_lr(1.0, step=50, warmup=10, frac=0.0) == 1.0
+    assert abs(warmup_cosine_lr(1.0, step=50, warmup=10, frac=0.5) - 0.55) < 1e-12
+    assert abs(warmup_cosine_lr(1.0, step=50, warmup=10, frac=1.0) - 0.1) < 1e-12
+
+
+def test_optimiser_step_scales_each_group_by_its_mult_and_clips():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    net = torch.nn.Module()
+    net.a, net.b = a, b
+    opt = torch.optim.SGD([{"params": [a], "mult": 3.0}, {"params": [b]}], lr=0.0)
+    optimiser_step(opt, net, (a + b).sum() * 100.0, lr=0.5)  # gradient (100, 100), clipped to norm 1
+    g = 1 / 2 ** 0.5
+    assert torch.allclose(a.detach(), torch.tensor([-1.5 * g])) and torch.allclose(b.detach(), torch.tensor([-0.5 * g]))

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import clips, latent, rain
-    from .training import LossLog, ema_update
+    from .training import LossLog, ema_update, optimiser_step, warmup_cosine_lr
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -223,9 +223,7 @@ def main(argv=None) -> int:
 
     while time.time() - t_train < budget:
         frac = (time.time() - t_train) / budget
-        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for group in opt.param_groups:
-            group["lr"] = lr * group["mult"]
+        lr = warmup_cosine_lr(args.lr, step, 200, frac)
         clean = clips.train_batch(gen, args.pairs)
         rainy = torch.stack([rain.add_rain(c, gen)[0] for c in clean])
         x0 = latent.to_model_space(torch.cat([clean, rainy]), mean, std)
@@ -239,10 +237,7 @@ def main(argv=None) -> int:
         loss = per_clip.mean()
         if args.diff_weight:
             loss = loss + args.diff_weight * (err[args.pairs:] - err[: args.pairs]).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        optimiser_step(opt, net, loss, lr)
         step += 1
         ema_update(ema, net, step, 0.998)
         log.add(step, time.time() - t_start, lr, loss, per_clip[: args.pairs].mean(), per_clip[args.pairs:].mean())

@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import rain
-    from .training import LossLog, ema_update
+    from .training import LossLog, ema_update, optimiser_step, warmup_cosine_lr
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -252,9 +252,7 @@ def main(argv=None) -> int:
 
     while time.time() - t_train < budget:
         frac = (time.time() - t_train) / budget
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = warmup_cosine_lr(args.lr, step, 50, frac)
         clean, rainy = train_frames(gen, args.pairs)
         x0 = to_model_space(torch.cat([clean, rainy]), mean, std)
         eps = torch.randn(x0[: args.pairs].shape, generator=gen).repeat(2, 1, 1, 1)
@@ -264,10 +262,7 @@ def main(argv=None) -> int:
         pred = net(ms.calculate_input(sigma, x), ms.timestep(sigma).float(), ctx)
         per_frame = (pred - eps).pow(2).mean(dim=(1, 2, 3))
         loss = per_frame.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        optimiser_step(opt, net, loss, lr)
         step += 1
         ema_update(ema, net, step, args.ema)
         log.add(step, time.time() - t_start, lr, loss, per_frame[: args.pairs].mean(), per_frame[args.pairs:].mean())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 import torch
@@ -53,3 +54,19 @@ class LossLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def warmup_cosine_lr(base: float, step: int, warmup: int, frac: float) -> float:
+    """The learning rate at ``step``: linear warm-up over ``warmup`` steps, then a cosine from ``base`` down to
+    10 % of it over the budget (``frac``: the share of the wall-clock budget spent)."""
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def optimiser_step(opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+    """One step at ``lr`` (times a parameter group's ``mult``, if it has one), gradients clipped at norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("mult", 1.0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
