@@ -125,6 +125,17 @@ def stack(x: int, y: int, *nodes: dict) -> int:
     return y
 
 
+def arrange(load: dict, models: list[dict], *rest: list[dict]) -> tuple[int, int]:
+    """The shipped layout: Load Video alone in the first column (room for its preview below), ``models`` in the
+    second, then one column per list in ``rest``, each as wide as its widest node. Returns where the workflow's
+    Note goes: under the first two columns."""
+    cols = [[load], models, *rest]
+    x = columns(*(max(n["size"][0] for n in col) for col in cols))
+    for xi, col in zip(x[2:], rest):
+        stack(xi, 0, *col)
+    return x[0], max(stack(x[0], 0, load) + VIDEO_PREVIEW, stack(x[1], 0, *models))
+
+
 # core tiled VAE nodes at their own defaults (512 px tiles overlapping 64 px; 64 frames overlapping 8 for video VAEs)
 VAE_TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
 
@@ -188,14 +199,8 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     g.connect(remove, 0, editor, "remove")
     smp, dec, video, save = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
                                                 prefix, tiled=tiled)
-    x = columns(320, 320, 320, 340, 340, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, *loaders, *([] if tiled else [enc]))  # the tiled encoder is taller
-    stack(x[2], 0, null, remove, sched, *([enc] if tiled else []))
-    stack(x[3], 0, inv, switch, editor)
-    stack(x[4], 0, rep, smp)
-    stack(x[5], 0, dec, video, save)
-    return x[0], max(below_video, below_models)
+    return arrange(load, [*loaders, *([] if tiled else [enc])],  # the tiled encoder is taller
+                   [null, remove, sched, *([enc] if tiled else [])], [inv, switch, editor], [rep, smp], [dec, video, save])
 
 
 def zsvd_wan21(g: Graph) -> Graph:
@@ -325,13 +330,8 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     g.connect(control, 1, guider, "negative")
     smp, dec, video, save = _sample_decode_save(g, (rep, 0), (guider, 0), (rep, 1), (smp_sched, 0), (enc, 0),
                                                 (ckpt, 2), load, "zsvr/tdm_restored")
-    x = columns(320, 320, 320, 340, 380, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, ckpt, cnet, enc)
-    stack(x[2], 0, null, task, control)
-    stack(x[3], 0, inv_sched, inv, rep, smp_sched)
-    stack(x[4], 0, swcfa, guider, smp)
-    stack(x[5], 0, dec, video, save)
+    note_at = arrange(load, [ckpt, cnet, enc], [null, task, control], [inv_sched, inv, rep, smp_sched],
+                      [swcfa, guider, smp], [dec, video, save])
     g.note(
         "TDM video restoration on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth. "
@@ -349,7 +349,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
         "- cfg (CFG Guider) and ControlNet strength: lower keeps more of the input.\n"
         "- frame_cap / size (Load Video): all frames are denoised as one batch, so memory grows with both.\n\n"
         "Paper defaults: DDIM inversion 10 steps, DDIM sampling 32 steps, SW-CFA radius 3.",
-        (x[0], max(below_video, below_models)), size=(680, 420), title="TDM: what to tweak")
+        note_at, size=(680, 420), title="TDM: what to tweak")
     return g
 
 
@@ -421,13 +421,8 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
     g.connect(ckpt, 0, sched, "model")
     smp, dec, video, save = _sample_decode_save(g, (share, 0), (guider, 0), (stop, 0), (sched, 0), (enc, 0),
                                                 (ckpt, 2), load, "zsvr/zvrd_restored")
-    x = columns(320, 320, 320, 340, 340, 320)
-    below_video = stack(x[0], 0, load) + VIDEO_PREVIEW
-    below_models = stack(x[1], 0, ckpt, cnet, enc)
-    stack(x[2], 0, pos, neg, control)
-    stack(x[3], 0, slr, guider, sched)
-    stack(x[4], 0, select, share, stop, smp)
-    stack(x[5], 0, dec, video, save)
+    note_at = arrange(load, [ckpt, cnet, enc], [pos, neg, control], [slr, guider, sched], [select, share, stop, smp],
+                      [dec, video, save])
     g.note(
         "ZVRD on SD1.5 (frames are the batch)\n\n"
         "Models: checkpoints/v1-5-pruned-emaonly-fp16.safetensors, controlnet/control_v11f1e_sd15_tile.pth "
@@ -441,7 +436,7 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
         "flickering details; 1.0 = no early stop.\n"
         "- denoise (BasicScheduler): how much the restorer may change each frame.\n\n"
         "The paper does not publish T_TA, T_ES or lambda; these defaults (0.5, 0.8, 0.5) are ours.",
-        (x[0], max(below_video, below_models)), size=(680, 320), title="ZVRD: what to tweak")
+        note_at, size=(680, 320), title="ZVRD: what to tweak")
     return g
 
 
