@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import sys
 
 import pytest
@@ -652,44 +653,6 @@ async def _set_gate(fake):
 # Against real ComfyUI servers (host tests).
 # ---------------------------------------------------------------------------
 
-RANDOM_CONDITIONING_PACK = '''"""Stand-in pack: ZSVRTest_RandomConditioning (the harness registers it in-process)."""
-import torch
-
-
-class RandomConditioning:
-    """CONDITIONING without a text encoder: [[randn(1, tokens, width) * scale, {}]], as in tests/host_harness.py."""
-
-    CATEGORY = "ZSVR/testing"
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "make"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-            "tokens": ("INT", {"default": 8, "min": 1, "max": 1024}),
-            "width": ("INT", {"default": 4096, "min": 1, "max": 8192}),
-            "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0}),
-        }, "optional": {
-            "pooled": ("INT", {"default": 0, "min": 0, "max": 8192}),
-            "masked_tokens": ("INT", {"default": 0, "min": 0, "max": 1024}),
-        }}
-
-    def make(self, seed, tokens, width, scale, pooled=0, masked_tokens=0):
-        gen = torch.Generator().manual_seed(seed)
-        extra = {}
-        if pooled:
-            extra["pooled_output"] = torch.randn(1, pooled, generator=torch.Generator().manual_seed(0))
-        if masked_tokens:
-            mask = torch.ones(1, tokens, dtype=torch.long)
-            mask[:, tokens - masked_tokens:] = 0
-            extra["attention_mask"] = mask
-        return ([[torch.randn(1, tokens, width, generator=gen) * scale, extra]],)
-
-
-NODE_CLASS_MAPPINGS = {"ZSVRTest_RandomConditioning": RandomConditioning}
-'''
-
 WAN = "ZSVD rain removal - Wan 2.1.json"
 CLIP_NAMES = ("42.mp4", "152.mp4", "262.mp4")
 
@@ -707,7 +670,9 @@ class ComfyServer:
         if with_pack:
             os.symlink(PACK_DIR, nodes_dir / "comfyui-zsvr")
             (nodes_dir / "zsvr_test_nodes").mkdir()
-            (nodes_dir / "zsvr_test_nodes" / "__init__.py").write_text(RANDOM_CONDITIONING_PACK)
+            # the harness's RandomConditioning as a stand-in pack, so server and in-process runs draw the same
+            shutil.copy(pathlib.Path(__file__).with_name("random_conditioning.py"),
+                        nodes_dir / "zsvr_test_nodes" / "__init__.py")
         if models is not None:
             os.symlink(models, base / "models")
         with socket.socket() as s:

@@ -203,18 +203,30 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
                    [null, remove, sched, *([enc] if tiled else [])], [inv, switch, editor], [rep, smp], [dec, video, save])
 
 
-def zsvd_wan21(g: Graph) -> Graph:
-    """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 832, "height": 480,
+def _wan_inputs(g: Graph, frame_cap: int):
+    """Load Video (832x480, 4k+1 frames) and the three Wan 2.1 1.3B loaders: (load, unet, clip, vae)."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": frame_cap, "width": 832, "height": 480,
                                            "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
     unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
     clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
                  size=(320, 110))
     vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
+    return load, unet, clip, vae
+
+
+def _null_and(g: Graph, clip, text: str, title: str):
+    """The empty null prompt and one prompt of ``text``, both encoded by ``clip`` (a (node, slot) pair)."""
     null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
-    g.connect(clip, 0, null, "clip")
-    g.connect(clip, 0, remove, "clip")
+    other = g.add("CLIPTextEncode", (0, 0), {"text": text}, title=title)
+    g.connect(*clip, null, "clip")
+    g.connect(*clip, other, "clip")
+    return null, other
+
+
+def zsvd_wan21(g: Graph) -> Graph:
+    """ZSVD deraining on Wan 2.1 T2V 1.3B (the model ComfyUI artists have)."""
+    load, unet, clip, vae = _wan_inputs(g, frame_cap=49)
+    null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (unet, 0), (vae, 0), null, remove, loaders=[unet, clip, vae], steps=50, cfg=1.0,
                          rule="ddpm", skip=20, prefix="zsvr/derained")
     g.note(
@@ -240,20 +252,12 @@ WAN_WINDOW_OVERLAP = 30  # the core node's default: 8 latent frames shared by ne
 
 def zsvd_wan21_long(g: Graph) -> Graph:
     """ZSVD on a whole clip in one graph: Wan 2.1 under core context windows of 81 frames, tiled VAE."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 0, "width": 832, "height": 480,
-                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
-    unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
-    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
-                 size=(320, 110))
-    vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
+    load, unet, clip, vae = _wan_inputs(g, frame_cap=0)
     windows = g.add("WanContextWindowsManual", (0, 0),
                     {"context_length": WAN_WINDOW_FRAMES, "context_overlap": WAN_WINDOW_OVERLAP,
                      "context_schedule": "standard_static", "fuse_method": "pyramid"}, size=(320, 190))
     g.connect(unet, 0, windows, "model")
-    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (0, 0), {"text": RAIN_PROMPT}, title="Remove prompt")
-    g.connect(clip, 0, null, "clip")
-    g.connect(clip, 0, remove, "clip")
+    null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (windows, 0), (vae, 0), null, remove, loaders=[unet, clip, vae, windows], steps=50,
                          cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained_long", tiled=True)
     g.note(
@@ -293,10 +297,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
                  size=(320, 110))
     cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
-    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
-    task = g.add("CLIPTextEncode", (0, 0), {"text": TDM_TASK_PROMPT}, title="Task prompt")
-    g.connect(ckpt, 1, null, "clip")
-    g.connect(ckpt, 1, task, "clip")
+    null, task = _null_and(g, (ckpt, 1), TDM_TASK_PROMPT, "Task prompt")
     enc = g.add("VAEEncode", (0, 0), size=(320, 60))
     g.connect(load, 0, enc, "pixels")
     g.connect(ckpt, 2, enc, "vae")
@@ -362,10 +363,7 @@ def zsvd_cogvideox(g: Graph) -> Graph:
     t5 = g.add("T5TokenizerOptions", (0, 0), {"min_padding": 0, "min_length": 226},
                title="T5 to 226 tokens (CogVideoX)", size=(320, 90))
     g.connect(clip, 0, t5, "clip")
-    null = g.add("CLIPTextEncode", (0, 0), {"text": ""}, title="Null prompt (keep empty)")
-    remove = g.add("CLIPTextEncode", (0, 0), {"text": ZSVD_OFFICIAL_RAIN_PROMPT}, title="Remove prompt")
-    g.connect(t5, 0, null, "clip")
-    g.connect(t5, 0, remove, "clip")
+    null, remove = _null_and(g, (t5, 0), ZSVD_OFFICIAL_RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (cog, 0), (cog, 1), null, remove, loaders=[cog, clip, t5], steps=100, cfg=3.5,
                          rule="zsvd", skip=40, prefix="zsvr/derained_cogvideox")
     g.note(
