@@ -70,8 +70,12 @@ def log(msg: str) -> None:
     print(f"[bench_testbed] {msg}", flush=True)
 
 
-def boot(comfy_dir: pathlib.Path, work: pathlib.Path, model_dir: pathlib.Path | None = None):
-    """ComfyUI in this process (CPU) with the pack, the test-bed model folder and the test-bed nodes."""
+def boot(comfy_dir: pathlib.Path, work: pathlib.Path, model_dir: pathlib.Path | None = None,
+         model_folder: pathlib.Path | None = None, client_id: str = "bench-testbed"):
+    """ComfyUI in this process (CPU) with the pack, the test-bed model folder and the test-bed nodes.
+
+    ``model_dir``: another Wan test-bed folder; ``model_folder``: the diffusion-models folder to serve instead
+    (the image test bed's)."""
     import importlib
 
     from testbed import host_nodes
@@ -84,8 +88,8 @@ def boot(comfy_dir: pathlib.Path, work: pathlib.Path, model_dir: pathlib.Path | 
 
     sys.path.remove(str(PACK_DIR))  # the pack's nodes/ package must not shadow ComfyUI's nodes.py later
     host = ComfyHost(comfy_dir, cpu=True, output_dir=work / "output", input_dir=work / "input",
-                     temp_dir=work / "temp", model_folders=[("diffusion_models", host_nodes.model_dir())],
-                     client_id="bench-testbed")
+                     temp_dir=work / "temp",
+                     model_folders=[("diffusion_models", model_folder or host_nodes.model_dir())], client_id=client_id)
     sink: dict = {}
     host_nodes.register(host.nodes, sink)
     flow = importlib.import_module(f"{host.pack.__name__}.kernels.optical_flow")
@@ -107,11 +111,8 @@ class Runner:
         self.seconds: dict[str, float] = {}
 
     def figures(self, i: int, out) -> dict:
-        m = self.metrics
-        clean, rainy, alpha = self.data["clean"][i], self.data["rainy"][i], self.data["alpha"][i]
-        removed, side = m.rain_split(out, rainy, clean, alpha)
-        return {"psnr": m.psnr(out, clean), "ssim": m.ssim(out, clean), "rain_removed": removed,
-                "side_change": side, "warp_error": self.gt_flow[i].warp_error(out)}
+        d = self.data
+        return self.metrics.clip_figures(out, d["clean"][i], d["rainy"][i], d["alpha"][i], self.gt_flow[i])
 
     def alias_arm(self, name: str, same_as: str) -> dict:
         """An arm whose settings equal an arm already run (same graph, so the same output): its row, renamed."""
@@ -163,7 +164,8 @@ def strip(runner, arms: list[str], clip_ids: list[int], path: pathlib.Path, scal
     label_w = 50 * scale
     blocks = []
     for i in clip_ids:
-        rows = [("rainy input", data["rainy"][i])] + [((labels or {}).get(a, a), runner.outputs[a][i]) for a in arms] + \
+        shown = [((labels or {}).get(a, a), runner.outputs[a][i]) for a in arms]
+        rows = [("rainy input", data["rainy"][i])] + shown + \
                [("clean (truth)", data["clean"][i])]
         for label, clip in rows:
             frames = torch.cat(list(clip.clamp(0, 1)), dim=-1)           # [3, 32, 5*32]

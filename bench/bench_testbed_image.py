@@ -129,22 +129,12 @@ def register_nodes(nodes_module, bed: Bed) -> None:
 
 
 def boot(comfy_dir: pathlib.Path, work: pathlib.Path, bed: Bed):
-    """ComfyUI in this process (CPU) with the pack, the image model's folder and the bench's nodes."""
-    import importlib
+    """ComfyUI in this process (CPU) with the pack, the image model's folder, the test bed's keep node and the
+    bench's nodes (``bench_testbed.boot``)."""
+    from bench_testbed import boot as boot_testbed
 
-    from testbed import host_nodes
-
-    sys.path.insert(0, str(PACK_DIR))
-    from headless.comfy_boot import ComfyHost
-
-    sys.path.remove(str(PACK_DIR))  # the pack's nodes/ package must not shadow ComfyUI's nodes.py later
-    host = ComfyHost(comfy_dir, cpu=True, output_dir=work / "output", input_dir=work / "input",
-                     temp_dir=work / "temp", model_folders=[("diffusion_models", bed.model_dir)],
-                     client_id="bench-testbed-image")
-    sink: dict = {}
-    host_nodes.register(host.nodes, sink)  # for its keep node (its prompt / clip nodes are the Wan bed's, unused)
+    host, sink, flow = boot_testbed(comfy_dir, work, model_folder=bed.model_dir, client_id="bench-testbed-image")
     register_nodes(host.nodes, bed)
-    flow = importlib.import_module(f"{host.pack.__name__}.kernels.optical_flow")
     return host, sink, flow
 
 
@@ -239,12 +229,8 @@ class Runner:
         self.rows: dict[str, dict] = {}
 
     def figures(self, i: int, out) -> dict:
-        m = self.metrics
         d = self.bed.data
-        clean, rainy, alpha = d["clean"][i], d["rainy"][i], d["alpha"][i]
-        removed, side = m.rain_split(out, rainy, clean, alpha)
-        return {"psnr": m.psnr(out, clean), "ssim": m.ssim(out, clean), "rain_removed": removed,
-                "side_change": side, "warp_error": self.gt_flow[i].warp_error(out)}
+        return self.metrics.clip_figures(out, d["clean"][i], d["rainy"][i], d["alpha"][i], self.gt_flow[i])
 
     def summary(self, name: str, per_clip: dict, seconds: float, **extra) -> dict:
         keys = next(iter(per_clip.values())).keys()

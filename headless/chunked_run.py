@@ -232,6 +232,16 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
             staged.unlink(missing_ok=True)
 
 
+def record_plan(record, video: pathlib.Path, digest: str, probe, options, workflow, keys: list[str]) -> None:
+    """Write the clip's source and chunk plan into its manifest ``record``, keep only the entries of this plan's
+    chunk ``keys`` (a changed plan or workflow starts over) and save it."""
+    record.data["source"] = {"name": video.name, "sha256": digest, "frames": probe.frames, "rate": str(probe.rate)}
+    record.data["plan"] = {"chunk_frames": options.chunk_frames, "overlap": options.overlap,
+                           "frame_rule": workflow.frame_rule}
+    record.keep_only(keys)
+    record.save()
+
+
 def _run_staged(host, workflow, video, staged, probe, plan, digest, final, record, options, warnings, on_chunk):
     """:func:`run_clip` once the clip is probed, planned and staged in ComfyUI's input folder."""
     output_dir = final.parent
@@ -248,11 +258,7 @@ def _run_staged(host, workflow, video, staged, probe, plan, digest, final, recor
         summary["reused_output"] = True
         return summary
 
-    record.data["source"] = {"name": video.name, "sha256": digest, "frames": probe.frames, "rate": str(probe.rate)}
-    record.data["plan"] = {"chunk_frames": options.chunk_frames, "overlap": options.overlap,
-                           "frame_rule": workflow.frame_rule}
-    record.keep_only(keys)
-    record.save()
+    record_plan(record, video, digest, probe, options, workflow, keys)
     chunk_dir = output_dir / f"{video.stem}.zsvr-chunks"
     chunk_dir.mkdir(exist_ok=True)
     files = []

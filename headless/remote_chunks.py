@@ -110,11 +110,7 @@ def _open_clip(workflow, video: pathlib.Path, output_dir: pathlib.Path, options)
     if record.output_done(output_key) == final:
         clip.reused, clip.reused_output, clip.frames = len(plan), True, probe.frames
         return clip
-    record.data["source"] = {"name": video.name, "sha256": digest, "frames": probe.frames, "rate": str(probe.rate)}
-    record.data["plan"] = {"chunk_frames": options.chunk_frames, "overlap": options.overlap,
-                           "frame_rule": workflow.frame_rule}
-    record.keep_only(keys)
-    record.save()
+    chunked_run.record_plan(record, video, digest, probe, options, workflow, keys)
     clip.chunk_dir.mkdir(exist_ok=True)
     for chunk, key in zip(plan, keys):
         done = record.done_file(key)

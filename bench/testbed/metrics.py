@@ -73,6 +73,15 @@ class GroundTruthFlow:
         return sum(errors) / len(errors)
 
 
+def clip_figures(out: torch.Tensor, clean: torch.Tensor, rainy: torch.Tensor, alpha: torch.Tensor,
+                 gt_flow: GroundTruthFlow) -> dict[str, float]:
+    """Every figure the benches report for one output clip: PSNR and SSIM against the clean clip, the share of
+    the rain removed and the side changes (:func:`rain_split`), and the warping error with the clean clip's flow."""
+    removed, side = rain_split(out, rainy, clean, alpha)
+    return {"psnr": psnr(out, clean), "ssim": ssim(out, clean), "rain_removed": removed, "side_change": side,
+            "warp_error": gt_flow.warp_error(out)}
+
+
 def temporal_median(rainy: torch.Tensor) -> torch.Tensor:
     """Baseline: the per-pixel median over a clip's frames, for every frame (a static-camera deraining)."""
     return rainy.median(dim=0, keepdim=True).values.expand_as(rainy).clone()
