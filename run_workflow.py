@@ -34,17 +34,17 @@ import argparse
 import json
 import os
 import pathlib
+import runpy
 import shutil
 import sys
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent
-if str(PACK_DIR) not in sys.path:
-    sys.path.insert(0, str(PACK_DIR))
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
-from headless import console, overrides  # noqa: E402
-from headless.comfy_boot import ComfyHost  # noqa: E402
-from headless.workflow_format import WorkflowError  # noqa: E402
+from zsvr.headless import console, overrides  # noqa: E402
+from zsvr.headless.comfy_boot import ComfyHost  # noqa: E402
+from zsvr.headless.workflow_format import WorkflowError  # noqa: E402
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SAVE_PREFIX_INPUTS = ("filename_prefix",)
 
@@ -165,15 +165,12 @@ def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir
     """``--chunk-frames``: every clip cut into overlapping chunks, run, stitched with its sound, resumable.
 
     ``chunks`` is ``headless.chunked_run.ChunkOptions`` or a dict of its fields
-    (``chunk_frames``, ``overlap``, ``color_match``, ``keep_chunks``). The pack's
-    own copy of the module is used (the one ComfyUI loaded), so its nodes and
-    errors are the registered ones. Bad options raise :class:`ChunkOptionError`
+    (``chunk_frames``, ``overlap``, ``color_match``, ``keep_chunks``). Bad options raise :class:`ChunkOptionError`
     before anything is written; a clip's failure is its row's error.
     """
-    import importlib
+    from zsvr.headless import chunked_run as chunked
+    from zsvr.kernels import errors
 
-    chunked = importlib.import_module(f"{host.pack.__name__}.headless.chunked_run")
-    errors = importlib.import_module(f"{host.pack.__name__}.kernels.errors")
     options = chunked.ChunkOptions(**chunks) if isinstance(chunks, dict) else chunks
     try:
         return chunked.run_batch_chunked(host, prompt, videos, output_dir, options, progress=progress,
@@ -224,17 +221,9 @@ def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter) -
     """``--servers``: every unit goes to running ComfyUI servers through their API (``headless/servers.py``).
 
     No ComfyUI starts in this process; the servers' registry converts the workflow and checks ``--set``.
-    The pack is imported as a package here (``zsvr``), as its chunked-run modules import ``..kernels``.
     """
-    import importlib
-    import importlib.util
+    from zsvr.headless import servers
 
-    if "zsvr" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("zsvr", PACK_DIR / "__init__.py",
-                                                      submodule_search_locations=[str(PACK_DIR)])
-        sys.modules["zsvr"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["zsvr"])
-    servers = importlib.import_module("zsvr.headless.servers")
     return servers.run_remote(workflow, videos, args.output.resolve(), list(args.set), args.servers,
                               args.unit_timeout, say=reporter.line, table=print, chunks=_chunk_options(args))
 

@@ -289,7 +289,8 @@ class ComfyHost:
             self.packs.append(PackLoad(PACK_DIR.name, pack_path, True, this_pack=True))
         else:
             pack_path = self._boot_like_comfyui(verbose_boot)
-        self.pack = sys.modules[pack_path.replace(".", "_x_")]
+        self.pack = sys.modules[__package__.partition(".")[0]]
+        """The pack's package (``zsvr``; ComfyUI's own module for the folder registered it under that name)."""
         self.progress_listener = None
         comfy.utils.set_progress_bar_global_hook(self._progress_hook)
         comfy.utils.set_progress_bar_enabled(core_progress_bars)

@@ -105,7 +105,7 @@ ANY = AnyType("*")
 
 @functools.lru_cache(maxsize=None)
 def _run_result_class():
-    from headless.comfy_boot import Execution
+    from zsvr.headless.comfy_boot import Execution
 
     @dataclasses.dataclass
     class RunResult(Execution):
@@ -142,15 +142,16 @@ class Host:
 
     # -- boot -----------------------------------------------------------------
     def _boot(self) -> None:
-        """The pack's own in-process boot (``headless/comfy_boot.py``) on tiny models and the realrain clips."""
-        if str(PACK_DIR) not in sys.path:
-            sys.path.insert(0, str(PACK_DIR))
-        from headless.comfy_boot import ComfyHost
+        """The pack's own in-process boot (``headless/comfy_boot.py``) on tiny models and the realrain clips.
+
+        ComfyUI boots first (for the CPU, before anything imports ``comfy``); the tiny models, which are built
+        by ComfyUI's own model classes, are written into its model folders after.
+        """
+        from zsvr.headless.comfy_boot import ComfyHost
 
         self.models_dir = self.work_dir / "models"
         self.input_dir = self.work_dir / "input"
         self.input_dir.mkdir(parents=True, exist_ok=True)
-        self.models = _tiny_models(self.models_dir)
         if REALRAIN_DIR.is_dir():
             for clip in sorted(REALRAIN_DIR.glob("*.mp4")):
                 target = self.input_dir / clip.name
@@ -160,6 +161,7 @@ class Host:
         self.comfy = ComfyHost(self.comfy_dir, cpu=True, output_dir=self.work_dir / "output",
                                input_dir=self.input_dir, temp_dir=self.work_dir / "temp",
                                model_folders=[(kind, self.models_dir / kind) for kind in kinds], client_id="pytest")
+        self.models = _tiny_models(self.models_dir)
         self.nodes = self.comfy.nodes
         self.execution = self.comfy.execution
         self.model_management = self.comfy.model_management
@@ -241,22 +243,30 @@ class Host:
 
 
 def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Write the tiny models, re-using a per-user cache keyed by the generator's source."""
+    """Write the tiny models into ``models_dir`` (ComfyUI must be booted: they are built by its model classes).
+
+    They are generated afresh for every session (a few seconds), so a run never depends on files an earlier
+    one left behind. ``$ZSVR_TEST_CACHE``, when set, names a folder where a developer keeps them between
+    runs, keyed by this generator's source and the ComfyUI version.
+    """
+    import comfyui_version
     import tiny_models
 
-    digest = hashlib.sha256((TESTS_DIR / "tiny_models.py").read_bytes()).hexdigest()[:16]
-    cache_root = pathlib.Path(os.environ.get("ZSVR_TEST_CACHE", pathlib.Path.home() / ".cache" / "zsvr-tests"))
-    cache = cache_root / f"tiny-models-{digest}"
-    if not (cache / "done").is_file():
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tiny_models.write_all(tmp)
-        (tmp / "done").write_text("ok")
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
-    if models_dir.exists() or models_dir.is_symlink():
-        shutil.rmtree(models_dir, ignore_errors=True)
-    shutil.copytree(cache, models_dir, copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
+    cache_root = os.environ.get("ZSVR_TEST_CACHE")
+    if not cache_root:
+        tiny_models.write_all(models_dir)
+    else:
+        source = (TESTS_DIR / "tiny_models.py").read_bytes() + comfyui_version.__version__.encode()
+        cache = pathlib.Path(cache_root) / f"tiny-models-{hashlib.sha256(source).hexdigest()[:16]}"
+        if not (cache / "done").is_file():
+            tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tiny_models.write_all(tmp)
+            (tmp / "done").write_text("ok")
+            shutil.rmtree(cache, ignore_errors=True)
+            tmp.rename(cache)
+        shutil.copytree(cache, models_dir, dirs_exist_ok=True,
+                        copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
     return {
         "wan": models_dir / "diffusion_models" / tiny_models.WAN_FILE,
         "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,

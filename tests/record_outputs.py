@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import runpy
 import sys
 import tempfile
 
 import torch
 
-TESTS = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
+TESTS = pathlib.Path(__file__).resolve().parent  # on sys.path: the script's own folder
+runpy.run_path(str(TESTS.parent / "pack_import.py"))["import_pack"]()
 
 import host_harness  # noqa: E402
 import test_host_inversion as thi  # noqa: E402

@@ -13,10 +13,10 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
-import types
 
 import pytest
 import torch
+from host_free_imports import bare_packages
 
 pytest.importorskip("diffusers")
 
@@ -35,20 +35,12 @@ def _load(name: str, path: pathlib.Path):
     return module
 
 
-def _pure_package(name: str, folder: pathlib.Path) -> None:
-    """Register ``name`` as a bare package over ``folder`` (its ``__init__``, which imports ComfyUI, is not run),
-    so the adapter's relative imports (``zsvr.nodes.switch_protocol``, ``.capabilities``) resolve without ComfyUI."""
-    if name not in sys.modules:
-        module = types.ModuleType(name)
-        module.__path__ = [str(folder)]
-        sys.modules[name] = module
-
-
-_pure_package("zsvr.nodes", PACK_DIR / "nodes")
-_pure_package("zsvr.nodes.adapters", PACK_DIR / "nodes" / "adapters")
-official = _load("zsvr_bench_official_zsvd", PACK_DIR / "bench" / "official_zsvd.py")
-switch = _load("zsvr.nodes.adapters.cogvideox", PACK_DIR / "nodes" / "adapters" / "cogvideox.py")
-protocol = sys.modules["zsvr.nodes.switch_protocol"]
+# The adapter's relative imports (``zsvr.nodes.switch_protocol``, ``.capabilities``) resolve without ComfyUI
+# (``host_free_imports``); these copies are this module's own and leave sys.modules afterwards.
+with bare_packages("zsvr.nodes", "zsvr.nodes.adapters"):
+    official = _load("zsvr_bench_official_zsvd", PACK_DIR / "bench" / "official_zsvd.py")
+    switch = _load("zsvr.nodes.adapters.cogvideox", PACK_DIR / "nodes" / "adapters" / "cogvideox.py")
+    protocol = sys.modules["zsvr.nodes.switch_protocol"]
 
 
 def _setup(rope: bool):

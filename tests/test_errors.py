@@ -29,18 +29,9 @@ def test_parameter_error_is_a_plain_value_error_naming_the_parameter():
 
 
 def test_nodes_translate_kernel_parameters_into_their_inputs():
-    import importlib.util
-    import sys
-    import types
+    from host_free_imports import node_module
 
-    # nodes/errors.py imports only the kernels: load it without ComfyUI
-    if "zsvr.nodes" not in sys.modules:
-        package = types.ModuleType("zsvr.nodes")
-        package.__path__ = [str(PACK_DIR / "nodes")]
-        sys.modules["zsvr.nodes"] = package
-    spec = importlib.util.spec_from_file_location("zsvr.nodes.errors", PACK_DIR / "nodes" / "errors.py")
-    errors = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(errors)
+    errors = node_module("errors")  # nodes/errors.py imports only the kernels: loaded without ComfyUI
     with pytest.raises(InputError) as info:
         with errors.kernel_inputs(text="blocks"):
             block_ranges.parse_blocks("x", 4)

@@ -184,8 +184,8 @@ def test_start_noise_before_the_inverted_steps_advises_a_start_noise_that_works(
 
 
 def test_error_type_is_a_plain_name_and_articles_read_right(host):
-    """ComfyUI shows ``module.qualname`` of the error: the pack is loaded under its folder's path, so without
-    ``__module__ = "ZSVR"`` the type would be a server path. Also "an EarlyStopSampler", not "a"."""
+    """ComfyUI shows ``module.qualname`` of the error: without ``__module__ = "ZSVR"`` the type would be the
+    module's name (``zsvr.nodes.errors``). Also "an EarlyStopSampler", not "a"."""
     g = {"ks": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler_ancestral"}},
          "es": {"class_type": "ZSVR_EarlyStop", "inputs": {"sampler": ["ks", 0], "stop_step": 0, "stop_percent": 0.8}},
          "ns": {"class_type": "ZSVR_NoiseSharing", "inputs": {"noise_seed": 0, "sampler": ["es", 0], "lambda": 1.0}},
@@ -194,7 +194,11 @@ def test_error_type_is_a_plain_name_and_articles_read_right(host):
     assert not result.success
     assert "ZSVR input 'sampler': is an EarlyStopSampler, which has no per-step noise hook" in result.error_message
     assert result.error["exception_type"] == "ZSVR.InputError"
-    assert "/" in host.pack.__name__  # the module name ComfyUI gave the pack is its folder's path
+    # one copy of the pack: every registered node class comes from the `zsvr` package, whatever name ComfyUI
+    # gave the folder's module
+    assert host.pack.__name__ == "zsvr"
+    assert {cls.__module__.split(".")[0] for name, cls in host.nodes.NODE_CLASS_MAPPINGS.items()
+            if name.startswith("ZSVR_")} == {"zsvr"}
 
 
 def test_empty_file_says_so_with_its_name_only(host):

@@ -28,8 +28,7 @@ CHUNKS = {"chunk_frames": 49, "overlap": 8}
 
 @pytest.fixture(scope="module")
 def runner():
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
+    from zsvr import run_workflow
 
     return run_workflow
 

@@ -226,8 +226,7 @@ def test_runner_processes_realrain_clips_past_a_broken_file(host, wf, tmp_path):
     of the tiny Wan workflow (5 frames out), the broken file fails alone and the batch goes on after it.
     The error names the user's file (not the staged copy), no staged copy stays in ComfyUI's input folder,
     and the console shows every node by name, once, with the sampler's bar ending at 100 %."""
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
+    from zsvr import run_workflow
 
     path = PACK_DIR / "workflows" / "ZSVD rain removal - Wan 2.1.json"
     tiny = TINY[path.name]

@@ -198,8 +198,10 @@ def test_compare_names_each_kind_of_change():
 def main(argv: list[str]) -> int:
     import tempfile
 
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import host_harness
+    import runpy
+
+    runpy.run_path(str(pathlib.Path(__file__).resolve().parent.parent / "pack_import.py"))["import_pack"]()
+    import host_harness  # this script's folder is on sys.path
 
     comfy_dir, reason = host_harness.find_comfyui()
     if comfy_dir is None:

@@ -187,9 +187,8 @@ def test_missing_node_error_names_the_failed_or_skipped_pack():
 
 
 def test_runner_names_the_pack_of_an_unregistered_node(host, tmp_path, monkeypatch):
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
-    from headless.comfy_boot import MissingNodeTypes, PackLoad as RunnerPackLoad
+    from zsvr import run_workflow
+    from zsvr.headless.comfy_boot import MissingNodeTypes, PackLoad as RunnerPackLoad
 
     monkeypatch.setattr(host.comfy, "packs", [*host.comfy.packs, RunnerPackLoad(
         "ComfyUI-VideoHelperSuite", "/c/custom_nodes/ComfyUI-VideoHelperSuite", False, "ImportError: cv2")])
@@ -202,8 +201,7 @@ def test_runner_names_the_pack_of_an_unregistered_node(host, tmp_path, monkeypat
 
 
 def _wan_api(host):
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
+    from zsvr import run_workflow
 
     return run_workflow, host.comfy.to_api(json.loads((PACK_DIR / "workflows" / "ZSVD rain removal - Wan 2.1.json").read_text()))
 
@@ -221,7 +219,7 @@ def test_the_scripts_own_set_examples_work(host, capsys):
 
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 def test_a_bad_set_stops_the_batch_before_anything_runs(host, tmp_path):
-    from headless.overrides import OverrideError
+    from zsvr.headless.overrides import OverrideError
 
     run_workflow, api = _wan_api(host)
     input_dir = host.comfy.folder_paths.get_input_directory()

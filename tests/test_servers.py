@@ -791,8 +791,7 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_process_frames(host, wan_prompt, clips):
     """The same workflow run in-process (``run_workflow.run_batch``): decoded frames per clip."""
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
+    from zsvr import run_workflow
 
     rows = run_workflow.run_batch(host.comfy, wan_prompt, clips, host.work_dir / "output", progress=False)
     assert all(r["ok"] for r in rows), rows
@@ -851,8 +850,7 @@ def chunk_clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_process_chunked(host, wan_prompt, chunk_clips, tmp_path_factory):
     """The in-process chunked run of the same workflow and chunks (chunk files kept): (folder, rows)."""
-    sys.path.insert(0, str(PACK_DIR))
-    import run_workflow
+    from zsvr import run_workflow
 
     out = tmp_path_factory.mktemp("in_process_chunked")
     rows = run_workflow.run_batch(host.comfy, wan_prompt, chunk_clips, out, progress=False,

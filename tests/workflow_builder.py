@@ -486,15 +486,14 @@ def dump(workflow: dict) -> str:
 
 
 if __name__ == "__main__":
-    import importlib
     import os
-    import sys
+    import runpy
 
-    sys.path.insert(0, str(PACK_DIR))
-    from run_workflow import Host
+    runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()
+    from zsvr.headless import workflow_format as wf
+    from zsvr.run_workflow import Host
 
     host = Host(pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent)).resolve(), cpu=True)
-    wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
     for name, data in build_all(host.nodes, wf).items():
         (WORKFLOW_DIR / name).write_text(dump(data))
         print("wrote", WORKFLOW_DIR / name)
