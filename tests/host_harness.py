@@ -28,7 +28,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import sys
 
 import pytest
 

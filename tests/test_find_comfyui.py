@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import sys
 import pytest
 
 from host_harness import PACK_DIR, find_comfyui
+from test_readme_commands import readme_commands
 
 
 def _fake_comfyui(root: pathlib.Path) -> pathlib.Path:
@@ -66,24 +66,8 @@ def test_pack_linked_into_custom_nodes_runs_the_readme_command(tmp_path):
     comfy = _fake_comfyui(tmp_path)
     link = comfy / "custom_nodes" / "comfyui-zsvr"
     link.symlink_to(PACK_DIR, target_is_directory=True)
-    command = readme_test_command().split()
+    command = readme_commands()[1].split()
     out = subprocess.run([sys.executable, *command[1:], "tests/test_errors.py"], cwd=link,
                          env=_env(PWD=str(link)), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"ZSVR host tests: 0 ran (0 passed, 0 failed), 0 skipped; ComfyUI at {comfy}" in out.stdout
-
-
-def readme_test_command() -> str:
-    """The command in the README's "Run the tests" code block."""
-    readme = (PACK_DIR / "README.md").read_text()
-    match = re.search(r"Run the tests.*?```bash\n(.*?)\n```", readme, re.S)
-    assert match, "README: no 'Run the tests' code block"
-    return match.group(1).strip()
-
-
-def test_ci_runs_the_readme_command_and_it_needs_no_comfyui_path():
-    command = readme_test_command()
-    assert command == "python -m pytest -q"  # from the pack's folder: no COMFYUI_PATH that would point elsewhere
-    ci = (PACK_DIR / ".ci" / "run").read_text().splitlines()
-    after = ci[ci.index("# The README's test command:") + 1:]
-    assert command in [line.strip() for line in after[:3]]
