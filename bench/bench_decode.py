@@ -1,7 +1,7 @@
 """Decode benchmark for ``ZSVR_LoadVideo``'s kernel on the 49-frame 720x480 realrain clips.
 
 Run: ``python bench/bench_decode.py [--repeat N] [--clips DIR]``. No ComfyUI
-needed: the pack is imported under the alias ``zsvr`` the same way
+needed: the pack is imported as ``zsvr`` by ``pack_import.py``, as
 ``tests/conftest.py`` does it.
 
 For every clip it times ``video_io.load_video`` end to end (open, decode,
@@ -17,20 +17,13 @@ import argparse
 import os
 import pathlib
 import platform
+import runpy
 import statistics
 import sys
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _import_pack():
-    from pack_import import import_pack
-
-    import_pack()
-    from zsvr.kernels import video_io
-
-    return video_io
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 
 def _time(fn, repeat):
@@ -54,9 +47,10 @@ def main() -> int:
         print(f"no .mp4 clips in {args.clips} (set ZSVR_SHARED or pass --clips)")
         return 1
 
-    video_io = _import_pack()
     import av
     import torch
+
+    from zsvr.kernels import video_io
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, av {av.__version__}, "

@@ -1,7 +1,7 @@
 """Optical-flow benchmark for ZVRD's flow kernels on the 720x480 realrain clips (CPU).
 
 Run: ``python bench/bench_flow.py [--pairs N] [--repeat N] [--clips DIR] [--json PATH]``.
-No ComfyUI needed: the pack is imported under the alias ``zsvr`` as in
+No ComfyUI needed: the pack is imported as ``zsvr`` by ``pack_import.py``, as in
 ``tests/conftest.py``.
 
 For every clip the first ``--pairs + 1`` frames are decoded with the pack's
@@ -29,20 +29,13 @@ import json
 import os
 import pathlib
 import platform
+import runpy
 import statistics
 import sys
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _import_pack():
-    from pack_import import import_pack
-
-    import_pack()
-    from zsvr.kernels import noise_sharing, optical_flow, video_io
-
-    return optical_flow, noise_sharing, video_io
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 
 def _time(fn, repeat):
@@ -75,9 +68,12 @@ def main() -> int:
     parser.add_argument("--json", type=pathlib.Path, default=PACK_DIR / "bench" / "results" / "flow_cpu.json")
     args = parser.parse_args()
 
-    of, ns, video_io = _import_pack()
     import cv2
     import torch
+
+    from zsvr.kernels import noise_sharing as ns
+    from zsvr.kernels import optical_flow as of
+    from zsvr.kernels import video_io
 
     clips = sorted(args.clips.glob("*.mp4")) if args.clips.is_dir() else []
     sources = [(c.name, c) for c in clips] or [("synthetic", None)]

@@ -44,6 +44,7 @@ import json
 import os
 import pathlib
 import platform
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,13 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parent
 PACK_DIR = BENCH_DIR.parent
 TESTS_DIR = PACK_DIR / "tests"
 RESULTS = BENCH_DIR / "results"
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
+
+
+def _tests_on_path() -> None:
+    """The tests' helper modules (``host_harness``, ``long_clips``, ...) import one another by their own names."""
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
 
 
 def _rss_bytes() -> int:
@@ -66,18 +74,15 @@ def worker(spec: dict) -> dict:
     """One run in this (fresh) process: boot the tiny host, run the runner in chunks, report memory and time."""
     import resource
 
-    for path in (str(TESTS_DIR), str(PACK_DIR)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    _tests_on_path()
     import host_harness
-    import run_workflow
     from test_host_workflows import TINY, _input_types, _substitute_files, _tiny_run_prompt
+
+    from zsvr import run_workflow
+    from zsvr.headless import workflow_format as wf
 
     work = pathlib.Path(spec["work"])
     host = host_harness.Host(pathlib.Path(spec["comfyui"]), work / "host")
-    import importlib
-
-    wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
     name = "ZSVD rain removal - Wan 2.1.json"
     data = json.loads((PACK_DIR / "workflows" / name).read_text())
     prompt = _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), TINY[name]), TINY[name])
@@ -152,13 +157,10 @@ def main(argv=None) -> int:
     comfyui = pathlib.Path(os.environ.get("COMFYUI_PATH", PACK_DIR.parent.parent)).resolve()
     if not (comfyui / "nodes.py").is_file():
         parser.error(f"no ComfyUI at {comfyui}; set COMFYUI_PATH")
-    sys.path.insert(0, str(TESTS_DIR))
-    sys.path.insert(0, str(PACK_DIR))
+    _tests_on_path()
     import long_clips
     import numpy as np
-    from pack_import import import_pack
 
-    import_pack()
     from zsvr.kernels import chunking
 
     short, long, chunk = (45, 180, 17) if args.small else (150, 600, 49)

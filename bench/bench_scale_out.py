@@ -42,6 +42,7 @@ import json
 import os
 import pathlib
 import platform
+import runpy
 import shutil
 import signal
 import socket
@@ -58,9 +59,9 @@ TESTS_DIR = PACK_DIR / "tests"
 RESULTS = BENCH_DIR / "results"
 WAN = "ZSVD rain removal - Wan 2.1.json"
 
-for _path in (str(TESTS_DIR), str(PACK_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))  # the tests' helpers (host_harness, long_clips, ...) import one another by name
 
 
 class PinnedServer:
@@ -201,8 +202,8 @@ def main(argv=None) -> int:
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         parser.error("needs taskset and at least two CPU cores (one per server)")
     units = args.units or (4 if args.small else 8)
-    import conftest  # noqa: F401  (the pack importable as ``zsvr``)
-    from test_servers import RANDOM_CONDITIONING_PACK
+    # the tests' RandomConditioning as the servers' stand-in pack (as tests/test_servers.py installs it)
+    random_conditioning_pack = (TESTS_DIR / "random_conditioning.py").read_text()
 
     from zsvr.headless import server_client, servers
 
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
             models = tiny_models(comfy_dir, work / "models")
             clips = make_clips(work / "clips", 2 * units + 2)  # 2 warm-up, then a set per configuration
             warm, first, second = clips[:2], clips[2:2 + units], clips[2 + units:]
-            started = [PinnedServer(comfy_dir, work / f"s{core}", models, core, RANDOM_CONDITIONING_PACK)
+            started = [PinnedServer(comfy_dir, work / f"s{core}", models, core, random_conditioning_pack)
                        for core in (0, 1)]
             for s in started:
                 s.wait_ready()

@@ -3,8 +3,8 @@
 Run: ``python bench/bench_slr.py`` (CUDA, float16: 16 frames of 512x512 SD1.5,
 i.e. latent 64x64 -> 4096 tokens at the first level, 320 channels, 8 heads)
 or ``python bench/bench_slr.py --small`` (CPU-sized, float32: 8 frames of
-128x128). No ComfyUI needed: the pack is imported under the alias ``zsvr`` as
-``tests/conftest.py`` does it, and the layers are built from plain tensors.
+128x128). No ComfyUI needed: the pack is imported as ``zsvr`` by ``pack_import.py``,
+as ``tests/conftest.py`` does it, and the layers are built from plain tensors.
 
 What one SD1.5 U-Net step runs in its 16 self-attention layers, with the
 frames of all cond/uncond chunks in one batch (``--chunks``, 2 = CFG):
@@ -45,6 +45,7 @@ import json
 import pathlib
 import platform
 import re
+import runpy
 import statistics
 import sys
 import time
@@ -53,18 +54,10 @@ import torch
 import torch.nn.functional as F
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 # SD1.5 self-attention layers: (level, channel multiplier, encoder+middle count, decoder count)
 SD15_LEVELS = [(0, 1, 2, 3), (1, 2, 2, 3), (2, 4, 2, 3), (3, 4, 1, 0)]
-
-
-def _import_pack():
-    from pack_import import import_pack
-
-    import_pack()
-    from zsvr.kernels import optical_flow, temporal_attention
-
-    return temporal_attention, optical_flow
 
 
 def _sync(device):
@@ -87,8 +80,7 @@ def _time(fn, device, warmup, repeat):
 
 def _synthetic(frames, height, width):
     """A smooth random texture panning 2 px right and 1 px down per frame, IMAGE layout [F, H, W, 3]."""
-    sys.path.insert(0, str(PACK_DIR / "bench"))
-    from bench_flow import _synthetic as make  # the flow benchmark's test video
+    make = runpy.run_path(str(PACK_DIR / "bench" / "bench_flow.py"))["_synthetic"]  # the flow benchmark's test video
 
     return make(frames, height, width)
 
@@ -107,7 +99,9 @@ def main() -> int:
     parser.add_argument("--out", type=pathlib.Path, default=PACK_DIR / "bench" / "results")
     args = parser.parse_args()
 
-    ta, of = _import_pack()
+    from zsvr.kernels import optical_flow as of
+    from zsvr.kernels import temporal_attention as ta
+
     if args.device is None:
         args.device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
     device = torch.device(args.device)

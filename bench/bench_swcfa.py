@@ -3,7 +3,7 @@
 Run: ``python bench/bench_swcfa.py`` (CUDA, float16: 16 frames of 512x896 SD1.5,
 i.e. latent 64x112 -> 7168 tokens at the U-Net's first level, 320 channels,
 8 heads) or ``python bench/bench_swcfa.py --small`` (CPU-sized, float32). No
-ComfyUI needed: the pack is imported under the alias ``zsvr`` the way
+ComfyUI needed: the pack is imported as ``zsvr`` by ``pack_import.py``, as
 ``tests/conftest.py`` does it, and the layer is built from plain tensors.
 
 Variants, each one full self-attention layer (q/k/v projections, torch SDPA,
@@ -34,6 +34,7 @@ import json
 import pathlib
 import platform
 import re
+import runpy
 import statistics
 import sys
 import time
@@ -42,15 +43,7 @@ import torch
 import torch.nn.functional as F
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _import_kernel():
-    from pack_import import import_pack
-
-    import_pack()
-    from zsvr.kernels import cross_frame_attention
-
-    return cross_frame_attention
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 
 def _sync(device):
@@ -94,7 +87,7 @@ def main() -> int:
     parser.add_argument("--out", type=pathlib.Path, default=PACK_DIR / "bench" / "results")
     args = parser.parse_args()
 
-    cfa = _import_kernel()
+    from zsvr.kernels import cross_frame_attention as cfa
     if args.device is None:
         args.device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
     device = torch.device(args.device)

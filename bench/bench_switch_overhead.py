@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import pathlib
+import runpy
 import statistics
 import sys
 import time
@@ -34,18 +35,17 @@ import torch
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = PACK_DIR / "bench" / "results"
+ZSVR = runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 
 def _import_switch():
-    """The CogVideoX switch module and the switch protocol without ComfyUI: the package __init__ files (which
-    import comfy) are bypassed."""
-    from pack_import import import_pack
-
-    import_pack()
-    for name, folder in (("zsvr.nodes", "nodes"), ("zsvr.nodes.adapters", "nodes/adapters")):
+    """The CogVideoX switch module and the switch protocol without ComfyUI: ``zsvr`` itself is the pack
+    (``pack_import.py``), but the ``zsvr.nodes`` package __init__ files (which import comfy) are bypassed by
+    registering bare packages for them, whose folders are the loaded pack's."""
+    for name in ("zsvr.nodes", "zsvr.nodes.adapters"):
         if name not in sys.modules:
             module = types.ModuleType(name)
-            module.__path__ = [str(PACK_DIR / folder)]
+            module.__path__ = [str(pathlib.Path(ZSVR.__path__[0]).joinpath(*name.split(".")[1:]))]
             sys.modules[name] = module
     from zsvr.nodes import switch_protocol
     from zsvr.nodes.adapters import cogvideox

@@ -63,10 +63,13 @@ import json
 import os
 import pathlib
 import platform
+import runpy
 import sys
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+TESTS_DIR = PACK_DIR / "tests"
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 SHARED_DIR = pathlib.Path(os.environ.get("ZSVR_SHARED", PACK_DIR.parent / "shared"))
 RANDOM_NOTE = ("the U-Net's weights are random-initialised (tiny SD1.5 U-Net; linear patch-PCA stand-in for the "
                "VAE): the figure shows the mechanism of SW-CFA, not restoration quality")
@@ -75,15 +78,14 @@ SD15_LATENT_SCALE = 0.18215  # SD1.5's latent scale factor: model-space latent =
 
 def _boot(comfy_dir: pathlib.Path):
     """ComfyUI in this process with the pack loaded (CPU), and the pack's kernels."""
-    import importlib
-
-    sys.path.insert(0, str(PACK_DIR))
-    sys.path.insert(0, str(PACK_DIR / "tests"))
-    from run_workflow import Host
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))  # the tests' tiny_models (imported by name after the boot)
+    from zsvr.run_workflow import Host
 
     host = Host(comfy_dir, cpu=True)
-    flow = importlib.import_module(f"{host.pack.__name__}.kernels.optical_flow")
-    video_io = importlib.import_module(f"{host.pack.__name__}.kernels.video_io")
+    from zsvr.kernels import optical_flow as flow
+    from zsvr.kernels import video_io
+
     return host, flow, video_io
 
 

@@ -44,14 +44,14 @@ import argparse
 import json
 import os
 import pathlib
+import runpy
 import sys
 import tempfile
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-BENCH_DIR = PACK_DIR / "bench"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+BENCH_DIR = PACK_DIR / "bench"  # on sys.path as this script's folder: the test bed is the package ``testbed``
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 STRENGTHS = (3.0, 4.0, 6.0, 10.0, 15.0, 20.0)
 SKIPS = (10, 40, 55, 70, 80)
@@ -76,24 +76,21 @@ def boot(comfy_dir: pathlib.Path, work: pathlib.Path, model_dir: pathlib.Path | 
 
     ``model_dir``: another Wan test-bed folder; ``model_folder``: the diffusion-models folder to serve instead
     (the image test bed's)."""
-    import importlib
-
     from testbed import host_nodes
+
+    from zsvr.headless.comfy_boot import ComfyHost
 
     if model_dir is not None:
         host_nodes.set_model_dir(model_dir)
 
-    sys.path.insert(0, str(PACK_DIR))
-    from headless.comfy_boot import ComfyHost
-
-    sys.path.remove(str(PACK_DIR))  # the pack's nodes/ package must not shadow ComfyUI's nodes.py later
     host = ComfyHost(comfy_dir, cpu=True, output_dir=work / "output", input_dir=work / "input",
                      temp_dir=work / "temp",
                      model_folders=[("diffusion_models", model_folder or host_nodes.model_dir())], client_id=client_id)
     sink: dict = {}
     host_nodes.register(host.nodes, sink)
-    flow = importlib.import_module(f"{host.pack.__name__}.kernels.optical_flow")
-    return host, sink, flow
+    from zsvr.kernels import optical_flow
+
+    return host, sink, optical_flow
 
 
 class Runner:

@@ -55,14 +55,14 @@ import json
 import os
 import pathlib
 import platform
+import runpy
 import sys
 import tempfile
 import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-BENCH_DIR = PACK_DIR / "bench"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+BENCH_DIR = PACK_DIR / "bench"  # on sys.path as this script's folder: ``testbed`` and ``bench_testbed``
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
 PROMPT_NODE = "ZSVRTestbedImage_Prompt"
 CLIP_NODE = "ZSVRTestbedImage_Clip"

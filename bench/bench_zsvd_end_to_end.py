@@ -61,13 +61,13 @@ import argparse
 import datetime
 import gc
 import hashlib
-import importlib.util
 import json
 import logging
 import math
 import os
 import pathlib
 import platform
+import runpy
 import shutil
 import sys
 import tempfile
@@ -76,6 +76,7 @@ import time
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 BENCH_DIR = PACK_DIR / "bench"
 RESULTS = BENCH_DIR / "results"
+runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 COG_FOLDER = "zsvr-bench-cogvideox"
 WAN_FILE = "zsvr_bench_wan21_1.3b_random.safetensors"
 WAN_VAE_FILE = "zsvr_bench_wan21_vae_random.safetensors"
@@ -200,14 +201,6 @@ def build_wan(models_dir: pathlib.Path, sizes: dict, device, dtype, seed: int = 
 
 
 # -- ComfyUI side ------------------------------------------------------------------------------
-def _import_run_workflow():
-    """run_workflow.py by path (putting the pack's folder on sys.path would shadow ComfyUI's nodes.py)."""
-    spec = importlib.util.spec_from_file_location("zsvr_run_workflow", PACK_DIR / "run_workflow.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def register_bench_nodes(nodes_module, sink: dict) -> None:
     """Bench-only stand-ins for the text encoders and the video loader, and sinks that end the graph."""
 
@@ -539,7 +532,8 @@ def main(argv=None) -> int:
 
     log(f"booting ComfyUI from {comfy_dir} ({device_name}, torch {torch.__version__})")
     t = time.perf_counter()
-    run_workflow = _import_run_workflow()
+    from zsvr import run_workflow
+
     host = run_workflow.Host(comfy_dir, cpu=not cuda, output_dir=work / "output")
     for handler in logging.getLogger().handlers:
         if handler is not memlog and isinstance(handler, logging.StreamHandler):

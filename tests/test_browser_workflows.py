@@ -1,12 +1,19 @@
 """Real-browser check: each shipped workflow opens in ComfyUI's web page cleanly and reads well.
 
-Serves ComfyUI (with its installed ``comfyui-frontend-package``) and the pack on
-127.0.0.1 and opens each workflow in headless Chromium (Debian's ``chromium``,
-driven by the ``playwright`` Python package with ``executable_path``; no browser
-download) at 1920x1080, the commonest desktop screen. It asserts:
+Serves ComfyUI and the pack on 127.0.0.1 with each of two frontends: ``bundled``
+(the ``comfyui-frontend-package`` ComfyUI pins) and ``newest`` (the one users run
+after updating it: ``$ZSVR_FRONTEND_ROOT`` names its ``comfyui_frontend_package/static``
+folder, served with ComfyUI's ``--front-end-root``; without the variable that
+variant skips with one line). The server holds an empty file at each model path
+the workflows' Notes name (``checkpoints/<file>.safetensors``), as a user who
+followed them has. Each workflow opens in headless Chromium (Debian's
+``chromium``, driven by the ``playwright`` Python package with
+``executable_path``; no browser download) at 1920x1080, the commonest desktop
+screen. It asserts:
 
-* every node type is registered, no node is marked in error, no error dialog is
-  open, and the frontend's own ``graphToPrompt`` gives exactly the API prompt our
+* every node type is registered, every model file a loader names is in its list,
+  no node is marked in error, no error dialog, toast or "issues found" overlay is
+  shown, and the frontend's own ``graphToPrompt`` gives exactly the API prompt our
   converter (``headless/workflow_format.py``) gives;
 * on drop (the frontend fits the graph into the window, as the files carry no
   saved view) the zoom is above the frontend's level-of-detail threshold, so
@@ -22,8 +29,9 @@ download) at 1920x1080, the commonest desktop screen. It asserts:
 Pictures: with ``$ZSVR_SCREENSHOT_DIR`` set (``docs/screenshots``) each workflow is
 saved on drop and after picking a clip, plus ``hero.png`` (the ZSVD nodes of the
 Wan workflow, zoomed to 100 %); with ``$ZSVR_THUMBNAIL_DIR`` set (``workflows``)
-each workflow's template thumbnail ``<name>.jpg`` is written. Otherwise the
-screenshots go to the test's temporary folder.
+each workflow's template thumbnail ``<name>.jpg`` is written; both from the
+bundled frontend. Otherwise (and for the newest frontend) the screenshots go to
+the test's temporary folder.
 
 Skips with one line when ComfyUI, Chromium or playwright is missing.
 """
@@ -62,24 +70,70 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The frontends checked: ComfyUI's bundled one (its pinned comfyui-frontend-package) always; the newest one users
+# run when $ZSVR_FRONTEND_ROOT names its static folder (served with ComfyUI's --front-end-root).
+FRONTEND_ROOT_VAR = "ZSVR_FRONTEND_ROOT"
+NO_NEWEST_FRONTEND = (f"{FRONTEND_ROOT_VAR} not set: newest-frontend browser check skipped (set it to the "
+                      "comfyui_frontend_package/static folder of "
+                      "`pip install --no-deps --target DIR comfyui-frontend-package`)")
+FRONTENDS = ["bundled", pytest.param("newest", marks=() if os.environ.get(FRONTEND_ROOT_VAR)
+                                     else pytest.mark.skip(reason=NO_NEWEST_FRONTEND))]
+
+# Model files as the frontend tells them apart (newer frontends flag a loader whose model file is not in its list
+# as a missing model: the node in error and an "issues found" overlay), and as each workflow's Note tells users
+# where to put them ("checkpoints/<file>.safetensors"). The server gets an empty file at each such place, as a user
+# who followed the Notes has them, and the check asserts every loader lists the file its workflow names.
+MODEL_EXTENSIONS = ("safetensors", "ckpt", "pt", "pth", "bin", "sft", "onnx", "gguf")
+NOTED_MODEL = re.compile(r"\b([a-z_]+)/([\w.+-]+\.(?:%s))\b" % "|".join(MODEL_EXTENSIONS))
+
+
+def _noted_models() -> set[tuple[str, str]]:
+    """(models folder, file name) for each model file the shipped workflows' Notes name."""
+    found = set()
+    for path in WORKFLOWS:
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] in ("Note", "MarkdownNote"):
+                found.update(NOTED_MODEL.findall(" ".join(str(v) for v in node.get("widgets_values", []))))
+    return found
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def frontend(request) -> str:
+    return request.param
+
+
+def _frontend_args(frontend: str) -> list[str]:
+    """ComfyUI's command-line options that serve ``frontend``: none for the bundled one."""
+    if frontend == "bundled":
+        return []
+    root = pathlib.Path(os.environ[FRONTEND_ROOT_VAR]).expanduser()
+    if not (root / "index.html").is_file():
+        pytest.fail(f"{FRONTEND_ROOT_VAR}={root} is not a frontend's static folder (no index.html)")
+    return ["--front-end-root", str(root.resolve())]
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(frontend, tmp_path_factory):
     comfy_dir, reason = find_comfyui()
     if comfy_dir is None:
         pytest.skip(reason)
     if CHROMIUM is None:
         pytest.skip("Chromium not found: browser check skipped (apt-get install chromium, or set ZSVR_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright not installed: browser check skipped")
+    front_end = _frontend_args(frontend)
     base = tmp_path_factory.mktemp("comfy_server")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "comfyui-zsvr").symlink_to(PACK_DIR)
     (base / "input").mkdir()
+    for folder, name in _noted_models():
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).touch()
     shutil.copy(PACK_DIR / "example_media" / "zsvr_example_rain.mp4", base / "input" / PICKED_CLIP)
     port = _free_port()
     log = open(base / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-         "--base-directory", str(base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
+         "--base-directory", str(base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes", *front_end],
         cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -204,24 +258,44 @@ def _zoom_on(page, types: list[str], scale: float, box: tuple[int, int]) -> dict
     }""", [types, scale, box[0], box[1]])
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_opens_cleanly_and_reads_well(host, server, browser, path, tmp_path):
+@pytest.fixture(params=WORKFLOWS, ids=lambda p: p.name)
+def path(request) -> pathlib.Path:
+    """Each shipped workflow (a fixture, not a mark, so the newest frontend's skip folds into one line)."""
+    return request.param
+
+
+def test_workflow_opens_cleanly_and_reads_well(host, frontend, server, browser, path, tmp_path):
     workflow = json.loads(path.read_text())
     page = _open(browser, server, workflow)
-    out_dir = pathlib.Path(os.environ.get("ZSVR_SCREENSHOT_DIR", tmp_path))
+    # the committed pictures are the bundled frontend's; the newest one's go to the test's temporary folder
+    pictures = frontend == "bundled"
+    out_dir = pathlib.Path((os.environ.get("ZSVR_SCREENSHOT_DIR") if pictures else None) or tmp_path)
     try:
-        state = page.evaluate("""() => {
+        state = page.evaluate("""(extensions) => {
             const reg = window.LiteGraph.registered_node_types;
+            const model = new RegExp("[.](" + extensions.join("|") + ")$", "i");
+            const listed = (w, n) => {
+                const v = w.options && w.options.values;
+                const values = typeof v === "function" ? v(w, n) : v;
+                return Array.isArray(values) ? values : Object.keys(values || {});
+            };
             return window.app.graph._nodes.map(n => ({
                 id: n.id, type: n.type, registered: !!reg[n.type], errors: !!n.has_errors,
                 widgets: Object.fromEntries((n.widgets || []).filter(w => w.name !== "upload" && w.type !== "button")
-                                            .map(w => [w.name, w.value])) }));
-        }""")
+                                            .map(w => [w.name, w.value])),
+                unlisted_models: (n.widgets || []).filter(w => typeof w.value === "string" && model.test(w.value)
+                                                           && !listed(w, n).includes(w.value))
+                                                  .map(w => w.name + "=" + w.value) }));
+        }""", list(MODEL_EXTENSIONS))
         assert len(state) == len(workflow["nodes"])
         assert all(n["registered"] for n in state), [n["type"] for n in state if not n["registered"]]
+        unlisted = {n["type"]: n["unlisted_models"] for n in state if n["unlisted_models"]}
+        assert not unlisted, f"model files not listed by their loader, though placed where the Notes say: {unlisted}"
         assert not any(n["errors"] for n in state), [n["type"] for n in state if n["errors"]]
-        dialogs = [t for t in page.locator(".p-dialog").all_inner_texts() if t.strip()]
-        assert not any("missing" in t.lower() or "error" in t.lower() for t in dialogs), dialogs
+        # error dialogs, toasts, and the newer frontends' "N issues found" overlay
+        shown = page.locator(".p-dialog, .p-toast-message, [data-testid=error-overlay]").all_inner_texts()
+        dialogs = [t for t in shown if t.strip()]
+        assert not any(re.search(r"missing|error|issue", t, re.I) for t in dialogs), dialogs
         # the widget values the page shows are the ones the file means
         wf_format = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
         ours = wf_format.ui_to_api(workflow, lambda t: host.nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES()
@@ -261,12 +335,13 @@ def test_workflow_opens_cleanly_and_reads_well(host, server, browser, path, tmp_
         _shot(page, out_dir, _slug(path) + "_clip_picked.jpg", type="jpeg", quality=85)
         _assert_reads_well(page.evaluate(LAYOUT_JS), f"after picking {PICKED_CLIP}")
 
-        if os.environ.get("ZSVR_THUMBNAIL_DIR"):  # the template browser's picture: the pack's nodes, close up
+        # the template browser's picture: the pack's nodes, close up
+        if pictures and os.environ.get("ZSVR_THUMBNAIL_DIR"):
             clip = _zoom_on(page, ["ZSVR_"], 0.85, (640, 640))
             page.wait_for_timeout(400)
             _shot(page, pathlib.Path(os.environ["ZSVR_THUMBNAIL_DIR"]), path.stem + ".jpg", type="jpeg",
                   quality=80, clip=clip)
-        if os.environ.get("ZSVR_SCREENSHOT_DIR") and path.name == WORKFLOWS_HERO:
+        if pictures and os.environ.get("ZSVR_SCREENSHOT_DIR") and path.name == WORKFLOWS_HERO:
             clip = _zoom_on(page, ["ZSVR_", "CLIPTextEncode"], 0.9, (1280, 640))
             page.wait_for_timeout(400)
             _shot(page, out_dir, "hero.png", clip=clip)
