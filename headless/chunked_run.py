@@ -1,4 +1,4 @@
-"""Chunked runs of long clips in the headless runner (issue 14; DESIGN.md section 6): plan, run, resume, stitch, sound.
+"""Chunked runs of long clips in the headless runner (issue 14; docs/long-clips.md): plan, run, resume, stitch, sound.
 
 ``run_workflow.py WORKFLOW --input ... --output ... --chunk-frames N --overlap K`` hands each clip to :func:`run_clip`:
 

@@ -1,4 +1,4 @@
-"""``run_workflow.py --servers``: the runner as a client of running ComfyUI servers (DESIGN.md section 6).
+"""``run_workflow.py --servers``: the runner as a client of running ComfyUI servers (docs/servers.md).
 
 Studios run one ComfyUI per GPU or per machine; this module hands them the
 runner's units of work through ComfyUI's own prompt queue API

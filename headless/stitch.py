@@ -1,4 +1,4 @@
-"""Chunk files and the stitched output of a chunked run (DESIGN.md section 6), streaming, with the source's sound.
+"""Chunk files and the stitched output of a chunked run (docs/long-clips.md), streaming, with the source's sound.
 
 How a chunk's frames come back from the workflow, and why this way: the
 workflow's own save node writes lossy H.264; decoding that and encoding the

@@ -1,4 +1,4 @@
-"""Chunk planning and crossfade weights for chunked runs of long clips (DESIGN.md section 6): numpy and torch only.
+"""Chunk planning and crossfade weights for chunked runs of long clips (docs/long-clips.md): numpy and torch only.
 
 A clip too long for one run is cut into chunks of ``chunk_frames`` frames that
 overlap by at least ``overlap`` frames; each chunk is restored on its own and

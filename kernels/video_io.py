@@ -1,4 +1,4 @@
-"""Streaming video and audio decode for ``ZSVR_LoadVideo`` (DESIGN.md section 2): PyAV, torch, numpy only.
+"""Streaming video and audio decode for ``ZSVR_LoadVideo`` (docs/nodes.md): PyAV, torch, numpy only.
 
 What this module implements
 ---------------------------

@@ -16,7 +16,7 @@ ComfyUI's options for it and words its errors for the node inputs. Used by
 
 Core context windows for the samplers (:func:`context_handler`,
 :func:`check_window_schedule`, :func:`with_sample_sigmas`): how a whole clip
-runs in one graph (DESIGN.md sec. 6).
+runs in one graph (docs/long-clips.md).
 
 ``schedule_gate``, ``schedule_window_inputs``, ``current_sigma`` and
 ``FRAMES_PER_VIDEO_TOOLTIP`` live in :mod:`.shared_inputs` and are re-exported

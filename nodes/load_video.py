@@ -1,4 +1,4 @@
-"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps, frame count and AUDIO (DESIGN.md section 2).
+"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps, frame count and AUDIO (docs/nodes.md).
 
 The node only parses inputs, wires ComfyUI's progress bar and interrupt check
 into the kernel's per-frame callback, and wraps the outputs; decoding, resizing,

@@ -75,6 +75,7 @@ from comfy_api.latest import io
 from ..kernels import noise_sharing as ns
 from ..kernels import optical_flow as of
 from ..kernels.errors import InputError, a_or_an
+from . import run_state
 from .errors import kernel_inputs
 from .adapters import frame_axis_of_base_model
 from .frame_layout import check_window_schedule
@@ -176,32 +177,32 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
         self.seed = int(seed)
         self.lam = float(lam)
         self.image = image
-        self._flows: dict = {}  # (frames, size) -> (flow, valid): a function of the image, kept across runs
-        self._warned = False
+        # (frames, size) -> (flow, valid) on the CPU: a function of the image, kept across runs, a few sizes at most
+        self._flows = run_state.BoundedCache(4)
 
     def _flow_for(self, noise: torch.Tensor, frame_axis: int):
+        """Called once per sampling run (so a missing ``image`` is said once per run)."""
         if self.lam >= 1.0:
             return None, None
         if self.image is None:
-            if not self._warned:
-                self._warned = True
-                log.warning("ZSVR Noise Sharing: lambda is %s but no 'image' is connected, so there is no flow to "
-                            "blend the noise along; the noise is shared only", self.lam)
+            log.warning("ZSVR Noise Sharing: lambda is %s but no 'image' is connected, so there is no flow to "
+                        "blend the noise along; the noise is shared only", self.lam)
             return None, None
         frames = noise.shape[frame_axis]
         size = tuple(noise.shape[-2:])
         if frames < 2:
             return None, None
-        key = (frames, size)
-        if key not in self._flows:
-            if of.image_frames_for(self.image.shape[0], frames) is None:
-                raise InputError("image", f"has {self.image.shape[0]} frames for a latent with {frames} frames",
-                                 f"connect the video the latent was encoded from: {frames} frames (one per latent "
-                                 f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
-                                 f"(e.g. {4 * (frames - 1) + 1} for r = 4)")
+        if of.image_frames_for(self.image.shape[0], frames) is None:
+            raise InputError("image", f"has {self.image.shape[0]} frames for a latent with {frames} frames",
+                             f"connect the video the latent was encoded from: {frames} frames (one per latent "
+                             f"frame), or (T-1)*r+1 frames for a video VAE with temporal compression r "
+                             f"(e.g. {4 * (frames - 1) + 1} for r = 4)")
+
+        def estimate():
             with kernel_inputs(frames="image", size="image"):
-                self._flows[key] = of.latent_flow(self.image, frames, size)
-        return self._flows[key]
+                return of.latent_flow(self.image, frames, size)
+
+        return self._flows.get((frames, size), estimate)
 
     def noise_sampler_for(self, noise: torch.Tensor, frame_axis: int) -> SharedStepNoise:
         """The run's per-step noise for a latent like ``noise`` whose frames are on axis ``frame_axis``."""

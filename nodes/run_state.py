@@ -31,6 +31,7 @@ The design here:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 
@@ -116,3 +117,36 @@ def notify(transformer_options, event: str, **data) -> None:
     observer = observer_of(transformer_options)
     if observer is not None:
         observer(event, data)
+
+
+class BoundedCache:
+    """A cache of a configuration's pure functions (flows of the input video, per latent size or frame pair),
+    holding at most ``maxsize`` entries and dropping the least recently used first.
+
+    Written here because ``functools.lru_cache`` memoises a function's arguments, while these caches key on a
+    derived value (a latent's size, a frame pair) and must live on the shared :class:`Config` object. Values are
+    kept where they were made (the CPU); device copies belong in the run state.
+    """
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError(f"maxsize is {maxsize}; it must be at least 1")
+        self.maxsize = int(maxsize)
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key) -> bool:
+        return key in self._entries
+
+    def get(self, key, make):
+        """The entry for ``key``, made by ``make()`` (and stored) when it is missing."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = make()
+        self._entries[key] = value
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return value

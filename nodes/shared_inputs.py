@@ -16,6 +16,7 @@ Kernel errors become node errors in :mod:`.errors` (``kernel_inputs``).
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -103,20 +104,21 @@ def schedule_window(model_patcher, start_percent: float, end_percent: float):
     return schedule_gate(model_patcher, start_percent, end_percent)
 
 
-_last_sigma: list = [None, None]  # [the sigmas tensor last read, its value]
+_last_sigma: list = [None, None]  # [a weak reference to the sigmas tensor last read, its value]
 
 
 def current_sigma(extra_options) -> float | None:
     """The sigma of the model call in progress, as a float.
 
     Reading a GPU tensor is a device sync; ComfyUI hands every block of one call the same ``sigmas`` tensor,
-    so it is read once per model call, not once per attention layer (the tensor is held, so ``is`` is exact).
+    so it is read once per model call, not once per attention layer. The tensor is held by a weak reference
+    only (nothing of a run outlives it), which is still exact: a dead reference matches no tensor.
     """
     sigmas = extra_options.get("sigmas")
     if sigmas is None:
         return None
-    if _last_sigma[0] is not sigmas:
-        _last_sigma[:] = [sigmas, float(sigmas.detach().flatten()[0])]
+    if _last_sigma[0] is None or _last_sigma[0]() is not sigmas:
+        _last_sigma[:] = [weakref.ref(sigmas), float(sigmas.detach().flatten()[0])]
     return _last_sigma[1]
 
 

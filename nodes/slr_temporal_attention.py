@@ -142,6 +142,7 @@ IMAGE_PATCH = 8
 LATENT_PATCH = 3
 DIS_SHORT_SIDE = 256
 DIS_MAX_SCALE = 8
+IMAGE_FLOW_ENTRIES = 4096  # input-video flow pairs kept on a patch (indices, a few KB each)
 
 
 class SLRRun:
@@ -153,6 +154,7 @@ class SLRRun:
         self.x0_version = 0
         self.x0_rgb: torch.Tensor | None = None  # its preview for DIS, made when first needed
         self.x0_flows: dict = {}  # (a, b, grid) -> flow candidates of the current x0 version
+        self.image_flows_on: dict = {}  # (a, b, grid, device) -> the input video's flow candidates on the device
         self.history: dict = {}  # (block, block_index, cond/uncond, a, b, grid) -> (a->b, b->a) chosen last
         self.image_on: tuple = (None, {})  # (device, {frame: input-video frame on the device}) for the current window
         self.first_sigma: tuple | None = None  # (sample_sigmas, its first value): read once per run
@@ -180,7 +182,9 @@ class SLRPatch(run_state.Config):
         self.key = run_state.new_key("slr")
         # caches that are functions of the configuration only
         self._plans: dict = {}
-        self._image_flows: dict = {}  # (a, b, grid) -> flow candidates (token indices), kept across runs
+        # (a, b, grid) -> flow candidates of the input video (token indices on the CPU), kept across runs; device
+        # copies live in the run state. Bounded: a long clip has one entry per neighbouring pair and grid.
+        self._image_flows = run_state.BoundedCache(IMAGE_FLOW_ENTRIES)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def outer_sample(self, executor, *args, **kwargs):
@@ -370,14 +374,9 @@ class SLRPatch(run_state.Config):
         None when flow is unavailable. Estimated at the guidance's resolution (on the CPU, from the input video or
         the x0 preview the post-CFG hook downloaded), resized to the grid at once and cached as indices only
         (on the patch for the input video; per step in the run state for the x0 preview)."""
-        if kind == "image":
-            cache = self._image_flows
-        else:
-            if state.x0_flows.get("version") != kind[1]:
-                state.x0_flows = {"version": kind[1]}
-            cache = state.x0_flows
         key = (a, b, grid)
-        if key not in cache:
+
+        def estimate():
             try:
                 source = self.image if kind == "image" else self._x0_preview(state)
                 est = of.get_flow_estimator("dis")
@@ -385,17 +384,26 @@ class SLRPatch(run_state.Config):
             except Exception as exc:  # OpenCV missing or failing: keep the other candidates
                 self._warn_once(state, "flow_failed", f"optical flow failed ({exc!r}); trajectory attention uses "
                                 "the feature-similarity and history candidates only")
-                cache[key] = None
                 return None
             targets = ta.flow_targets(of.resize_flow(flow, grid))
-            cache[key] = (targets[0], targets[1])
-        entry = cache[key]
-        if entry is None:
-            return None
-        if entry[0].device != torch.device(device):
-            entry = (entry[0].to(device), entry[1].to(device))
-            cache[key] = entry
-        return entry
+            return targets[0], targets[1]
+
+        if kind == "image":
+            entry = self._image_flows.get(key, estimate)
+            on_device = state.image_flows_on
+        else:
+            if state.x0_flows.get("version") != kind[1]:
+                state.x0_flows = {"version": kind[1]}
+            if key not in state.x0_flows:
+                state.x0_flows[key] = estimate()
+            entry = state.x0_flows[key]
+            on_device = state.x0_flows
+        if entry is None or entry[0].device == torch.device(device):
+            return entry
+        dkey = key + (str(device),)
+        if dkey not in on_device:
+            on_device[dkey] = (entry[0].to(device), entry[1].to(device))
+        return on_device[dkey]
 
     def _x0_preview(self, state: SLRRun) -> torch.Tensor:
         """The x0 prediction as images for DIS: ``[F, 3 or 1, H*u, W*u]`` in 0..1 on the CPU (cached per step)."""

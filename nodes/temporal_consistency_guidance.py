@@ -140,7 +140,8 @@ class TCGPatch(run_state.Config):
         self.frames_per_video = int(frames_per_video)
         self.gate = gate
         self.key = run_state.new_key("tcg")
-        self._flows: dict = {}  # (frames, h, w) -> (flow, valid) on the CPU: a function of the image, kept across runs
+        # (frames, h, w) -> (flow, valid) on the CPU: a function of the image, kept across runs, a few sizes at most
+        self._flows = run_state.BoundedCache(4)
 
     def flow_for(self, shape, device=None, state: TCGRun | None = None, transformer_options=None):
         """Backward flow ``[F-1, 2, h, w]`` and reliability mask ``[F-1, 1, h, w]`` for a latent of ``shape``
@@ -149,20 +150,23 @@ class TCGPatch(run_state.Config):
         check_image_frames(self.image.shape[0], frames)
         check_frames_per_video_divides(self.frames_per_video, frames)
         key = (frames, h, w)
-        if key not in self._flows:
+
+        def estimate():
             interrupt_check()
             if frames < 2:
-                self._flows[key] = (torch.zeros(0, 2, h, w), torch.zeros(0, 1, h, w, dtype=torch.bool))
+                flows = torch.zeros(0, 2, h, w), torch.zeros(0, 1, h, w, dtype=torch.bool)
             else:
                 with kernel_inputs(frames="image", size="image"):
-                    self._flows[key] = of.latent_flow(self.image, frames, (h, w))
+                    flows = of.latent_flow(self.image, frames, (h, w))
             run_state.notify(transformer_options, "tcg.flow_estimated", shape=key)
+            return flows
+
+        flow, valid = self._flows.get(key, estimate)
         if device is None:
-            return self._flows[key]
+            return flow, valid
         on_device = state.on_device if state is not None else {}
         dkey = key + (str(device),)
         if dkey not in on_device:
-            flow, valid = self._flows[key]
             on_device.clear()
             on_device[dkey] = (flow.to(device), valid.to(device))
         return on_device[dkey]

@@ -126,7 +126,7 @@ def test_last_step_prediction_ends_on_the_prediction(host, family, rule):
 @pytest.mark.parametrize("family", ["eps", "wan"])
 def test_ddim_inversion_error_shrinks_with_more_steps(host, family):
     """DDIM inversion is approximate (the prediction is taken one level too low); its replay error must
-    shrink as the schedule gets finer. Measured figures are printed (see README for the stated bounds)."""
+    shrink as the schedule gets finer. Measured figures are printed (see docs/accuracy.md for the stated bounds)."""
     host.store["lat"] = _latent(family)
     errs = {}
     for steps in (10, 40):

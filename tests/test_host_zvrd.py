@@ -555,3 +555,55 @@ def test_noise_sharing_takes_the_frame_axis_from_the_sampled_model(host, unet):
     assert NS.model_frame_axis(video_run, torch.zeros(1, 16, 5, 8, 8)) == 2
     with pytest.raises(InputError, match="'latent_image'.*the model samples latents \\[B, C, T, H, W\\]"):
         NS.model_frame_axis(video_run, torch.zeros(FRAMES, 16, 8, 8))
+
+
+# -- state that outlives a run ----------------------------------------------------------------------------------
+def _live(kind) -> list:
+    import gc
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, kind)]
+
+
+def _live_tensor_bytes() -> int:
+    return sum(t.untyped_storage().nbytes() for t in _live(torch.Tensor) if t.device.type == "cpu")
+
+
+def test_a_series_of_runs_on_different_clips_keeps_memory_flat(host):
+    """Eight runs of SLR (with the clip) and noise sharing (lambda 0.5, with the clip), each on a different clip:
+    only the last prompt's patch objects stay alive (ComfyUI's cache holds its outputs), and the tensors alive
+    after the eighth run take no more memory than after the second (no cache keyed by clip, no module-level
+    tensor, no flow of an earlier clip kept)."""
+    SLR = _pack_module(host, ".nodes.slr_temporal_attention")
+    NS = _pack_module(host, ".nodes.noise_sharing")
+    kinds = (SLR.SLRPatch, NS.NoiseSharingSampler)
+    before = {id(o) for kind in kinds for o in _live(kind)}  # earlier tests' objects, held by their fixtures
+    sizes = []
+    for i in range(8):
+        host.store[f"clip_{i}"] = _video(seed=100 + i)
+        host.store["lat_series"] = _latent(seed=100 + i)
+        graph = _graph(host, slr={"image": f"clip_{i}"}, sharing={"image": f"clip_{i}", "lambda": 0.5},
+                       noise="shared", latent_key="lat_series", capture="series")
+        _run(host, graph, "series")
+        del host.store[f"clip_{i}"]
+        assert [len([o for o in _live(kind) if id(o) not in before]) for kind in kinds] == [1, 1], i
+        sizes.append(_live_tensor_bytes())
+    host.captured.pop("series", None)
+    host.captured.pop("series_sampler", None)
+    assert max(sizes[2:]) <= sizes[1] * 1.02 + 65536, sizes
+
+
+def test_a_flow_cache_is_bounded_and_keeps_the_most_recently_used():
+    from host_free_imports import node_module
+
+    BoundedCache = node_module("run_state").BoundedCache
+    cache, made = BoundedCache(2), []
+
+    def make(key):
+        made.append(key)
+        return key * 10
+
+    assert [cache.get(k, lambda k=k: make(k)) for k in (1, 2, 1, 3, 1, 2)] == [10, 20, 10, 30, 10, 20]
+    assert made == [1, 2, 3, 2] and len(cache) == 2 and 1 in cache and 2 in cache and 3 not in cache
+    with pytest.raises(ValueError, match="maxsize is 0"):
+        BoundedCache(0)

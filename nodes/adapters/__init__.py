@@ -1,4 +1,4 @@
-"""The model-family registry: which family a MODEL is, and what the pack can do with it (DESIGN.md principle 4).
+"""The model-family registry: which family a MODEL is, and what the pack can do with it (docs/layout.md).
 
 Every family adapter declares ``family`` (a display name), ``capabilities``
 (:class:`~.capabilities.Capabilities`) and ``matches(diffusion_model)``; the

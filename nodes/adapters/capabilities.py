@@ -1,7 +1,7 @@
 """What a model family lets the pack do: the capability record every family adapter declares.
 
 Nodes ask the registry (:mod:`nodes.adapters`) for a family with a capability instead of testing model classes or
-tensor ranks themselves (DESIGN.md principle 4).
+tensor ranks themselves (docs/layout.md).
 """
 
 from __future__ import annotations
