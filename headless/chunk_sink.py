@@ -1,4 +1,4 @@
-"""The chunked runner's output node: stores one chunk's IMAGE losslessly at a given path (``headless/stitch.py``).
+"""The chunked runner's output node: stores one chunk's IMAGE losslessly at a given path (``kernels/chunk_files.py``).
 
 In chunk mode the runner removes the workflow's output nodes and connects the
 IMAGE that went into the video to this node (see ``headless/stitch.py`` for
@@ -11,7 +11,7 @@ chunks to remote ComfyUI servers would need it there as a pack node.)
 
 from __future__ import annotations
 
-from . import stitch
+from ..kernels import chunk_files
 
 NODE_ID = "ZSVRHeadless_ChunkSink"
 
@@ -38,7 +38,7 @@ class ChunkSink:
         return float("nan")  # the file must be written every time the runner asks
 
     def write(self, images, path, fps):
-        frames = stitch.write_chunk(path, images, fps)
+        frames = chunk_files.write_chunk(path, images, fps)
         return {"ui": {"zsvr_chunk": [{"path": path, "frames": frames}]}}
 
 

@@ -46,7 +46,7 @@ import shutil
 import time
 from typing import Callable, Optional
 
-from ..kernels import chunking, color_match, video_io
+from ..kernels import chunk_files, chunking, color_match, video_io
 from ..kernels.errors import InputError, ParameterError
 from . import chunk_sink, manifest, stitch
 
@@ -248,7 +248,7 @@ def _run_staged(host, workflow, video, staged, probe, plan, digest, final, recor
     has_audio = probe.audio is not None and probe.audio.error is None
     audio_copy = not has_audio or probe.audio.codec in stitch.MP4_COPY_CODECS
     keys = [manifest.settings_key({"prompt": workflow.chunk_prompt(staged.name, c, probe.fps), "source": digest,
-                                   "format": stitch.CHUNK_FORMAT, "version": RUN_VERSION}) for c in plan]
+                                   "format": chunk_files.CHUNK_FORMAT, "version": RUN_VERSION}) for c in plan]
     output_key = manifest.settings_key({"chunks": keys, "crf": stitch.VIDEO_CRF, "audio": has_audio,
                                         "audio_copy": audio_copy, "version": RUN_VERSION})
     summary = {"frames": probe.frames, "chunks": len(plan), "chunks_run": 0, "chunks_reused": 0,

@@ -6,14 +6,14 @@ stitched video again would compress every frame twice and crossfade
 compression artefacts. So in chunk mode the runner replaces the workflow's
 output nodes with a headless-only sink (``headless/chunk_sink.py``) fed by the
 IMAGE that went into the video, and the sink stores it with
-:func:`write_chunk`: **FFV1 in Matroska**, lossless and intra-only, so the
+``kernels/chunk_files.write_chunk``: **FFV1 in Matroska**, lossless and intra-only, so the
 8-bit RGB frames (the same 8 bits the final encoder would get) come back bit
-for bit with :func:`iter_chunk`, frame by frame, at a quarter to a half of
+for bit with ``iter_chunk``, frame by frame, at a quarter to a half of
 the size of raw frames (a quarter to a third on the realrain clips); a chunk
 file is also an ordinary video one can open
 to look at. Float precision beyond 8 bits is not kept: the output is 8-bit.
 
-* :func:`write_chunk` writes ``<path>.tmp`` and renames it when complete, so
+* ``write_chunk`` writes ``<path>.tmp`` and renames it when complete, so
   a chunk file that exists under its name is whole.
 * :func:`iter_stitched` yields the output's frames in order. Each frame is
   the crossfade of the chunks covering it (``kernels/chunking.py``:
@@ -42,9 +42,7 @@ import numpy as np
 import torch
 
 from ..kernels import chunking
-
-CHUNK_FORMAT = "ffv1-bgr0-matroska-v1"
-"""Identifies how chunk files are stored (part of a chunk's settings key)."""
+from ..kernels.chunk_files import CHUNK_FORMAT, iter_chunk, write_chunk  # noqa: F401  (the chunk format)
 
 MP4_COPY_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
 """Audio codecs whose packets MP4 takes as they are."""
@@ -52,45 +50,6 @@ MP4_COPY_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
 VIDEO_CRF = 18
 AUDIO_LEAD_S = 0.5
 """Audio is muxed up to this far ahead of the video written so far (bounded interleaving)."""
-
-
-def _uint8(images: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (float 0..1) to uint8 with rounding (k / 255 comes back as k)."""
-    return (images.detach().to("cpu", torch.float32).clamp(0, 1) * 255.0).round_().to(torch.uint8)
-
-
-def write_chunk(path: os.PathLike, images: torch.Tensor, fps: float) -> int:
-    """Store ``images`` ``[F, H, W, 3]`` (float 0..1) losslessly at ``path`` (written whole or not at all)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    rate = fractions.Fraction(fps).limit_denominator(100_000) if fps and fps > 0 else fractions.Fraction(24)
-    count = 0
-    try:
-        with av.open(str(tmp), "w", format="matroska") as container:
-            stream = container.add_stream("ffv1", rate=rate)
-            stream.height, stream.width = int(images.shape[1]), int(images.shape[2])
-            stream.pix_fmt = "bgr0"
-            for i in range(images.shape[0]):
-                frame = av.VideoFrame.from_ndarray(_uint8(images[i]).numpy(), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                count += 1
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
-
-
-def iter_chunk(path: os.PathLike) -> Iterator[np.ndarray]:
-    """The frames of a chunk file as uint8 ``[H, W, 3]`` RGB arrays, in order."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                yield frame.to_ndarray(format="rgb24")
 
 
 class StitchError(ValueError):

@@ -5,7 +5,7 @@ a ComfyUI server as its own prompt (``headless/remote_chunks.py``). The
 in-process chunked run stores a chunk with its own sink, at a path on the
 runner's disk; a server may be another machine, so there the chunk is stored
 by this node, in the server's output folder, and fetched through ``/view``.
-The file is the same (``headless/stitch.write_chunk``: FFV1 in Matroska,
+The file is the same (``kernels/chunk_files.write_chunk``: FFV1 in Matroska,
 8-bit RGB, bit for bit), so a chunk restored on a server stitches exactly as
 one restored in-process.
 
@@ -20,7 +20,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..headless import stitch
+from ..kernels import chunk_files
 from .types import CATEGORY
 
 NODE_ID = "ZSVRHeadless_ChunkOutput"
@@ -61,6 +61,6 @@ class ChunkOutput(io.ComfyNode):
         folder, name, _, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, out_dir, int(images.shape[2]), int(images.shape[1]))
         filename = f"{name}.mkv"
-        frames = stitch.write_chunk(os.path.join(folder, filename), images, fps)
+        frames = chunk_files.write_chunk(os.path.join(folder, filename), images, fps)
         return io.NodeOutput(ui={"zsvr_chunk": [
             {"filename": filename, "subfolder": subfolder, "type": "output", "frames": frames}]})

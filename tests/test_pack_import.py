@@ -127,3 +127,30 @@ def test_comfyuis_module_for_the_folder_joins_the_loaded_pack_and_a_second_copy_
     with pytest.raises(ImportError, match=r"two copies of ZSVR are installed: .* Remove or disable one"):
         _exec_init(other / "__init__.py", str(other).replace(".", "_x_"))
     assert sys.modules["zsvr"] is zsvr
+
+
+def _relative_imports(path: pathlib.Path) -> set[str]:
+    """The pack's top-level folders a module imports from (``from ..kernels import x`` -> ``kernels``)."""
+    import ast
+
+    found = set()
+    package = path.relative_to(PACK_DIR).parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[:len(package) - node.level + 1])
+            target = base + (node.module.split(".") if node.module else [])
+            if target:
+                found.add(target[0])
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found.update(n.split(".")[1] for n in names if n.startswith("zsvr.") and "." in n)
+    return found
+
+
+@pytest.mark.parametrize("room, never", [("nodes", {"headless", "bench", "tests"}),
+                                         ("kernels", {"nodes", "headless", "bench", "tests"})])
+def test_no_upward_import(room, never):
+    """``nodes/`` never imports ``headless/``; ``kernels/`` imports neither (nor the tests or benches)."""
+    offenders = {str(p.relative_to(PACK_DIR)): sorted(_relative_imports(p) & never)
+                 for p in sorted((PACK_DIR / room).rglob("*.py")) if _relative_imports(p) & never}
+    assert offenders == {}
