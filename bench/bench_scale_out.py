@@ -132,12 +132,12 @@ def wan_prompt(registry, folder: pathlib.Path) -> dict:
 
     from test_host_workflows import TINY, _substitute_files, _tiny_run_prompt
 
-    from zsvr.headless import servers
+    from zsvr.headless import fleet_preflight
 
     files = types.SimpleNamespace(models_dir=folder, models={
         "wan": folder / "diffusion_models" / "tiny_wan21_t2v.safetensors",
         "wan_vae": folder / "vae" / "rand_wan21_vae.safetensors"})
-    api = servers.to_api(json.loads((PACK_DIR / "workflows" / WAN).read_text()), registry)
+    api = fleet_preflight.to_api(json.loads((PACK_DIR / "workflows" / WAN).read_text()), registry)
     return _tiny_run_prompt(_substitute_files(files, api, TINY[WAN]), TINY[WAN])
 
 
@@ -152,13 +152,13 @@ def make_clips(folder: pathlib.Path, count: int) -> list[pathlib.Path]:
 
 
 async def run_units(urls: list[str], prompt: dict, clips: list, out: pathlib.Path) -> tuple[float, list]:
-    from zsvr.headless import servers
+    from zsvr.headless import fleet, fleet_units
 
-    fleet = servers.Fleet(urls)
-    await fleet.check()
-    units = servers.clip_units(prompt, clips, out)
+    servers = fleet.Fleet(urls)
+    await servers.check()
+    units = fleet_units.clip_units(prompt, clips, out)
     start = time.perf_counter()
-    results = await fleet.run(units)
+    results = await servers.run(units)
     wall = time.perf_counter() - start
     failed = [r for r in results if not r.ok]
     if failed:
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     # the tests' RandomConditioning as the servers' stand-in pack (as tests/test_servers.py installs it)
     random_conditioning_pack = (TESTS_DIR / "random_conditioning.py").read_text()
 
-    from zsvr.headless import server_client, servers
+    from zsvr.headless import fleet, fleet_preflight, server_client
 
     started: list[PinnedServer] = []
     load_before = os.getloadavg()
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
 
             async def registry():
                 async with server_client.ServerClient(started[0].url) as client:
-                    return servers.Registry(await client.object_info())
+                    return fleet_preflight.Registry(await client.object_info())
 
             prompt = wan_prompt(asyncio.run(registry()), models)
             one = measure([started[0].url], prompt, first, warm[:1], work / "one")
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
                     "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in load_after]},
         "setup": {"workflow": WAN, "frames": 5, "size": "32x32", "models": "tests' tiny random models",
-                  "server_threads": 1, "depth": servers.DEFAULT_DEPTH, "units": units},
+                  "server_threads": 1, "depth": fleet.DEFAULT_DEPTH, "units": units},
         "one_server": one,
         "two_servers": two,
         "ratio_two_over_one": round(two["units_per_minute"] / one["units_per_minute"], 3),

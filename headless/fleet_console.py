@@ -1,6 +1,6 @@
 """What a ``--servers`` run shows: a bar per unit in flight and one overall, then a table with each server's share.
 
-Pure Python, driven by :class:`headless.servers.Fleet`'s events (``listener(event, info)``);
+Pure Python, driven by :class:`headless.fleet.Fleet`'s events (``listener(event, info)``);
 the tests feed it recorded events.
 """
 
@@ -11,7 +11,8 @@ import threading
 from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
-    from .servers import Fleet, UnitResult
+    from .fleet import Fleet
+    from .fleet_units import UnitResult
 
 
 class FleetConsole:

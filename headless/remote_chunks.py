@@ -1,4 +1,4 @@
-"""``--chunk-frames`` with ``--servers``: every chunk of every clip is one unit of ``headless/servers.py``.
+"""``--chunk-frames`` with ``--servers``: every chunk of every clip is one unit of ``headless/fleet.py``.
 
 The chunks are the in-process chunked run's (``headless/chunked_run.py``),
 planned, keyed, recorded and stitched by the same functions; only where a
@@ -36,7 +36,8 @@ from typing import Optional
 from ..kernels import chunking, video_io
 from ..kernels.errors import InputError, ParameterError
 from . import chunked_run, manifest, stitch
-from .servers import Registry, Unit, UnitResult, Upload
+from .fleet_preflight import Registry
+from .fleet_units import Unit, UnitResult, Upload
 
 REMOTE_SINK = "ZSVRHeadless_ChunkOutput"
 """The pack's node that stores a chunk in a server's output folder (``nodes/chunk_output.py``)."""

@@ -28,7 +28,9 @@ pytest.importorskip("aiohttp")
 
 from fake_comfy import PROMPT, FakeComfy, expected_output  # noqa: E402
 from host_harness import PACK_DIR, REALRAIN_DIR  # noqa: E402
-from zsvr.headless import fleet_console, server_client, servers  # noqa: E402
+from zsvr.headless import fleet_console, fleet_preflight, fleet_units, server_client, servers  # noqa: E402
+from zsvr.headless import fleet as scheduler  # noqa: E402  (`fleet` names a Fleet in the tests)
+from zsvr.headless.fleet import Fleet  # noqa: E402
 
 
 def _clips(folder: pathlib.Path, names=("a", "b", "c", "d")) -> list[pathlib.Path]:
@@ -77,21 +79,21 @@ def test_execution_errors_are_sorted_into_server_and_input_faults():
     inputs = [("ValueError", "ZSVR input 'video': 'x.mp4' cannot be opened. Fix: choose another file."),
               ("RuntimeError", "mat1 and mat2 shapes cannot be multiplied (5x4 and 3x2)"),
               ("KeyError", "'model'")]
-    assert [servers.classify_error({"exception_type": t, "exception_message": m}) for t, m in server] == ["server"] * 4
-    assert [servers.classify_error({"exception_type": t, "exception_message": m}) for t, m in inputs] == ["input"] * 3
-    assert servers.error_line({"node_id": "7", "node_type": "VAEDecode", "exception_message": "boom\nTIPS: x"}) == \
+    assert [fleet_units.classify_error({"exception_type": t, "exception_message": m}) for t, m in server] == ["server"] * 4
+    assert [fleet_units.classify_error({"exception_type": t, "exception_message": m}) for t, m in inputs] == ["input"] * 3
+    assert fleet_units.error_line({"node_id": "7", "node_type": "VAEDecode", "exception_message": "boom\nTIPS: x"}) == \
         "node 7 (VAEDecode): boom"
 
 
 def test_a_server_lacking_node_types_or_model_files_is_found_from_its_registry():
-    reg = servers.Registry({"ZSVR_LoadVideo": {"input": {"required": {
+    reg = fleet_preflight.Registry({"ZSVR_LoadVideo": {"input": {"required": {
         "video": ["COMBO", {"options": ["other.mp4"], "video_upload": True}]}}, "display_name": "Load Video (ZSVR)"},
         "UNETLoader": {"input": {"required": {"unet_name": [["a.safetensors"]], "weight_dtype": [["default"]]}},
                        "display_name": "UNETLoader"}})
     prompt = {"1": {"class_type": "ZSVR_LoadVideo", "inputs": {"video": "mine.mp4"}},
               "2": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan.safetensors", "weight_dtype": "default"}},
               "3": {"class_type": "VHS_VideoCombine", "inputs": {}}}
-    problems = servers.missing_on(reg, prompt, uploaded=[("1", "video")])
+    problems = fleet_preflight.missing_on(reg, prompt, uploaded=[("1", "video")])
     assert problems == ["no node type VHS_VideoCombine (install the node pack that provides it)",
                         "node 2 (UNETLoader) unet_name 'wan.safetensors' is not among its options (a model file "
                         "missing there? copy it into that server's models folder)"]
@@ -101,13 +103,13 @@ def test_a_server_lacking_node_types_or_model_files_is_found_from_its_registry()
 
 def test_clip_units_prepare_each_clip_like_the_in_process_runner(tmp_path):
     clips = _clips(tmp_path / "in", ("rain",))
-    (unit,) = servers.clip_units(PROMPT, clips, tmp_path / "out")
+    (unit,) = fleet_units.clip_units(PROMPT, clips, tmp_path / "out")
     assert unit.key == unit.group == "rain.mp4"
     assert unit.prompt["2"]["inputs"]["filename_prefix"] == "rain/rain"
     assert [(u.path, u.targets) for u in unit.uploads] == [(clips[0], [("1", "video")])]
     assert PROMPT["2"]["inputs"]["filename_prefix"] == "video/x"  # the template is not changed
     with pytest.raises(ValueError, match="no ZSVR_LoadVideo"):
-        servers.clip_units({"1": {"class_type": "SaveVideo", "inputs": {}}}, clips, tmp_path)
+        fleet_units.clip_units({"1": {"class_type": "SaveVideo", "inputs": {}}}, clips, tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -123,11 +125,11 @@ def test_units_are_uploaded_once_per_server_queued_and_their_outputs_fetched(tmp
 
     async def scenario():
         fakes = [await FakeComfy("A").start(), await FakeComfy("B").start()]
-        units = servers.clip_units(PROMPT, clips, out)
+        units = fleet_units.clip_units(PROMPT, clips, out)
         # a second unit on the same clip (as chunks are): the clip is uploaded once per server all the same
-        units.append(servers.Unit("a.mp4 again", json.loads(json.dumps(units[0].prompt)), units[0].uploads, out,
+        units.append(fleet_units.Unit("a.mp4 again", json.loads(json.dumps(units[0].prompt)), units[0].uploads, out,
                                   group="a.mp4"))
-        results = await servers.Fleet([f.url for f in fakes]).run(units)
+        results = await Fleet([f.url for f in fakes]).run(units)
         for f in fakes:
             await f.stop()
         return fakes, results
@@ -166,8 +168,8 @@ def test_pull_scheduling_keeps_at_most_two_units_on_a_busy_server_and_the_rest_g
     async def scenario():
         slow, fast = await FakeComfy("slow").start(), await FakeComfy("fast").start()
         slow.gate, fast.gate = asyncio.Event(), asyncio.Event()
-        fleet = servers.Fleet([slow.url, fast.url], depth=2)
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        fleet = Fleet([slow.url, fast.url], depth=2)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: slow.held() == 2 and fast.held() == 2, "both servers hold two units")
         fast.gate.set()  # the fast GPU runs; the slow one stays on its first unit
         await _until(lambda: len(fast.executed) == 6, "the fast server ran the other six units")
@@ -194,7 +196,7 @@ def test_depth_one_holds_a_single_unit_per_server(tmp_path):
 
     async def scenario():
         fake = await FakeComfy("one").start()
-        results = await servers.Fleet([fake.url], depth=1).run(servers.clip_units(PROMPT, clips, tmp_path / "out"))
+        results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out"))
         await fake.stop()
         return fake, results
 
@@ -212,8 +214,8 @@ def test_an_out_of_memory_error_reruns_the_unit_on_another_server(tmp_path):
     async def scenario():
         small, big = await FakeComfy("small", script=oom).start(), await FakeComfy("big").start()
         big.ws_gate = asyncio.Event()  # the big card joins once the unit has failed on the small one
-        fleet = servers.Fleet([small.url, big.url], depth=1)
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        fleet = Fleet([small.url, big.url], depth=1)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: small.history, "the unit ran out of memory on the small card")
         big.ws_gate.set()
         results = await run
@@ -246,9 +248,9 @@ def test_input_errors_are_reported_once_and_not_retried(tmp_path):
 
     async def scenario():
         fakes = [await FakeComfy("A", script=script).start(), await FakeComfy("B", script=script).start()]
-        units = servers.clip_units(PROMPT, clips, tmp_path / "out")
+        units = fleet_units.clip_units(PROMPT, clips, tmp_path / "out")
         units[2].prompt["1"]["inputs"]["frame_cap"] = -1  # refused by /prompt's validation
-        fleet = servers.Fleet([f.url for f in fakes])
+        fleet = Fleet([f.url for f in fakes])
         results = await fleet.run(units)
         for f in fakes:
             await f.stop()
@@ -277,9 +279,9 @@ def test_a_server_that_dies_holding_a_unit_is_taken_out_and_the_unit_runs_elsewh
         doomed = await FakeComfy("doomed", script=lambda f, pid, p: "die").start()
         healthy = await FakeComfy("healthy").start()
         healthy.gate = asyncio.Event()
-        fleet = servers.Fleet([doomed.url, healthy.url],
+        fleet = Fleet([doomed.url, healthy.url],
                               listener=lambda e, info: events.append((e, info.get("server"))))
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: not doomed.alive, "the doomed server died")
         healthy.gate.set()
         results = await run
@@ -308,8 +310,8 @@ def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path)
         flaky, other = await FakeComfy("flaky").start(), await FakeComfy("other").start()
         flaky.gate = asyncio.Event()
         other.gate = asyncio.Event()
-        fleet = servers.Fleet([flaky.url, other.url], depth=1, listener=lambda e, info: events.append(e))
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        fleet = Fleet([flaky.url, other.url], depth=1, listener=lambda e, info: events.append(e))
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: flaky.running is not None and other.running is not None, "both run a unit")
         lost = flaky.running
         await flaky.drop_sockets()
@@ -337,8 +339,8 @@ def test_a_unit_past_the_timeout_is_interrupted_and_rerun_elsewhere(tmp_path):
         stuck = await FakeComfy("stuck", script=lambda f, pid, p: "hang").start()
         spare = await FakeComfy("spare").start()
         spare.ws_gate = asyncio.Event()  # the spare joins once the unit runs on the stuck server
-        fleet = servers.Fleet([stuck.url, spare.url], depth=1, unit_timeout=0.3)
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        fleet = Fleet([stuck.url, spare.url], depth=1, unit_timeout=0.3)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: stuck.running is not None, "the unit started on the stuck server")
         spare.ws_gate.set()
         results = await run
@@ -360,25 +362,25 @@ def test_a_unit_failing_on_every_server_stops_after_the_fixed_number_of_attempts
 
     async def scenario():
         fakes = [await FakeComfy("A", script=oom).start(), await FakeComfy("B", script=oom).start()]
-        results = await servers.Fleet([f.url for f in fakes]).run(servers.clip_units(PROMPT, clips, tmp_path / "o"))
+        results = await Fleet([f.url for f in fakes]).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
         for f in fakes:
             await f.stop()
         return fakes, results
 
     fakes, (r,) = asyncio.run(scenario())
-    assert not r.ok and not r.input_error and len(r.attempts) == servers.MAX_ATTEMPTS == 3
+    assert not r.ok and not r.input_error and len(r.attempts) == scheduler.MAX_ATTEMPTS == 3
     assert r.error.startswith("failed 3 times on servers: ") and r.error.count("CUDA out of memory") == 3
     assert {a.server for a in r.attempts} == {f.url for f in fakes}  # it was moved between the two
 
 
 def test_when_every_server_is_gone_the_remaining_units_fail_with_each_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(servers, "ALL_DOWN_GIVE_UP_S", 0.2)
-    monkeypatch.setattr(servers, "PROBE_DELAYS_S", (0.05,))
+    monkeypatch.setattr(scheduler, "ALL_DOWN_GIVE_UP_S", 0.2)
+    monkeypatch.setattr(scheduler, "PROBE_DELAYS_S", (0.05,))
     clips = _clips(tmp_path / "in", ("a", "b", "c"))
 
     async def scenario():
         fake = await FakeComfy("only", script=lambda f, pid, p: "die").start()
-        results = await servers.Fleet([fake.url], depth=1).run(servers.clip_units(PROMPT, clips, tmp_path / "o"))
+        results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
         return fake, results
 
     fake, results = asyncio.run(scenario())
@@ -394,8 +396,8 @@ def test_cancelling_deletes_the_queued_prompts_and_interrupts_the_running_ones(t
         fakes = [await FakeComfy("A").start(), await FakeComfy("B").start()]
         for f in fakes:
             f.gate = asyncio.Event()
-        fleet = servers.Fleet([f.url for f in fakes])
-        run = asyncio.create_task(fleet.run(servers.clip_units(PROMPT, clips, tmp_path / "out")))
+        fleet = Fleet([f.url for f in fakes])
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
         await _until(lambda: all(f.held() == 2 for f in fakes), "each server holds two units")
         held = [(f.running, [p for p, _, _ in f.pending]) for f in fakes]
         run.cancel()  # what Ctrl-C does to asyncio.run's main task
@@ -435,7 +437,7 @@ def test_a_token_from_the_environment_is_sent_on_every_request_and_never_shown(t
     assert lines[0] == (f"server {fake.url}: NOT USED: GET /system_stats: HTTP 401: the server refused access; set "
                         "$ZSVR_SERVER_TOKEN to its token")
     assert all(secret not in line for line in lines)
-    assert secret not in repr(servers.Fleet([fake.url], secret).servers[0].client)
+    assert secret not in repr(Fleet([fake.url], secret).servers[0].client)
 
 
 def test_servers_without_the_pack_or_unreachable_are_reported_at_start_and_not_used(tmp_path):
@@ -519,9 +521,9 @@ def test_console_prints_a_line_per_event_and_quarter_bars_into_a_file():
     names = {"1": ("Load Video (ZSVR)", "reading the video"), "2": ("Save Video", "saving")}
     out = io.StringIO()
     display = fleet_console.FleetConsole(2, names, stream=out, tty=False)
-    unit = servers.Unit("a.mp4", PROMPT, [], pathlib.Path("."), group="a.mp4")
-    result = servers.UnitResult(unit, ok=True, server="http://h:1",
-                                attempts=[servers.Attempt("http://h:1", "p", "ok", compute_s=2.5, upload_s=0.25,
+    unit = fleet_units.Unit("a.mp4", PROMPT, [], pathlib.Path("."), group="a.mp4")
+    result = fleet_units.UnitResult(unit, ok=True, server="http://h:1",
+                                attempts=[fleet_units.Attempt("http://h:1", "p", "ok", compute_s=2.5, upload_s=0.25,
                                                           queue_s=0.05, fetch_s=0.2)])
     display("queued", {"unit": unit, "server": "http://h:1"})
     display("node", {"unit": unit, "server": "http://h:1", "node": "1"})
@@ -823,7 +825,7 @@ def test_two_servers_restore_a_folder_like_the_in_process_run(comfy_servers, wan
 
 def test_a_server_without_the_pack_is_reported_at_start(comfy_servers):
     a, bare = comfy_servers["a"], comfy_servers["bare"]
-    checks = asyncio.run(servers.Fleet([a.url, bare.url]).check())
+    checks = asyncio.run(Fleet([a.url, bare.url]).check())
     assert [c.ok for c in checks] == [True, False]
     assert checks[0].line() == f"server {a.url}: ok (ComfyUI 0.3.64, cpu)"
     assert checks[1].line() == (f"server {bare.url}: NOT USED: does not have the ZSVR pack (no ZSVR_LoadVideo in "
