@@ -164,16 +164,14 @@ def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir
                 progress: bool = True, report=None) -> list[dict]:
     """``--chunk-frames``: every clip cut into overlapping chunks, run, stitched with its sound, resumable.
 
-    ``chunks`` is ``headless.chunked_run.ChunkOptions`` or a dict of its fields
-    (``chunk_frames``, ``overlap``, ``color_match``, ``keep_chunks``). Bad options raise :class:`ChunkOptionError`
+    ``chunks`` is a ``headless.clip_job.ChunkOptions``. Bad options raise :class:`ChunkOptionError`
     before anything is written; a clip's failure is its row's error.
     """
     from zsvr.headless import chunked_run as chunked
     from zsvr.kernels import errors
 
-    options = chunked.ChunkOptions(**chunks) if isinstance(chunks, dict) else chunks
     try:
-        return chunked.run_batch_chunked(host, prompt, videos, output_dir, options, progress=progress,
+        return chunked.run_batch_chunked(host, prompt, videos, output_dir, chunks, progress=progress,
                                          peak_memory=peak_memory_gb, report=report)
     except errors.InputError as exc:
         raise ChunkOptionError(str(exc)) from None
@@ -210,14 +208,17 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _chunk_options(args) -> dict | None:
+def _chunk_options(args):
+    """The one ``ChunkOptions`` of a ``--chunk-frames`` run (None without it), for either executor."""
     if args.chunk_frames is None:
         return None
-    return {"chunk_frames": args.chunk_frames, "overlap": args.overlap, "color_match": args.color_match,
-            "keep_chunks": args.keep_chunks}
+    from zsvr.headless.clip_job import ChunkOptions  # imports torch and PyAV: only chunked runs need them
+
+    return ChunkOptions(chunk_frames=args.chunk_frames, overlap=args.overlap, color_match=args.color_match,
+                        keep_chunks=args.keep_chunks)
 
 
-def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter) -> int:
+def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter, chunks=None) -> int:
     """``--servers``: every unit goes to running ComfyUI servers through their API (``headless/servers.py``).
 
     No ComfyUI starts in this process; the servers' registry converts the workflow and checks ``--set``.
@@ -225,7 +226,7 @@ def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter) -
     from zsvr.headless import servers
 
     return servers.run_remote(workflow, videos, args.output.resolve(), list(args.set), args.servers,
-                              args.unit_timeout, say=reporter.line, table=print, chunks=_chunk_options(args))
+                              args.unit_timeout, say=reporter.line, table=print, chunks=chunks)
 
 
 def main(argv=None) -> int:
@@ -281,8 +282,9 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     reporter = console.ConsoleReporter()
     console.route_logging(reporter, verbose=args.verbose)
+    chunks = _chunk_options(args)
     if args.servers is not None:
-        return run_on_servers(args, workflow, videos, reporter)
+        return run_on_servers(args, workflow, videos, reporter, chunks)
     comfy_args = {"disable_all_custom_nodes": args.disable_all_custom_nodes,
                   "whitelist_custom_nodes": list(args.whitelist_custom_nodes),
                   "disable_api_nodes": args.disable_api_nodes}
@@ -296,8 +298,7 @@ def main(argv=None) -> int:
     try:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
-        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter,
-                         chunks=_chunk_options(args))
+        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks)
     except (WorkflowError, overrides.OverrideError, ChunkOptionError) as exc:
         reporter.line(f"error: {exc}")
         return 2

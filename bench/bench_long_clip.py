@@ -80,6 +80,7 @@ def worker(spec: dict) -> dict:
 
     from zsvr import run_workflow
     from zsvr.headless import workflow_format as wf
+    from zsvr.headless.clip_job import ChunkOptions
 
     work = pathlib.Path(spec["work"])
     host = host_harness.Host(pathlib.Path(spec["comfyui"]), work / "host")
@@ -98,7 +99,7 @@ def worker(spec: dict) -> dict:
     sampler.start()
     start = time.perf_counter()
     rows = run_workflow.run_batch(host.comfy, prompt, [pathlib.Path(spec["clip"])], pathlib.Path(spec["out"]),
-                                  progress=False, chunks=spec["chunks"])
+                                  progress=False, chunks=ChunkOptions(**spec["chunks"]))
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()

@@ -1,38 +1,24 @@
-"""Chunked runs of long clips in the headless runner (issue 14; docs/long-clips.md): plan, run, resume, stitch, sound.
+"""Chunked runs of long clips in this process (issue 14; docs/long-clips.md): the chunk prompt and the in-process
+executor.
 
-``run_workflow.py WORKFLOW --input ... --output ... --chunk-frames N --overlap K`` hands each clip to :func:`run_clip`:
+``run_workflow.py WORKFLOW --input ... --output ... --chunk-frames N --overlap K`` hands each clip to :func:`run_clip`.
+The clip's plan, chunk keys, chunk file names, reuse, manifest and stitching are the one clip job's
+(``headless/clip_job.py``), shared with the server executor (``headless/remote_chunks.py``). Here:
 
-1. **Probe** (``kernels/video_io.probe_clip``): the frame count and every
-   frame's timing, from the packets (no picture is decoded). A clip with a
-   variable frame rate is refused: frames are numbered in decode order and
-   timed at ``i / fps``, which would drift from the sound.
-2. **Plan** (``kernels/chunking.plan_chunks``) with the ``frame_rule`` of the
-   workflow's ``ZSVR_LoadVideo``: every chunk has a length the rule keeps; a
-   clip no longer than one chunk runs whole (a note says so).
-3. **Run** each chunk as its own prompt: a copy of the workflow in which every
-   ``ZSVR_LoadVideo`` gets the chunk's ``start_frame`` / ``frame_cap`` (the
-   loader seeks to the keyframe before ``start_frame`` and decodes only the
-   chunk, so no clip is ever decoded whole), and the workflow's output nodes
-   are replaced by the lossless chunk sink (``headless/chunk_sink.py``; why
-   lossless: ``headless/stitch.py``) fed by the IMAGE that went into the video
-   (``CreateVideo``'s images, or the one image-saving node's). With
-   ``--color-match`` a ``ZSVR_ColorMatch`` sits between that IMAGE and the
-   sink, referenced to the loader's frames of the same chunk.
-4. **Resume** (``headless/manifest.py``): after every chunk the clip's
-   manifest records it with a key over its settings; a re-run skips chunks
-   (and whole clips) whose key is done, and re-runs what a changed setting
-   touches. A run killed mid-chunk loses only that chunk.
-5. **Stitch** (``headless/stitch.py``): the chunk files are crossfaded over
-   their overlaps, frame by frame, into ``<output>/<stem>.mp4`` at the
-   source's frame rate, with the source's sound copied (or AAC-encoded where
-   MP4 cannot hold its codec), written under ``<stem>.partial.mp4`` and
-   renamed when complete. A sound track that cannot be decoded is left out
-   with a warning; the picture is still restored.
+* **The chunk prompt** (:func:`prepare`, :class:`ChunkedWorkflow`): a copy of the workflow in which every
+  ``ZSVR_LoadVideo`` gets the chunk's ``start_frame`` / ``frame_cap`` (the loader seeks to the keyframe before
+  ``start_frame`` and decodes only the chunk, so no clip is ever decoded whole), and the workflow's output nodes
+  are replaced by the lossless chunk sink (``headless/chunk_sink.py``; why lossless: ``headless/stitch.py``) fed
+  by the IMAGE that went into the video (``CreateVideo``'s images, or the one image-saving node's). With
+  ``--color-match`` a ``ZSVR_ColorMatch`` sits between that IMAGE and the sink, referenced to the loader's
+  frames of the same chunk.
+* **The in-process executor** (:func:`run_clip`): the clip staged in ComfyUI's input folder, each chunk not
+  done yet run through ``host.execute`` and recorded at once (a run killed mid-chunk loses only that chunk),
+  then the clip stitched with its sound into ``<output>/<stem>.mp4``.
 
-Per clip, beside the output: ``<stem>.zsvr.json`` (manifest) and, while the
-clip is in progress (or with ``--keep-chunks``), ``<stem>.zsvr-chunks/``.
-Memory per clip is one chunk's workflow plus a few frames for stitching; it
-does not grow with the clip's length.
+Per clip, beside the output: ``<stem>.zsvr.json`` (manifest) and, while the clip is in progress (or with
+``--keep-chunks``), ``<stem>.zsvr-chunks/``. Memory per clip is one chunk's workflow plus a few frames for
+stitching; it does not grow with the clip's length.
 """
 
 from __future__ import annotations
@@ -46,29 +32,16 @@ import shutil
 import time
 from typing import Callable, Optional
 
-from ..kernels import chunk_files, chunking, color_match, video_io
+from ..kernels import chunking, color_match
 from ..kernels.errors import InputError, ParameterError
-from . import chunk_sink, manifest, stitch
+from . import chunk_sink, clip_job
+from .clip_job import ChunkOptions
 
 log = logging.getLogger("zsvr")
 
 LOADER = "ZSVR_LoadVideo"
 COLOR_MATCH_NODE = "zsvr_chunk_color_match"
 SINK_NODE = "zsvr_chunk_sink"
-RUN_VERSION = 1
-"""Bumped when the meaning of a chunk key changes (forces re-runs)."""
-
-
-@dataclasses.dataclass
-class ChunkOptions:
-    """What ``--chunk-frames``, ``--overlap``, ``--color-match`` and ``--keep-chunks`` ask for."""
-
-    chunk_frames: int
-    overlap: int = 8
-    color_match: Optional[str] = None
-    """A ``ZSVR_ColorMatch`` method applied to every chunk, or None."""
-    keep_chunks: bool = False
-
 
 OPTION_FLAGS = {"chunk_frames": "--chunk-frames", "overlap": "--overlap", "method": "--color-match"}
 
@@ -161,7 +134,7 @@ def prepare(host, base_prompt: dict, options: ChunkOptions) -> ChunkedWorkflow:
 
 def _stage(video: pathlib.Path, input_dir: pathlib.Path) -> tuple[pathlib.Path, bool]:
     """The clip in ComfyUI's input folder (hard link where possible, else a copy); True when it is our copy."""
-    staged = input_dir / f"zsvr_batch_{video.name}"
+    staged = input_dir / clip_job.staged_name(video)
     if staged.exists() and staged.resolve() == video.resolve():
         return staged, False
     staged.unlink(missing_ok=True)
@@ -172,131 +145,39 @@ def _stage(video: pathlib.Path, input_dir: pathlib.Path) -> tuple[pathlib.Path, 
     return staged, True
 
 
-def _check_clip(video: pathlib.Path, probe: video_io.ClipProbe) -> None:
-    if not probe.constant_rate:
-        shortest, longest = probe.frame_durations
-        raise InputError(
-            "video",
-            f"'{video.name}' has a variable frame rate: its frames last from {shortest * 1000:.1f} to "
-            f"{longest * 1000:.1f} ms (the stream says {probe.fps:.3f} fps); chunked runs number frames in decode "
-            f"order and time frame i at i / fps, so the picture would drift from the sound",
-            "re-encode the clip at a constant frame rate first (e.g. ffmpeg -i in.mp4 -fps_mode cfr -r 30 out.mp4), "
-            "or run it without --chunk-frames",
-        )
-
-
-def prepare_clip(workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions):
-    """Probe, check and plan one clip, and name its output: ``(probe, plan, final path, warnings)``.
-
-    Shared by the in-process run (:func:`run_clip`) and the server run (``remote_chunks``); raises InputError for
-    a clip it refuses.
-    """
-    warnings: list[str] = []
-    try:
-        probe = video_io.probe_clip(video)
-    except ParameterError as exc:
-        raise InputError("video", exc.problem, exc.fix) from None
-    _check_clip(video, probe)
-    plan = chunking.plan_chunks(probe.frames, options.chunk_frames, options.overlap, workflow.frame_rule)
-    if probe.frames <= options.chunk_frames:
-        note = f"{probe.frames} frames, not more than one chunk ({options.chunk_frames}): run whole"
-        if plan[0].padded:
-            note += f" (on {plan[0].run_frames} frames for frame rule {workflow.frame_rule}, the extra dropped)"
-        warnings.append(note)
-    if probe.audio is not None and probe.audio.error is not None:
-        warnings.append(f"the audio track of '{video.name}' cannot be decoded ({probe.audio.error}): "
-                        "the output has no sound; the picture is restored")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / f"{video.stem}.mp4"
-    if final.resolve() == video.resolve():
-        raise InputError("--output", f"would overwrite the source '{video}'", "choose another output folder")
-    return probe, plan, final, warnings
-
-
 def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions,
              on_chunk: Optional[Callable[[int, int, str], None]] = None) -> dict:
-    """Run one clip in chunks and stitch it; returns a summary (raises InputError / RuntimeError on failure).
+    """Run one clip's chunks in this process and stitch it; returns a summary (raises InputError / RuntimeError).
 
     ``on_chunk(done, total, what)`` is called after every chunk (run or reused) with a few words on it.
     """
-    video = pathlib.Path(video)
-    probe, plan, final, warnings = prepare_clip(workflow, video, output_dir, options)
-    record = manifest.Manifest.load(output_dir / f"{video.stem}.zsvr.json")
-    digest = manifest.file_digest(video)
-    staged, own_copy = _stage(video, pathlib.Path(host.folder_paths.get_input_directory()))
+    job = clip_job.open_job(workflow, video, output_dir, options)
+    summary = {"frames": job.probe.frames, "chunks": len(job.plan), "chunks_run": 0, "chunks_reused": job.reused,
+               "output": str(job.final), "warnings": job.warnings}
+    if job.reused_output:
+        summary["reused_output"] = True
+        return summary
+    staged, own_copy = _stage(job.video, pathlib.Path(host.folder_paths.get_input_directory()))
     try:
-        return _run_staged(host, workflow, video, staged, probe, plan, digest, final, record, options, warnings,
-                           on_chunk)
+        for chunk, key in zip(job.plan, job.keys):
+            reused = chunk.index in job.files
+            if not reused:
+                file = job.chunk_file(chunk, key)
+                start = time.perf_counter()
+                run = host.execute(workflow.chunk_prompt(staged.name, chunk, job.probe.fps, str(file)))
+                if not run.success:
+                    raise RuntimeError(f"{job.where(chunk)}: {run.error_text()}")
+                written = ((run.outputs.get(SINK_NODE) or {}).get("zsvr_chunk") or [{}])[0].get("frames")
+                job.check_written(chunk, written, file.is_file())
+                job.mark_chunk(chunk, key, file, time.perf_counter() - start)
+            if on_chunk is not None:
+                what = "reused" if reused else f"restored in {time.perf_counter() - start:.1f} s"
+                on_chunk(chunk.index + 1, len(job.plan), f"frames {chunk.start}-{chunk.end - 1} {what}")
     finally:
         if own_copy:
             staged.unlink(missing_ok=True)
-
-
-def record_plan(record, video: pathlib.Path, digest: str, probe, options, workflow, keys: list[str]) -> None:
-    """Write the clip's source and chunk plan into its manifest ``record``, keep only the entries of this plan's
-    chunk ``keys`` (a changed plan or workflow starts over) and save it."""
-    record.data["source"] = {"name": video.name, "sha256": digest, "frames": probe.frames, "rate": str(probe.rate)}
-    record.data["plan"] = {"chunk_frames": options.chunk_frames, "overlap": options.overlap,
-                           "frame_rule": workflow.frame_rule}
-    record.keep_only(keys)
-    record.save()
-
-
-def _run_staged(host, workflow, video, staged, probe, plan, digest, final, record, options, warnings, on_chunk):
-    """:func:`run_clip` once the clip is probed, planned and staged in ComfyUI's input folder."""
-    output_dir = final.parent
-    has_audio = probe.audio is not None and probe.audio.error is None
-    audio_copy = not has_audio or probe.audio.codec in stitch.MP4_COPY_CODECS
-    keys = [manifest.settings_key({"prompt": workflow.chunk_prompt(staged.name, c, probe.fps), "source": digest,
-                                   "format": chunk_files.CHUNK_FORMAT, "version": RUN_VERSION}) for c in plan]
-    output_key = manifest.settings_key({"chunks": keys, "crf": stitch.VIDEO_CRF, "audio": has_audio,
-                                        "audio_copy": audio_copy, "version": RUN_VERSION})
-    summary = {"frames": probe.frames, "chunks": len(plan), "chunks_run": 0, "chunks_reused": 0,
-               "output": str(final), "warnings": warnings}
-    if record.output_done(output_key) == final:
-        summary["chunks_reused"] = len(plan)
-        summary["reused_output"] = True
-        return summary
-
-    record_plan(record, video, digest, probe, options, workflow, keys)
-    chunk_dir = output_dir / f"{video.stem}.zsvr-chunks"
-    chunk_dir.mkdir(exist_ok=True)
-    files = []
-    for chunk, key in zip(plan, keys):
-        done = record.done_file(key)
-        if done is not None:
-            files.append(done)
-            summary["chunks_reused"] += 1
-        else:
-            file = chunk_dir / f"chunk_{chunk.start:07d}_{chunk.frames:04d}_{key[:12]}.mkv"
-            start = time.perf_counter()
-            run = host.execute(workflow.chunk_prompt(staged.name, chunk, probe.fps, str(file)))
-            if not run.success:
-                raise RuntimeError(f"chunk {chunk.index + 1}/{len(plan)} (frames {chunk.start}-{chunk.end - 1}): "
-                                   f"{run.error_text()}")
-            written = ((run.outputs.get(SINK_NODE) or {}).get("zsvr_chunk") or [{}])[0].get("frames")
-            if written != chunk.run_frames or not file.is_file():
-                raise RuntimeError(
-                    f"chunk {chunk.index + 1}/{len(plan)} (frames {chunk.start}-{chunk.end - 1}): the workflow returned "
-                    f"{written} frames for a chunk of {chunk.run_frames}; every frame in must come out once "
-                    f"(check the loader's frame_rule and nodes that change the frame count)")
-            record.mark_done(key, chunk.index, chunk.start, chunk.frames, file, time.perf_counter() - start)
-            files.append(file)
-            summary["chunks_run"] += 1
-        if on_chunk is not None:
-            what = "reused" if done is not None else f"restored in {time.perf_counter() - start:.1f} s"
-            on_chunk(chunk.index + 1, len(plan), f"frames {chunk.start}-{chunk.end - 1} {what}")
-
-    try:
-        frames = stitch.write_video(final, stitch.iter_stitched(plan, files), probe.rate,
-                                    audio_source=video if has_audio else None, audio_copy=audio_copy,
-                                    audio_shift_s=probe.first_time)
-    except stitch.StitchError as exc:
-        raise RuntimeError(f"stitching '{video.name}': {exc}") from None
-    record.mark_output(output_key, final, frames)
-    if not options.keep_chunks:
-        shutil.rmtree(chunk_dir, ignore_errors=True)
-    summary["frames"] = frames
+    job.finish(options.keep_chunks)
+    summary.update(frames=job.frames, chunks_run=job.run)
     return summary
 
 
@@ -313,11 +194,7 @@ def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], outpu
     from tqdm import tqdm
 
     workflow = prepare(host, base_prompt, options)
-    stems = [v.stem for v in videos]
-    twins = sorted({s for s in stems if stems.count(s) > 1})
-    if twins:
-        raise InputError("--input", f"has several clips named {', '.join(twins)} (different extensions)",
-                         "rename them: chunked outputs are named after the clip's stem")
+    clip_job.check_stems(videos)
     rows = []
     for number, video in enumerate(videos, 1):
         bar = tqdm(total=1, desc=video.name, unit="chunk", disable=not progress or report is not None, leave=True)

@@ -83,8 +83,8 @@ from typing import Callable, Optional
 
 from . import console, fleet_console, overrides, server_client
 from .fleet import DEFAULT_DEPTH, Fleet
-from .fleet_preflight import Registry, missing_on, to_api
-from .fleet_units import Unit, classify_error, clip_units
+from .fleet_preflight import to_api
+from .fleet_units import clip_units
 from .workflow_format import WorkflowError
 
 
@@ -101,7 +101,7 @@ class RemoteRun:
     results: list
     fleet: Fleet
     clips: list = dataclasses.field(default_factory=list)
-    """``remote_chunks.ClipRun`` per clip of a chunked run (empty otherwise)."""
+    """``clip_job.ClipJob`` per clip of a chunked run (empty otherwise)."""
 
 
 async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Path, sets, urls: list[str],
@@ -111,7 +111,7 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
     """Check the servers, prepare the units, run them, show the table (see the module docstring).
 
     ``say`` gets the progress lines, ``table`` the summary table (default: ``say``); ``chunks`` the
-    ``--chunk-frames`` options (``chunked_run.ChunkOptions`` or a dict of its fields) or None for whole clips;
+    ``--chunk-frames`` options (``clip_job.ChunkOptions``) or None for whole clips;
     ``listener(event, info)`` sees every fleet event too. Exit status 0 when every clip is done, 1 when one
     failed, 2 when no server can run the workflow or the workflow, ``--set`` or chunk options are wrong.
     """
@@ -140,8 +140,8 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
                 units, clips = await asyncio.to_thread(remote_chunks.plan_units, registry, prompt, videos,
                                                        output_dir, chunks)
                 by_clip = {c.video.name: c for c in clips}
-                keep = chunks.get("keep_chunks", False) if isinstance(chunks, dict) else chunks.keep_chunks
-                fleet.group_done = lambda group, results: remote_chunks.stitch_clip(by_clip[group], results, keep)
+                fleet.group_done = lambda group, results: remote_chunks.stitch_clip(by_clip[group], results,
+                                                                                   chunks.keep_chunks)
         except (WorkflowError, overrides.OverrideError, ValueError) as exc:
             say(f"error: {exc}")
             return RemoteRun(2, [], fleet)
@@ -171,7 +171,7 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
         if chunks is not None:
             waiting = [c for c in clips if c.error is None and c.frames is None]
             for clip in waiting:  # every chunk was done before this run: only the stitching is left
-                await asyncio.to_thread(remote_chunks.finish_clip, clip, keep)
+                await asyncio.to_thread(remote_chunks.finish_clip, clip, chunks.keep_chunks)
             failed = sum(c.error is not None for c in clips)
             ok = failed == 0
             text = (remote_chunks.format_clips(clips) + "\n\n" + text

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..kernels import chunking
-from ..kernels.chunk_files import CHUNK_FORMAT, iter_chunk, write_chunk  # noqa: F401  (the chunk format)
+from ..kernels.chunk_files import iter_chunk
 
 MP4_COPY_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
 """Audio codecs whose packets MP4 takes as they are."""

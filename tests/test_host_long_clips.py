@@ -12,7 +12,6 @@ sine sound track (``tests/long_clips.py``).
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ import pytest
 import long_clips
 from host_harness import PACK_DIR, REALRAIN_DIR
 from test_host_workflows import TINY, _input_types, _substitute_files, _tiny_run_prompt
+from zsvr.headless.clip_job import ChunkOptions
 
 pytestmark = pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 
@@ -93,7 +93,7 @@ class Counting:
 
 
 def run(runner, host, prompt, clip, out, sets=(), **chunks):
-    return runner.run_batch(host.comfy, prompt, [clip], out, sets, progress=False, chunks={**CHUNKS, **chunks})
+    return runner.run_batch(host.comfy, prompt, [clip], out, sets, progress=False, chunks=ChunkOptions(**{**CHUNKS, **chunks}))
 
 
 def test_tiny_wan_chunked_150_frames_keep_count_fps_size_and_sound(host, runner, clips, tmp_path):

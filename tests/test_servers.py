@@ -30,6 +30,7 @@ from fake_comfy import PROMPT, FakeComfy, expected_output  # noqa: E402
 from host_harness import PACK_DIR, REALRAIN_DIR  # noqa: E402
 from zsvr.headless import fleet_console, fleet_preflight, fleet_units, server_client, servers  # noqa: E402
 from zsvr.headless import fleet as scheduler  # noqa: E402  (`fleet` names a Fleet in the tests)
+from zsvr.headless.clip_job import ChunkOptions  # noqa: E402
 from zsvr.headless.fleet import Fleet  # noqa: E402
 
 
@@ -856,7 +857,7 @@ def in_process_chunked(host, wan_prompt, chunk_clips, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("in_process_chunked")
     rows = run_workflow.run_batch(host.comfy, wan_prompt, chunk_clips, out, progress=False,
-                                  chunks={**CHUNKS, "keep_chunks": True})
+                                  chunks=ChunkOptions(**CHUNKS, keep_chunks=True))
     assert all(r["ok"] and r["chunks"] == 3 for r in rows), rows
     return out, rows
 
@@ -874,7 +875,7 @@ def test_two_servers_run_three_clips_in_three_chunks_each_bit_identically_to_in_
     lines = []
     run = asyncio.run(servers.run_remote_async(
         wan_prompt, chunk_clips, tmp_path / "out", [], [a.url, b.url], say=lines.append, stream=io.StringIO(),
-        chunks={**CHUNKS, "keep_chunks": True}))
+        chunks=ChunkOptions(**CHUNKS, keep_chunks=True)))
     table = lines[-1]
     print(table)
     assert run.code == 0, table
@@ -932,7 +933,7 @@ def test_the_resume_manifest_is_shared_by_the_in_process_and_the_server_runs(
     lines = []
     run = asyncio.run(servers.run_remote_async(
         wan_prompt, [clip], out, [], [a.url], say=lines.append, stream=io.StringIO(),
-        chunks={**CHUNKS, "keep_chunks": True}))
+        chunks=ChunkOptions(**CHUNKS, keep_chunks=True)))
     assert run.code == 0, lines[-1]
     assert [r.unit.key for r in run.results] == [f"{clip.name} chunk 2/3"]
     (again,) = run.results[0].files  # fetched under the in-process name, with the in-process frames
@@ -945,7 +946,7 @@ def test_the_resume_manifest_is_shared_by_the_in_process_and_the_server_runs(
     # and once the output is there, a second run sends nothing at all
     lines.clear()
     run = asyncio.run(servers.run_remote_async(
-        wan_prompt, [clip], out, [], [a.url], say=lines.append, stream=io.StringIO(), chunks=dict(CHUNKS)))
+        wan_prompt, [clip], out, [], [a.url], say=lines.append, stream=io.StringIO(), chunks=ChunkOptions(**CHUNKS)))
     assert run.code == 0 and run.results == [] and run.clips[0].reused_output, lines[-1]
 
 
