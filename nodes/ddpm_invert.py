@@ -1,8 +1,9 @@
 """``ZSVR_DDPMInvert``: edit-friendly DDPM (or DDIM) inversion of a latent (ZSVD, TDM).
 
 The model is driven through ComfyUI's own ``CFGGuider`` with a ``Sampler``
-whose ``sample`` runs the inversion loop of ``kernels.inversion``, so model
-loading, conditioning, patches and wrappers are exactly the host's.
+whose ``sample`` runs the inversion loop of ``kernels.inversion``
+(``nodes.engines.inversion.InversionRunner``), so model loading,
+conditioning, patches and wrappers are exactly the host's.
 """
 
 from __future__ import annotations
@@ -19,56 +20,11 @@ from ..kernels import inversion as inv_kernel
 from ..kernels.errors import InputError
 from . import host
 from . import switch_protocol as protocol
+from .engines.inversion import InversionRunner
 from .errors import kernel_inputs
 from .shared_inputs import check_finite, validate_widgets
-from .frame_layout import check_window_schedule, context_handler, window_settings, with_sample_sigmas
+from .frame_layout import window_settings
 from .types import CATEGORY, Inversion
-
-
-class _InversionRunner(comfy.samplers.Sampler):
-    """A SAMPLER-shaped object the guider calls with its model wrapper; runs the inversion."""
-
-    def __init__(self, rule: str, seed: int, first_step: int, store_dtype: torch.dtype):
-        self.store_dtype = store_dtype
-        self.rule = rule
-        self.seed = seed
-        self.first_step = first_step
-        self.result: inv_kernel.InversionResult | None = None
-
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
-        model_sampling = model_wrap.inner_model.model_sampling
-        a, b = host.path_for(model_sampling, sigmas)
-        s_in = latent_image.new_ones([latent_image.shape[0]])
-        # the schedule's own tensor elements, so model inputs are bit-exact with the host's samplers
-        by_value = {float(t): t for t in sigmas}
-        options = extra_args.get("model_options")
-        check_window_schedule(options, latent_image, len(sigmas) - 1, "ZSVR DDPM Inversion")
-        floor_args = None
-
-        def denoise(x, sigma):
-            nonlocal floor_args
-            s = by_value.get(sigma)
-            if s is None:
-                s = torch.tensor(sigma, dtype=sigmas.dtype, device=sigmas.device)
-                if context_handler(options) is not None:
-                    # ddim's one call below the schedule (at sigma_floor for the step to sigma 0): core context
-                    # windows look every call's sigma up in the schedule, so name it in place of that final 0
-                    if floor_args is None:
-                        floor_args = with_sample_sigmas(extra_args, torch.cat((sigmas[:-1], s.reshape(1))))
-                    return model_wrap(x, s * s_in, **floor_args)
-            return model_wrap(x, s * s_in, **extra_args)
-
-        def on_step(done, total, x0_hat):
-            host.interrupt_check()
-            if callback is not None:
-                callback(done - 1, x0_hat, x0_hat, total)
-
-        self.result = inv_kernel.invert(
-            denoise, latent_image, sigmas, a, b, self.rule, self.seed, first_step=self.first_step,
-            sigma_floor=float(model_sampling.sigma_min), store_dtype=self.store_dtype, on_step=on_step,
-        )
-        return latent_image
 
 
 class DDPMInvert(io.ComfyNode):
@@ -144,7 +100,7 @@ class DDPMInvert(io.ComfyNode):
         # z_t live on the CPU in the model's dtype (16-bit models) or fp32
         model_dtype = model.model_dtype()
         store_dtype = model_dtype if model_dtype in (torch.float16, torch.bfloat16) else torch.float32
-        runner = _InversionRunner(step_rule, seed, first_step, store_dtype)
+        runner = InversionRunner(step_rule, seed, first_step, store_dtype)
         total = steps - first_step + (1 if step_rule == "ddim" else 0) \
             - (1 if step_rule == "zsvd" and float(sigmas[-1]) == 0.0 else 0)
         callback = latent_preview.prepare_callback(model, total)

@@ -257,7 +257,7 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
 
 def test_missing_flow_source_falls_back_and_warns_once(host, unet, caplog):
     """Once per run: the patch looks its run state up in the call's options, where the OUTER_SAMPLE wrapper put it."""
-    SLR = _pack_module(host, ".nodes.slr_temporal_attention")
+    SLR = _pack_module(host, ".nodes.engines.slr_temporal_attention")
     patch = _patch_of(_slr(host, unet, trajectory_start=0.0))
     q = torch.randn(FRAMES, 64, 320)
     o = torch.randn(FRAMES, 64, 320)
@@ -321,7 +321,7 @@ def test_noise_sharing_noise_and_step_noise_are_shared(host):
 
 
 def test_noise_sharing_lambda_one_is_unchanged_and_blending_is_wired(host):
-    NS = _pack_module(host, ".nodes.noise_sharing")
+    NS = _pack_module(host, ".nodes.engines.noise_sharing")
     host.store["moving"] = _video(seed=2)
     runs = {}
     for name, sharing in {"plain": {}, "lam1": {"image": "moving"}, "blend": {"image": "moving", "lambda": 0.5}}.items():
@@ -348,7 +348,7 @@ def test_noise_sharing_lambda_one_is_unchanged_and_blending_is_wired(host):
 def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
     import comfy.samplers
 
-    NS = _pack_module(host, ".nodes.noise_sharing")
+    NS = _pack_module(host, ".nodes.engines.noise_sharing")
     assert of.image_frames_for(5, 5) == [0, 1, 2, 3, 4]
     assert of.image_frames_for(17, 5) == [0, 4, 8, 12, 16]  # (T-1)*4+1 frames of a causal video VAE
     assert of.image_frames_for(6, 5) is None and of.image_frames_for(4, 5) is None
@@ -546,7 +546,7 @@ def test_noise_sharing_takes_the_frame_axis_from_the_sampled_model(host, unet):
 
     import comfy.sd
 
-    NS = _pack_module(host, ".nodes.noise_sharing")
+    NS = _pack_module(host, ".nodes.engines.noise_sharing")
     InputError = _input_error(host)
     wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
     image_run = types.SimpleNamespace(inner_model=unet.model)
@@ -574,8 +574,8 @@ def test_a_series_of_runs_on_different_clips_keeps_memory_flat(host):
     only the last prompt's patch objects stay alive (ComfyUI's cache holds its outputs), and the tensors alive
     after the eighth run take no more memory than after the second (no cache keyed by clip, no module-level
     tensor, no flow of an earlier clip kept)."""
-    SLR = _pack_module(host, ".nodes.slr_temporal_attention")
-    NS = _pack_module(host, ".nodes.noise_sharing")
+    SLR = _pack_module(host, ".nodes.engines.slr_temporal_attention")
+    NS = _pack_module(host, ".nodes.engines.noise_sharing")
     kinds = (SLR.SLRPatch, NS.NoiseSharingSampler)
     before = {id(o) for kind in kinds for o in _live(kind)}  # earlier tests' objects, held by their fixtures
     sizes = []
