@@ -38,7 +38,18 @@ def _ranges(text: str, input_name: str):
 
 def check_block_syntax(text: str, input_name: str = "text") -> None:
     """Raise :class:`ParameterError` if ``text`` is not a valid block list whatever the model (malformed items,
-    reversed or negative ranges); whether the blocks exist needs the model (:func:`parse_blocks`)."""
+    reversed or negative ranges); whether the blocks exist needs the model (:func:`parse_blocks`).
+
+    Args:
+        text: the list as typed.
+        input_name: the parameter name a :class:`ParameterError` names (default ``text``).
+
+    Returns:
+        None.
+
+    Raises:
+        ParameterError: naming ``input_name``, for a malformed item or a reversed or negative range.
+    """
     _ranges(text, input_name)
 
 
@@ -53,6 +64,12 @@ def parse_blocks(text: str, num_blocks: int, input_name: str = "text") -> list[i
         num_blocks: how many blocks the model has (indices 0..num_blocks-1).
         input_name: the parameter name a :class:`ParameterError` names (default ``text``; a caller parsing one
             field of a larger spec passes that field's name).
+
+    Returns:
+        The chosen block indices, sorted, without repeats.
+
+    Raises:
+        ParameterError: naming ``input_name``, for a malformed list or a block at or past ``num_blocks``.
     """
     ranges = _ranges(text, input_name)
     if ranges is None:

@@ -75,12 +75,33 @@ class Chunk:
 
 
 def conforms(frames: int, frame_rule: str) -> bool:
-    """True when ``frames`` is a count the frame rule allows (the loader would keep it unchanged)."""
+    """True when ``frames`` is a count the frame rule allows (the loader would keep it unchanged).
+
+    Args:
+        frames: a frame count.
+        frame_rule: one of ``FRAME_RULES`` (``video_io``).
+
+    Returns:
+        Whether the rule keeps ``frames`` as it is.
+    """
     return frames >= rule_minimum(frame_rule) and rule_count(frames, frame_rule) == frames
 
 
 def check_chunking(chunk_frames: int, overlap: int, frame_rule: str) -> None:
-    """Raise ParameterError unless ``chunk_frames`` obeys ``frame_rule`` and ``0 <= overlap < chunk_frames``."""
+    """Raise ParameterError unless ``chunk_frames`` obeys ``frame_rule`` and ``0 <= overlap < chunk_frames``.
+
+    Args:
+        chunk_frames: frames per chunk.
+        overlap: frames two neighbouring chunks share (crossfaded).
+        frame_rule: the workflow's frame rule, one of ``FRAME_RULES``.
+
+    Returns:
+        None.
+
+    Raises:
+        ParameterError: naming ``frame_rule`` (unknown), ``chunk_frames`` (not positive, or breaking the rule) or
+            ``overlap`` (negative, or not below ``chunk_frames``).
+    """
     if frame_rule not in FRAME_RULES:
         raise ParameterError("frame_rule", f"is {frame_rule!r}", f"use one of {', '.join(FRAME_RULES)}")
     if int(chunk_frames) != chunk_frames or chunk_frames < 1:
@@ -107,7 +128,20 @@ def check_chunking(chunk_frames: int, overlap: int, frame_rule: str) -> None:
 
 
 def plan_chunks(total_frames: int, chunk_frames: int, overlap: int, frame_rule: str = "any") -> list[Chunk]:
-    """Chunks covering frames ``0 .. total_frames - 1`` (see the module docstring for the placement)."""
+    """Chunks covering frames ``0 .. total_frames - 1`` (see the module docstring for the placement).
+
+    Args:
+        total_frames: the clip's frame count (at least 1).
+        chunk_frames: frames per chunk.
+        overlap: frames neighbouring chunks share.
+        frame_rule: the workflow's frame rule, one of ``FRAME_RULES``.
+
+    Returns:
+        The :class:`Chunk` list in order, covering every frame.
+
+    Raises:
+        ParameterError: ``total_frames`` is below 1, or :func:`check_chunking` refuses the other parameters.
+    """
     check_chunking(chunk_frames, overlap, frame_rule)
     if int(total_frames) != total_frames or total_frames < 1:
         raise ParameterError("total_frames", f"is {total_frames}", "pass the clip's frame count (at least 1)")
@@ -134,7 +168,17 @@ def plan_chunks(total_frames: int, chunk_frames: int, overlap: int, frame_rule: 
 
 
 def crossfade_weights(n: int) -> np.ndarray:
-    """Raised-cosine weights of the incoming chunk over an ``n``-frame overlap (float64, strictly in (0, 1))."""
+    """Raised-cosine weights of the incoming chunk over an ``n``-frame overlap (float64, strictly in (0, 1)).
+
+    Args:
+        n: the overlap in frames (0 or more).
+
+    Returns:
+        ``[n]`` float64 weights, rising; the outgoing chunk's are ``1 - w``.
+
+    Raises:
+        ParameterError: ``n`` is negative.
+    """
     if n < 0:
         raise ParameterError("n", f"is {n}", "pass the overlap length in frames (0 or more)")
     j = np.arange(n, dtype=np.float64)
@@ -142,7 +186,14 @@ def crossfade_weights(n: int) -> np.ndarray:
 
 
 def chunk_weights(chunk: Chunk) -> np.ndarray:
-    """Weight of each of ``chunk``'s frames: raised-cosine rise over ``lead``, fall over ``trail``, 1 between."""
+    """Weight of each of ``chunk``'s frames: raised-cosine rise over ``lead``, fall over ``trail``, 1 between.
+
+    Args:
+        chunk: one chunk of a plan (:func:`plan_chunks`).
+
+    Returns:
+        float64 weights, one per frame of the chunk.
+    """
     w = np.ones(chunk.frames, dtype=np.float64)
     if chunk.lead:
         w[: chunk.lead] *= crossfade_weights(chunk.lead)
@@ -157,6 +208,17 @@ def frame_sources(
     """``(chunk index, frame within the chunk, weight)`` for every chunk covering ``frame``; weights sum to 1.
 
     ``weights`` (:func:`chunk_weights` of each chunk, in plan order) may be passed to avoid recomputing them.
+
+    Args:
+        plan: the chunks (:func:`plan_chunks`).
+        frame: a frame of the whole clip.
+        weights: each chunk's :func:`chunk_weights`, or None to compute them.
+
+    Returns:
+        ``(chunk index, frame within the chunk, weight)`` per covering chunk, weights summing to 1.
+
+    Raises:
+        ParameterError: ``frame`` is outside the plan.
     """
     found = []
     for chunk in plan:
@@ -170,7 +232,18 @@ def frame_sources(
 
 
 def blend(frames: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Weighted mean of same-shaped frames as float32: exactly ``frames[0]`` when all frames are equal."""
+    """Weighted mean of same-shaped frames as float32: exactly ``frames[0]`` when all frames are equal.
+
+    Args:
+        frames: same-shaped frames.
+        weights: one weight per frame.
+
+    Returns:
+        The float32 weighted mean, a frame's shape.
+
+    Raises:
+        ParameterError: ``frames`` and ``weights`` differ in length.
+    """
     if not frames or len(frames) != len(weights):
         raise ParameterError(
             "frames", f"has {len(frames)} frames for {len(weights)} weights", "pass one weight per frame"
@@ -184,7 +257,18 @@ def blend(frames: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Ten
 
 
 def stitch(plan: Sequence[Chunk], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The whole output ``[total, ...]`` float32 from each chunk's output (first ``chunk.frames`` used)."""
+    """The whole output ``[total, ...]`` float32 from each chunk's output (first ``chunk.frames`` used).
+
+    Args:
+        plan: the chunks (:func:`plan_chunks`).
+        outputs: each chunk's output, in plan order, at least ``chunk.frames`` frames each.
+
+    Returns:
+        float32 ``[total, ...]``, overlaps crossfaded.
+
+    Raises:
+        ParameterError: ``outputs`` has not one output per chunk, or one has too few frames.
+    """
     if len(outputs) != len(plan):
         raise ParameterError(
             "outputs", f"has {len(outputs)} chunk outputs for a plan of {len(plan)}", "pass one per chunk"

@@ -20,10 +20,13 @@ CogVideoX 1.5 uses a sliced grid instead and needs no crop region.
 
 from __future__ import annotations
 
+from .errors import ParameterError
 
-def _positive_int(name: str, value) -> int:
+
+def _positive_int(parameter: str, value, part: str = "") -> int:
+    """``value`` if it is a positive integer; else :class:`ParameterError` naming ``parameter`` (and its ``part``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ParameterError(parameter, f"{part + ' ' if part else ''}is {value!r}", "use a positive integer")
     return value
 
 
@@ -34,10 +37,17 @@ def crop_region(grid: tuple[int, int], base_w: int, base_h: int) -> tuple[tuple[
         grid: the token grid ``(h, w)`` (latent height and width over the patch size).
         base_w: the base grid's width in tokens (``sample_width / patch_size``).
         base_h: the base grid's height in tokens (``sample_height / patch_size``).
+
+    Returns:
+        ``((top, left), (bottom, right))`` in base-grid tokens, bottom and right exclusive.
+
+    Raises:
+        ParameterError: ``grid`` is not a pair of positive integers, or ``base_w`` or ``base_h`` is not a
+            positive integer.
     """
     if not isinstance(grid, (tuple, list)) or len(grid) != 2:
-        raise ValueError(f"grid must be a (height, width) pair, got {grid!r}")
-    h, w = _positive_int("grid height", grid[0]), _positive_int("grid width", grid[1])
+        raise ParameterError("grid", f"is {grid!r}", "pass a (height, width) pair of token counts")
+    h, w = _positive_int("grid", grid[0], "height"), _positive_int("grid", grid[1], "width")
     base_w, base_h = _positive_int("base_w", base_w), _positive_int("base_h", base_h)
     if h / w > base_h / base_w:
         new_h, new_w = base_h, int(round(base_h / h * w))

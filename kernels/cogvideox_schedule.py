@@ -39,6 +39,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .errors import ParameterError
+
 BETA_SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
 """diffusers ``beta_schedule`` names :func:`betas` knows."""
 
@@ -51,11 +53,24 @@ COSINE_MAX_BETA = 0.999
 
 
 def betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """The T betas (float64) of a diffusers ``beta_schedule`` (step 1 of the module doc)."""
+    """The T betas (float64) of a diffusers ``beta_schedule`` (step 1 of the module doc).
+
+    Args:
+        beta_schedule: one of :data:`BETA_SCHEDULES` (diffusers' names).
+        num_train_timesteps: ``T``, the training schedule's step count (at least 2).
+        beta_start: the first beta (``linear``, ``scaled_linear``; unused by the cosine schedule).
+        beta_end: the last beta (``linear``, ``scaled_linear``; unused by the cosine schedule).
+
+    Returns:
+        ``[T]`` float64 betas.
+
+    Raises:
+        ParameterError: ``beta_schedule`` is unknown, or ``num_train_timesteps`` is not an integer >= 2.
+    """
     if beta_schedule not in BETA_SCHEDULES:
-        raise ValueError(f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {beta_schedule!r}")
+        raise ParameterError("beta_schedule", f"is {beta_schedule!r}", f"use one of {', '.join(BETA_SCHEDULES)}")
     if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be an integer of at least 2, got {num_train_timesteps!r}")
+        raise ParameterError("num_train_timesteps", f"is {num_train_timesteps!r}", "use an integer of at least 2")
     if beta_schedule == "scaled_linear":
         return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
     if beta_schedule == "linear":
@@ -70,9 +85,20 @@ def betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_
 
 
 def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
-    """Sigmas rescaled to zero terminal SNR (Lin et al. 2024, Algorithm 1; step 4 of the module doc)."""
+    """Sigmas rescaled to zero terminal SNR (Lin et al. 2024, Algorithm 1; step 4 of the module doc).
+
+    Args:
+        sigmas: the schedule's sigmas, a 1-D tensor of at least 2 values.
+
+    Returns:
+        The rescaled sigmas, same length (the last step is pure noise).
+
+    Raises:
+        ParameterError: ``sigmas`` is not a 1-D tensor of at least 2 values.
+    """
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ValueError("sigmas must be a 1-D tensor of at least 2 values")
+        raise ParameterError("sigmas", "must be a 1-D tensor of at least 2 values",
+                             "pass the schedule's sigmas, one per step, as a 1-D tensor")
     root_abar = (1 / (sigmas * sigmas + 1)).sqrt()
     first, last = root_abar[0].clone(), root_abar[-1].clone()
     root_abar -= last  # the last step is pure noise
@@ -83,27 +109,45 @@ def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def snr_shift_default(scheduler_config: Mapping) -> float:
-    """diffusers' CogVideoX schedulers default ``snr_shift_scale`` to 3.0; other scheduler classes have no shift."""
+    """diffusers' CogVideoX schedulers default ``snr_shift_scale`` to 3.0; other scheduler classes have no shift.
+
+    Args:
+        scheduler_config: a diffusers ``scheduler_config.json`` (its ``_class_name`` decides).
+
+    Returns:
+        3.0 for a ``CogVideoX...`` scheduler class (or none named), else 1.0.
+    """
     return 3.0 if str(scheduler_config.get("_class_name", "CogVideoX")).startswith("CogVideoX") else 1.0
 
 
 def schedule_sigmas(scheduler_config: Mapping) -> torch.Tensor:
     """Sigmas (ascending in t, float64) of a diffusers CogVideoX ``scheduler_config.json`` (steps 1-4 above).
 
-    Raises ValueError naming ``scheduler_config`` for a schedule it cannot reproduce (``trained_betas``, an
-    unknown ``beta_schedule``, a non-positive ``snr_shift_scale``), TypeError when it is not a mapping.
+    Args:
+        scheduler_config: the parsed ``scheduler_config.json``.
+
+    Returns:
+        ``[T]`` float64 sigmas, ascending in t.
+
+    Raises:
+        ParameterError: naming ``scheduler_config``, for a schedule it cannot reproduce (``trained_betas``, an
+            unknown ``beta_schedule``, a non-positive ``snr_shift_scale``).
+        TypeError: ``scheduler_config`` is not a mapping.
     """
     if not isinstance(scheduler_config, Mapping):
         raise TypeError("scheduler_config must be a mapping (scheduler_config.json), "
-                        f"got {type(scheduler_config).__name__}")
+                        f"got {type(scheduler_config).__name__}; pass the parsed JSON object (a dict)")
     if scheduler_config.get("trained_betas") is not None:
-        raise ValueError("scheduler_config has trained_betas, which is not supported")
+        raise ParameterError("scheduler_config", "has trained_betas, which is not supported",
+                             "use a scheduler config that sets beta_schedule instead")
     kind = scheduler_config.get("beta_schedule", "scaled_linear")
     if kind not in BETA_SCHEDULES:
-        raise ValueError(f"scheduler_config has beta_schedule {kind!r}; supported: {', '.join(BETA_SCHEDULES)}")
+        raise ParameterError("scheduler_config", f"has beta_schedule {kind!r}",
+                             f"use one of {', '.join(BETA_SCHEDULES)}")
     shift = float(scheduler_config.get("snr_shift_scale", snr_shift_default(scheduler_config)))
     if not shift > 0:
-        raise ValueError(f"scheduler_config has snr_shift_scale {shift}; it must be positive")
+        raise ParameterError("scheduler_config", f"has snr_shift_scale {shift}, which is not positive",
+                             "set a positive snr_shift_scale or leave it out")
     beta = betas(kind, int(scheduler_config.get("num_train_timesteps", 1000)),
                  float(scheduler_config.get("beta_start", 0.00085)), float(scheduler_config.get("beta_end", 0.012)))
     abar = torch.cumprod(1.0 - beta, dim=0)

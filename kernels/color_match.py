@@ -78,7 +78,14 @@ def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def low_pass(lab: torch.Tensor) -> torch.Tensor:
-    """The coarse band of ``[B, C, H, W]``: area down to ~16 cells, one-cell Gaussian blur, bilinear back up."""
+    """The coarse band of ``[B, C, H, W]``: area down to ~16 cells, one-cell Gaussian blur, bilinear back up.
+
+    Args:
+        lab: ``[B, C, H, W]`` images (Lab in this module).
+
+    Returns:
+        The low-pass band, ``lab``'s shape.
+    """
     height, width = lab.shape[-2:]
     cell = max(1, min(height, width) // LOW_FREQUENCY_CELLS)
     coarse = lab
@@ -106,7 +113,23 @@ def color_match(
     strength: float = 1.0,
     batch: int = 8,
 ) -> torch.Tensor:
-    """``image`` ``[F, H, W, 3]`` in 0..1 with ``reference``'s colour (see the module docstring); float32 0..1."""
+    """``image`` ``[F, H, W, 3]`` in 0..1 with ``reference``'s colour (see the module docstring); float32 0..1.
+
+    Args:
+        image: the restored IMAGE ``[F, H, W, 3]`` in 0..1.
+        reference: the IMAGE whose colour to take, ``F`` frames (frame by frame) or one (for all); resized to
+            ``image``'s size.
+        method: one of :data:`METHODS`.
+        strength: 0 (``image`` unchanged) to 1 (full correction).
+        batch: frames converted at a time (memory).
+
+    Returns:
+        float32 ``[F, H, W, 3]`` in 0..1 (``image`` itself when ``strength`` is 0).
+
+    Raises:
+        ParameterError: ``image`` or ``reference`` is not an IMAGE with frames, ``reference``'s frame count is
+            neither 1 nor ``image``'s, or ``method`` or ``strength`` is out of range.
+    """
     _check_images(image, reference)
     if method not in METHODS:
         raise ParameterError("method", f"is {method!r}", f"use one of {', '.join(METHODS)}")

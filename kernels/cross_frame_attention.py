@@ -88,11 +88,24 @@ def plan_windows(video: Sequence[int] | torch.Tensor, position: Sequence[int] | 
     ``video`` and ``position`` are integer labels, one per batch row (position
     >= 0). A radius larger than the longest video is clipped to it (the window
     is then the whole video).
+
+    Args:
+        video: each row's video label.
+        position: each row's frame position in its video (>= 0).
+        radius: the window radius ``r`` in frames (0: no cross-frame attention).
+
+    Returns:
+        The :class:`WindowPlan` (CPU tensors; :meth:`WindowPlan.to` moves it).
+
+    Raises:
+        ParameterError: ``video`` and ``position`` differ in length, ``radius`` is negative, or ``position`` has
+            a negative value.
     """
     video = _cpu_labels(video)
     position = _cpu_labels(position)
     if video.shape != position.shape:
-        raise ValueError(f"video labels ({video.numel()}) and positions ({position.numel()}) differ in length")
+        raise ParameterError("video", f"has {video.numel()} labels but position has {position.numel()}",
+                             "pass one video label and one position per batch row")
     if radius < 0:
         raise ParameterError("radius", f"is {radius}", "use 0 (no cross-frame attention) or a positive window radius")
     rows = video.numel()
@@ -100,7 +113,8 @@ def plan_windows(video: Sequence[int] | torch.Tensor, position: Sequence[int] | 
         empty = torch.zeros(0, dtype=torch.int64)
         return WindowPlan(None, None, empty, empty, empty.to(torch.float64))
     if int(position.min()) < 0:
-        raise ValueError("frame positions must be >= 0")
+        raise ParameterError("position", f"has a negative frame position ({int(position.min())})",
+                             "use frame positions >= 0")
     span = int(position.max())
     radius = min(int(radius), span)
     # one sortable key per row; videos are spaced so that no window reaches the next video's keys
@@ -131,6 +145,13 @@ def video_layout(batch: int, frames_per_video: int) -> tuple[torch.Tensor, torch
 
     ``frames_per_video`` 0 means the whole batch is one video.
 
+    Args:
+        batch: the batch's row count.
+        frames_per_video: frames of each video (0: the whole batch).
+
+    Returns:
+        ``(video, position)``: int64 ``[batch]`` labels.
+
     Raises:
         ParameterError: ``frames_per_video`` is negative or does not divide ``batch``.
     """
@@ -153,10 +174,21 @@ def apply_plan(hidden: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     Memory: one prefix-sum buffer, the result and one gathered temporary (the subtrahend), each ``rows + 1`` or
     ``rows`` frames; the subtraction and division run in place. When autograd records (guidance that needs
     gradients through the model) the same arithmetic runs out of place, so it can be differentiated.
+
+    Args:
+        hidden: ``[rows, ...]`` states, one row per batch row.
+        plan: the :class:`WindowPlan` of these rows (:func:`plan_windows`).
+
+    Returns:
+        The window means, ``hidden``'s shape.
+
+    Raises:
+        ParameterError: ``plan`` is for another row count.
     """
     rows = hidden.shape[0]
     if plan.rows != rows:
-        raise ValueError(f"the window plan is for {plan.rows} rows but the hidden states have {rows}")
+        raise ParameterError("plan", f"is for {plan.rows} rows but hidden has {rows}",
+                             "plan the windows for this call's batch rows")
     if rows == 0:
         return hidden
     acc = hidden.dtype if hidden.dtype in (torch.float32, torch.float64) else torch.float32
@@ -182,7 +214,20 @@ def apply_plan(hidden: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
 
 
 def window_mean_at(hidden: torch.Tensor, video, position, radius: int) -> torch.Tensor:
-    """Mean of ``hidden`` over each row's window, rows labelled by ``(video, position)`` (TDM eq. 7-8 on ``h``)."""
+    """Mean of ``hidden`` over each row's window, rows labelled by ``(video, position)`` (TDM eq. 7-8 on ``h``).
+
+    Args:
+        hidden: ``[rows, ...]`` states.
+        video: each row's video label.
+        position: each row's frame position.
+        radius: the window radius in frames.
+
+    Returns:
+        The window means, ``hidden``'s shape.
+
+    Raises:
+        ParameterError: as :func:`plan_windows`.
+    """
     return apply_plan(hidden, plan_windows(video, position, radius).to(hidden.device))
 
 
@@ -191,6 +236,17 @@ def window_mean(hidden: torch.Tensor, frames_per_video: int, radius: int) -> tor
     consecutive frames (``frames_per_video`` 0: the whole batch is one video). Row ``i`` becomes the mean of
     rows ``i-r..i+r`` of its own video, clipped at the video's ends (TDM eq. 7-8 applied to ``h``; see the
     module docstring for why that equals the mean of K and V).
+
+    Args:
+        hidden: ``[B, T, C]`` states, one row per frame.
+        frames_per_video: frames of each video (0: the whole batch).
+        radius: the window radius ``r`` in frames.
+
+    Returns:
+        The window means, ``hidden``'s shape.
+
+    Raises:
+        ParameterError: as :func:`video_layout` and :func:`plan_windows`.
     """
     video, position = video_layout(hidden.shape[0], frames_per_video)
     return window_mean_at(hidden, video, position, radius)
@@ -203,6 +259,22 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
     For each row ``i``: ``K_bar`` = mean of ``k`` over the rows of its window, ``V_bar`` likewise, then
     ``softmax(Q_i K_bar^T / sqrt(d)) V_bar`` per head. Rows are labelled by ``(video, position)``
     (default: :func:`video_layout` of ``frames_per_video``). Slow on purpose; not for sampling.
+
+    Args:
+        q: ``[B, T, heads * d]`` queries.
+        k: ``[B, T, heads * d]`` keys.
+        v: ``[B, T, heads * d]`` values.
+        heads: the head count.
+        radius: the window radius in frames.
+        frames_per_video: frames of each video, when ``video``/``position`` are not given.
+        video: each row's video label, or None.
+        position: each row's frame position, or None.
+
+    Returns:
+        ``[B, T, heads * d]`` attention outputs.
+
+    Raises:
+        ParameterError: as :func:`video_layout`, when the labels come from ``frames_per_video``.
     """
     batch, tokens, inner = q.shape
     if video is None or position is None:

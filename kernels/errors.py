@@ -54,5 +54,12 @@ class InputError(ValueError):
 
 
 def a_or_an(word: str) -> str:
-    """``word`` with its indefinite article, by its first letter: ``an EarlyStopSampler``, ``a KSAMPLER``."""
+    """``word`` with its indefinite article, by its first letter: ``an EarlyStopSampler``, ``a KSAMPLER``.
+
+    Args:
+        word: the word (a node or type name).
+
+    Returns:
+        ``"an word"`` before a vowel letter, else ``"a word"``.
+    """
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -45,14 +45,18 @@ def batch_layout(rows: int, chunk_values: Sequence, frames_per_video: int,
         window: the frame indices (in the full latent batch) of a chunk's rows under a context window, or None.
             A window whose length is not the chunk's row count is ignored (it is not this call's window).
 
+    Returns:
+        The :class:`BatchLayout`: each row's chunk, video and frame position.
+
     Raises:
-        ValueError: ``rows`` does not split into the chunks (the caller's bookkeeping is wrong).
-        ParameterError: ``frames_per_video`` is negative, or (without a window) does not divide the chunk's rows.
+        ParameterError: ``rows`` does not split into the chunks (the caller's bookkeeping is wrong);
+            ``frames_per_video`` is negative, or (without a window) does not divide the chunk's rows.
     """
     chunk_values = tuple(chunk_values) or (0,)
     chunks = len(chunk_values)
     if rows % chunks != 0:
-        raise ValueError(f"rows ({rows}) do not split into the {chunks} chunks of chunk_values")
+        raise ParameterError("rows", f"is {rows}, which does not split into the {chunks} chunks of chunk_values",
+                             "pass the attention call's batch rows, a multiple of len(chunk_values)")
     fpv = int(frames_per_video)
     if fpv < 0:
         raise ParameterError("frames_per_video", f"is {fpv}",
@@ -83,7 +87,14 @@ def batch_layout(rows: int, chunk_values: Sequence, frames_per_video: int,
 
 
 def video_runs(layout: BatchLayout) -> list[tuple[int, list[int]]]:
-    """``(chunk, rows)`` of every video in the batch, its rows sorted by frame position (a video's trajectory)."""
+    """``(chunk, rows)`` of every video in the batch, its rows sorted by frame position (a video's trajectory).
+
+    Args:
+        layout: the batch's :class:`BatchLayout` (:func:`batch_layout`).
+
+    Returns:
+        One ``(chunk, rows)`` per video, in the order its first row appears; ``rows`` sorted by frame position.
+    """
     groups: dict[tuple, list[int]] = {}
     for r in range(len(layout.chunk)):
         groups.setdefault((layout.chunk[r], layout.video[r]), []).append(r)

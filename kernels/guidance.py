@@ -11,5 +11,14 @@ import torch
 
 
 def negative_prompt_edit(pred_null: torch.Tensor, pred_remove: torch.Tensor, strength: float) -> torch.Tensor:
-    """``pred_remove + strength * (pred_null - pred_remove)`` (ZSVD editing objective)."""
+    """``pred_remove + strength * (pred_null - pred_remove)`` (ZSVD editing objective).
+
+    Args:
+        pred_null: the model's prediction with the null (empty) prompt.
+        pred_remove: the prediction with the prompt naming what to remove.
+        strength: ``s``, how far to move from the remove path towards (and past) the null path.
+
+    Returns:
+        The combined prediction, the inputs' shape.
+    """
     return pred_remove + (pred_null - pred_remove) * strength

@@ -87,6 +87,16 @@ def path_coefficients(noise_scaling: Callable, sigmas: Sequence[float]) -> tuple
     ``noise_scaling(sigma, 1, 0) = b`` and ``noise_scaling(sigma, 0, 1) = a`` for
     any path of the form ``a x0 + b eps``. Checked against linearity at one more
     point so that a model sampling that is not such a path is refused.
+
+    Args:
+        noise_scaling: the host model sampling's ``noise_scaling(sigma, noise, latent)``.
+        sigmas: the noise levels to read.
+
+    Returns:
+        ``(a, b)``: one ``a(sigma)`` and one ``b(sigma)`` per sigma.
+
+    Raises:
+        ParameterError: ``noise_scaling`` is not of the form ``a x0 + b noise`` (with ``b >= 0``) at a sigma.
     """
     a_list, b_list = [], []
     one = torch.ones(1, dtype=torch.float64)
@@ -105,16 +115,33 @@ def path_coefficients(noise_scaling: Callable, sigmas: Sequence[float]) -> tuple
 
 
 def step_coefficients(rule: str, a: float, b: float, a_next: float, b_next: float) -> StepCoefficients:
-    """Coefficients of one step from level (a, b) to (a_next, b_next); see the module docstring."""
+    """Coefficients of one step from level (a, b) to (a_next, b_next); see the module docstring.
+
+    Args:
+        rule: one of :data:`RULES`.
+        a: ``a`` of the level the step starts at.
+        b: ``b`` of the level the step starts at (above 0).
+        a_next: ``a`` of the level the step lands on (above 0 unless ``b_next`` is 0).
+        b_next: ``b`` of the level the step lands on.
+
+    Returns:
+        The step's :class:`StepCoefficients` (``c_x0``, ``c_x``, ``std``).
+
+    Raises:
+        ParameterError: ``rule`` is unknown, ``b`` is not above 0, or ``a_next`` is not above 0 for a step that
+            does not land on ``b_next == 0``.
+    """
     if rule not in RULES:
         raise ParameterError("rule", f"is '{rule}'", f"choose one of {', '.join(RULES)}")
     if b <= 0:
-        raise ValueError("a step must start at a noise level above zero")
+        raise ParameterError("b", f"is {b}: a step must start at a noise level above zero",
+                             "start the step at a sigma above 0")
     if b_next == 0:
         # every rule lands on the prediction itself: x' = a' x0_hat
         return StepCoefficients(c_x0=a_next, c_x=0.0, std=0.0)
     if a_next <= 0:
-        raise ValueError("a step cannot land on pure noise")
+        raise ParameterError("a_next", f"is {a_next}: a step cannot land on pure noise",
+                             "end the step at a noise level below pure noise (a_next > 0)")
     # r = s'/s with s = b/a; a == 0 (flow sigma 1) means s = inf and r = 0
     r = (b_next * a) / (a_next * b)
     r2 = min(r * r, 1.0)
@@ -128,7 +155,17 @@ def step_coefficients(rule: str, a: float, b: float, a_next: float, b_next: floa
 
 
 def apply_step(x: torch.Tensor, x0_hat: torch.Tensor, coeffs: StepCoefficients, stored: torch.Tensor | None) -> torch.Tensor:
-    """One replay step: the rule's mean plus the stored noise (``std * z``) or residual (std 0)."""
+    """One replay step: the rule's mean plus the stored noise (``std * z``) or residual (std 0).
+
+    Args:
+        x: the latent at the step's start.
+        x0_hat: the model's clean-latent prediction there.
+        coeffs: the step's :class:`StepCoefficients`.
+        stored: the step's stored noise ``z`` or residual, or None.
+
+    Returns:
+        The latent at the step's end.
+    """
     out = x0_hat * coeffs.c_x0
     if coeffs.c_x != 0.0:
         out = out + x * coeffs.c_x
@@ -139,13 +176,35 @@ def apply_step(x: torch.Tensor, x0_hat: torch.Tensor, coeffs: StepCoefficients, 
 
 
 def level_noise(seed: int, level: int, shape, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """``eps_t`` of the inversion: standard normal, drawn on the CPU from ``(seed, level)``."""
+    """``eps_t`` of the inversion: standard normal, drawn on the CPU from ``(seed, level)``.
+
+    Args:
+        seed: the inversion's seed.
+        level: the noise level's index.
+        shape: the latent's shape.
+        dtype: the result's dtype.
+        device: where the result goes (it is drawn on the CPU).
+
+    Returns:
+        The level's noise, the same for the same ``(seed, level)``.
+    """
     gen = torch.Generator(device="cpu").manual_seed((int(seed) * _SEED_STRIDE + int(level)) % (2**63))
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
 def noisy_level(x0: torch.Tensor, a: float, b: float, seed: int, level: int) -> torch.Tensor:
-    """``x_t = a_t x0 + b_t eps_t`` (edit-friendly inversion eq. 3), regenerated from the seed."""
+    """``x_t = a_t x0 + b_t eps_t`` (edit-friendly inversion eq. 3), regenerated from the seed.
+
+    Args:
+        x0: the clean latent.
+        a: ``a_t`` of the level.
+        b: ``b_t`` of the level.
+        seed: the inversion's seed.
+        level: the level's index (:func:`level_noise`).
+
+    Returns:
+        The noisy latent ``x_t``, ``x0``'s shape, dtype and device.
+    """
     if b == 0:
         return x0 * a
     return x0 * a + level_noise(seed, level, x0.shape, x0.dtype, x0.device) * b
@@ -203,7 +262,19 @@ class InversionResult:
 
 
 def validate_sigmas(sigmas: torch.Tensor, name: str = "sigmas") -> torch.Tensor:
-    """A schedule must be 1-D, finite, non-negative, strictly decreasing, with at least one step."""
+    """A schedule must be 1-D, finite, non-negative, strictly decreasing, with at least one step.
+
+    Args:
+        sigmas: the schedule.
+        name: the parameter name a :class:`ParameterError` names.
+
+    Returns:
+        ``sigmas``, checked.
+
+    Raises:
+        ParameterError: naming ``name``, for a schedule that is not 1-D with at least 2 values, has negative or
+            non-finite values, or is not strictly decreasing.
+    """
     if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 2:
         raise ParameterError(name, "must be a 1-D schedule with at least 2 values (1 step)",
                          "connect a scheduler node such as BasicScheduler with steps >= 1")
@@ -238,6 +309,27 @@ def invert(
     ``first_step`` for ``ddpm``/``zsvd``; for ``ddim`` one per step plus one for
     the final residual. ``sigma_floor`` is where the ``ddim`` rule evaluates the
     model for a step that starts at sigma 0 (there is no prediction at 0).
+
+    Args:
+        denoise: ``denoise(x, sigma)``, the clean-latent prediction.
+        x0: the clean latent to invert.
+        sigmas: the schedule (decreasing).
+        a: ``a(sigma)`` per sigma (:func:`path_coefficients`).
+        b: ``b(sigma)`` per sigma.
+        rule: one of :data:`RULES`.
+        seed: the seed of the levels' noise.
+        first_step: the first level inverted.
+        sigma_floor: the sigma the ``ddim`` rule evaluates at instead of 0.
+        store_dtype: the dtype the stored noise and residuals are kept in (None: the latent's).
+        on_step: ``on_step(done, total, x0_hat)`` after every model call, or None.
+
+    Returns:
+        The :class:`InversionResult`: the schedule, path and seed, the stored noise and residuals per step and
+        (``ddim``) the trajectory.
+
+    Raises:
+        ParameterError: ``sigmas`` is not a valid schedule (:func:`validate_sigmas`), ``rule`` is unknown or
+            ``first_step`` is outside the schedule.
     """
     validate_sigmas(sigmas)
     if rule not in RULES:
@@ -343,6 +435,16 @@ def replay(
 
     ``denoise(x, j)`` is the (possibly edited) prediction at step j; with the
     inversion's own prediction this reproduces the inverted latents.
+
+    Args:
+        denoise: ``denoise(x, j)``, the prediction at step ``j``.
+        x: the latent the replay starts from.
+        coeffs: each step's :class:`StepCoefficients`.
+        stored: each step's stored noise or residual (None for none).
+        on_step: ``on_step(j, x0_hat, x)`` after each prediction (``x`` the latent the step starts from), or None.
+
+    Returns:
+        The latent after the last step.
     """
     for j, (c, s) in enumerate(zip(coeffs, stored)):
         x0_hat = denoise(x, j)
@@ -353,7 +455,19 @@ def replay(
 
 
 def replay_schedule_check(inv: InversionResult, sigmas: torch.Tensor, start: int) -> None:
-    """The sampling schedule must be the inversion's from ``start`` on (stochastic rules)."""
+    """The sampling schedule must be the inversion's from ``start`` on (stochastic rules).
+
+    Args:
+        inv: the inversion.
+        sigmas: the sampling schedule.
+        start: the step the sampling starts at.
+
+    Returns:
+        None.
+
+    Raises:
+        ParameterError: ``sigmas`` do not match the inversion's schedule from ``start``.
+    """
     expected = inv.sigmas[start:]
     got = sigmas.detach().to("cpu", torch.float32)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):
@@ -363,7 +477,18 @@ def replay_schedule_check(inv: InversionResult, sigmas: torch.Tensor, start: int
 
 
 def ddim_start_level(inv: InversionResult, sigmas: torch.Tensor) -> int:
-    """The inverted ``ddim`` level at which a schedule starting at ``sigmas[0]`` begins (TDM hand-over)."""
+    """The inverted ``ddim`` level at which a schedule starting at ``sigmas[0]`` begins (TDM hand-over).
+
+    Args:
+        inv: a ``ddim`` inversion.
+        sigmas: the sampling schedule.
+
+    Returns:
+        The index of the inverted level equal to ``sigmas[0]``.
+
+    Raises:
+        ParameterError: ``sigmas`` start at a sigma that is not an inverted level.
+    """
     first = float(sigmas[0])
     for level, s in enumerate(inv.sigmas.tolist()):
         if level in inv.trajectory and math.isclose(s, first, rel_tol=1e-5, abs_tol=1e-7):
@@ -391,6 +516,13 @@ def plan_replay(inv: InversionResult, sigmas: torch.Tensor, start: int, path=Non
         start: the start step (stochastic rules).
         path: ``(a, b)`` lists for ``sigmas`` (``ddim`` only).
         last_step: ``"exact"`` or ``"prediction"``.
+
+    Returns:
+        ``(start level, step coefficients, stored noise or residual per step)``.
+
+    Raises:
+        ParameterError: ``last_step`` is unknown, ``path`` is missing for a ``ddim`` replay, or ``sigmas`` do not
+            fit the inversion (:func:`replay_schedule_check`, :func:`ddim_start_level`).
     """
     if last_step not in LAST_STEPS:
         raise ParameterError("last_step", f"is {last_step!r}", f"use one of {', '.join(LAST_STEPS)}")

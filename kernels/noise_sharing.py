@@ -109,7 +109,14 @@ def step_seed(noise_seed: int) -> int:
     """The per-step noise stream's seed: one 64-bit LCG step from ``noise_seed`` (Knuth's MMIX constants).
 
     Seeding the per-step stream with this instead of ``noise_seed`` itself keeps the per-step noise z from
-    repeating the draw of x_T when both are drawn on the CPU from the same seed."""
+    repeating the draw of x_T when both are drawn on the CPU from the same seed.
+
+    Args:
+        noise_seed: the sampler's noise seed.
+
+    Returns:
+        The per-step stream's seed, an unsigned 64-bit integer.
+    """
     return (int(noise_seed) * 6364136223846793005 + 1442695040888963407) % (1 << 64)
 
 
@@ -128,6 +135,19 @@ def shared_noise(
     ``frame_axis=2`` for a video latent ``[B, C, T, H, W]``. ``device``
     defaults to the generator's device (CPU without one), as ComfyUI draws
     noise on the CPU.
+
+    Args:
+        shape: the noise's shape, positive sizes.
+        frame_axis: the axis the frames are on (negative counts from the end).
+        generator: the random stream, or None for torch's global one.
+        dtype: the noise's dtype.
+        device: where to draw it; default the generator's device.
+
+    Returns:
+        A new tensor of ``shape``, the same standard-normal frame at every index of ``frame_axis``.
+
+    Raises:
+        ParameterError: ``shape`` is empty or has a size below 1, or ``frame_axis`` is not an axis of it.
     """
     shape = tuple(int(s) for s in shape)
     if not shape or any(s < 1 for s in shape):
@@ -163,6 +183,20 @@ def blend_noise(
 
     Returns a new tensor of ``z``'s shape, dtype and device. Frame 0 is never
     changed. See the module docstring for the exact normaliser.
+
+    Args:
+        z: the noise, frames along ``frame_axis``, H and W last.
+        flow_bw: ``[F-1, 2, H, W]`` backward flow at the noise's size.
+        mask: ``[F-1, 1, H, W]`` or ``[F-1, H, W]`` reliability of the backward flow, or None.
+        lam: lambda in [0, 1], the weight of each frame's own noise.
+        frame_axis: the axis of ``z`` the frames are on.
+
+    Returns:
+        The blended, unit-variance noise (a new tensor; frame 0 unchanged).
+
+    Raises:
+        ParameterError: naming ``lam``, ``z``, ``frame_axis``, ``flow_bw`` or ``mask`` when it is out of range
+            or of the wrong shape or type.
     """
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or not 0.0 <= lam <= 1.0:
         raise ParameterError("lam", f"is {lam!r}", "use a number between 0 (noise follows the flow) and 1 (no blending)")

@@ -119,7 +119,8 @@ def plan_neighbours(video: Sequence[int] | torch.Tensor, position: Sequence[int]
     video = _labels(video)
     position = _labels(position)
     if len(video) != len(position):
-        raise ValueError(f"video ({len(video)} labels) and position ({len(position)}) differ in length")
+        raise ParameterError("video", f"has {len(video)} labels but position has {len(position)}",
+                             "pass one video label and one position per batch row")
     rows = len(video)
     prev = list(range(rows))
     nxt = list(range(rows))
@@ -145,7 +146,8 @@ def neighbour_context(hidden: torch.Tensor, plan: NeighbourPlan) -> torch.Tensor
     Used as the key/value input of the attention it gives eq. 5 exactly.
     """
     if plan.rows != hidden.shape[0]:
-        raise ValueError(f"the neighbour plan is for {plan.rows} rows but the hidden states have {hidden.shape[0]}")
+        raise ParameterError("plan", f"is for {plan.rows} rows but hidden has {hidden.shape[0]}",
+                             "plan the neighbours for this call's batch rows")
     prev = plan.prev.to(hidden.device)
     nxt = plan.next.to(hidden.device)
     return torch.cat([hidden.index_select(0, prev), hidden.index_select(0, nxt)], dim=1)
@@ -223,7 +225,8 @@ def similarity_targets(feat_a: torch.Tensor, feat_b: torch.Tensor, max_elements:
     entries, so memory stays bounded for large frames.
     """
     if feat_a.shape != feat_b.shape or feat_a.dim() != 2:
-        raise ValueError(f"features must both be [T, C]; got {tuple(feat_a.shape)} and {tuple(feat_b.shape)}")
+        raise ParameterError("feat_a", f"has shape {tuple(feat_a.shape)} and feat_b {tuple(feat_b.shape)}",
+                             "pass two feature maps of one shape [T, C]")
     na = F.normalize(feat_a.float(), dim=-1)
     nb = F.normalize(feat_b.float(), dim=-1)
     return _argmax_rows(na, nb, max_elements), _argmax_rows(nb, na, max_elements)
@@ -256,12 +259,14 @@ def patch_errors(guide_a: torch.Tensor, guide_b: torch.Tensor, targets: torch.Te
     each latent pixel. Returns ``[K, h*w]`` float32.
     """
     if guide_a.shape != guide_b.shape or guide_a.dim() != 3:
-        raise ValueError(f"guidance frames must both be [C, H, W]; got {tuple(guide_a.shape)}, {tuple(guide_b.shape)}")
+        raise ParameterError("guide_a", f"has shape {tuple(guide_a.shape)} and guide_b {tuple(guide_b.shape)}",
+                             "pass two guidance frames of one shape [C, H, W]")
     h, w = (int(s) for s in grid)
     if targets.dim() == 1:
         targets = targets.unsqueeze(0)
     if targets.shape[-1] != h * w:
-        raise ValueError(f"targets have {targets.shape[-1]} tokens for a {h}x{w} grid")
+        raise ParameterError("targets", f"has {targets.shape[-1]} tokens for a {h}x{w} grid",
+                             "give one target per token of the grid (h*w)")
     patch = max(1, int(patch))
     device = guide_a.device
     _, hg, wg = guide_a.shape
@@ -298,7 +303,8 @@ def patch_errors(guide_a: torch.Tensor, guide_b: torch.Tensor, targets: torch.Te
 def select_targets(candidates: torch.Tensor, errors: torch.Tensor):
     """Per token, the candidate with the lowest error: ``(chosen [T], index [T])``; ties go to the first."""
     if candidates.shape != errors.shape:
-        raise ValueError(f"candidates {tuple(candidates.shape)} and errors {tuple(errors.shape)} differ")
+        raise ParameterError("candidates", f"has shape {tuple(candidates.shape)} but errors {tuple(errors.shape)}",
+                             "pass one error per candidate and token (the same shape)")
     index = errors.argmin(dim=0)
     chosen = candidates.gather(0, index.unsqueeze(0))[0]
     return chosen, index
@@ -382,7 +388,8 @@ def trajectory_indices(forward: Sequence[torch.Tensor], backward: Sequence[torch
     """
     length = len(forward) + 1
     if len(backward) != length - 1:
-        raise ValueError("forward and backward correspondences must have the same length")
+        raise ParameterError("backward", f"has {len(backward)} entries but forward has {len(forward)}",
+                             "pass one backward correspondence per forward one (frames - 1 each)")
     if device is None:
         device = forward[0].device if forward else torch.device("cpu")
     idx = [None] * length

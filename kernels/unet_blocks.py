@@ -28,6 +28,9 @@ def parse_unet_blocks(text: str, counts: dict[str, int],
         counts: block count of every group.
         with_attention: the ids of every group's blocks that hold self-attention.
 
+    Returns:
+        For each group with chosen self-attention blocks, their ids; empty when none is chosen.
+
     Raises:
         ParameterError: ``text`` names something other than a group, or ids that are malformed or outside
             ``counts``.
@@ -66,7 +69,17 @@ def _items(text: str):
 
 def check_unet_block_syntax(text: str) -> None:
     """Raise :class:`ParameterError` (``text``) if the selection is malformed whatever the U-Net: a name other than
-    a group, or malformed ids; whether the ids exist needs the model (:func:`parse_unet_blocks`)."""
+    a group, or malformed ids; whether the ids exist needs the model (:func:`parse_unet_blocks`).
+
+    Args:
+        text: the selection as typed.
+
+    Returns:
+        None.
+
+    Raises:
+        ParameterError: naming ``text``, for a name other than a group or malformed block ids.
+    """
     text = (text or "").strip().lower()
     if text in ("", "all"):
         return

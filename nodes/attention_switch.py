@@ -21,7 +21,7 @@ from .types import CATEGORY
 
 
 def _families_help() -> str:
-    return "; ".join(getattr(a, "switch_help", a.family) for a in FAMILIES if a.capabilities.text_key_switch)
+    return "; ".join(a.switch_help for a in FAMILIES if a.capabilities.text_key_switch)
 
 
 class AttentionSwitch(io.ComfyNode):

@@ -1,9 +1,12 @@
 """The model-family registry: which family a MODEL is, and what the pack can do with it (docs/layout.md).
 
 Every family adapter declares ``family`` (a display name), ``capabilities``
-(:class:`~.capabilities.Capabilities`) and ``matches(diffusion_model)``; the
-families that support ZSVD attention switching also ``num_blocks`` and
-``install_switch``, the frames-as-batch U-Net its layer lookup and attn1 hooks.
+(:class:`~.capabilities.Capabilities`), ``pooled_text_encoder`` and
+``matches(diffusion_model)``; the families that support ZSVD attention switching
+also ``switch_help``, ``num_blocks`` and ``install_switch``, the frames-as-batch
+U-Net its layer lookup and attn1 hooks. :mod:`.interface` declares these as
+protocols (:class:`~.interface.FamilyAdapter`, :class:`~.interface.TextKeySwitchFamily`,
+:class:`~.interface.SelfAttentionPatchFamily`), so a new family shows what it must provide.
 A node asks :func:`require` for the capability it needs and never checks model
 classes or tensor ranks itself; an unsupported model gets one error naming the
 families that do support it.
@@ -17,14 +20,15 @@ from ...kernels.errors import InputError
 from .capabilities import Capabilities
 from .cogvideox import CogVideoXAdapter
 from .hunyuan_video import HunyuanVideoAdapter
+from .interface import FamilyAdapter, SelfAttentionPatchFamily, TextKeySwitchFamily
 from .sd_unet import SDUNetAdapter
 from .wan import WanAdapter
 
 FAMILIES = (SDUNetAdapter, WanAdapter, HunyuanVideoAdapter, CogVideoXAdapter)
 """Every family the pack knows, in the order they are tried."""
 
-__all__ = ["FAMILIES", "Capabilities", "family_of", "require", "frame_axis", "adapter_for",
-           "require_context_windows"]
+__all__ = ["FAMILIES", "Capabilities", "FamilyAdapter", "TextKeySwitchFamily", "SelfAttentionPatchFamily",
+           "family_of", "require", "frame_axis", "adapter_for", "require_context_windows"]
 
 
 def _diffusion_model(model_patcher):

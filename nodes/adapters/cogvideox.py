@@ -54,6 +54,10 @@ class CogVideoXAdapter:
     family = "CogVideoX (ZSVR Load CogVideoX)"
     capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
                                 latent_is_video=True, context_windows=True)
+    pooled_text_encoder = None
+    """CogVideoX needs no pooled text vector."""
+    switch_help = family
+    """No block numbering notes: the switch's tooltip names the family."""
 
     @staticmethod
     def matches(diffusion_model) -> bool:

@@ -39,6 +39,8 @@ class SDUNetAdapter:
     family = "SD1.5 / SD2.x / SDXL U-Net (UNetModel)"
     capabilities = Capabilities(text_key_switch=False, frame_axis="batch", self_attention_patch=True,
                                 latent_is_video=False, context_windows=True)
+    pooled_text_encoder = None
+    """None: no pooled text vector is checked for U-Net conditionings."""
 
     @staticmethod
     def matches(diffusion_model) -> bool:

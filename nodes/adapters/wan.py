@@ -25,6 +25,8 @@ class WanAdapter:
     family = "Wan 2.1/2.2 (WanModel)"
     capabilities = Capabilities(text_key_switch=True, frame_axis="time", self_attention_patch=False,
                                 latent_is_video=True, context_windows=True)
+    pooled_text_encoder = None
+    """Wan needs no pooled text vector."""
     switch_help = "Wan 2.1/2.2: every block's cross-attention (patch both Wan 2.2 experts)"
 
     @staticmethod
