@@ -8,13 +8,15 @@ The clip's plan, chunk keys, chunk file names, reuse, manifest and stitching are
 * **The chunk prompt** (:func:`prepare`, :class:`ChunkedWorkflow`): a copy of the workflow in which every
   ``ZSVR_LoadVideo`` gets the chunk's ``start_frame`` / ``frame_cap`` (the loader seeks to the keyframe before
   ``start_frame`` and decodes only the chunk, so no clip is ever decoded whole), and the workflow's output nodes
-  are replaced by the lossless chunk sink (``headless/chunk_sink.py``; why lossless: ``headless/stitch.py``) fed
+  are replaced by the pack's lossless chunk sink, ``ZSVRHeadless_ChunkOutput`` (``nodes/chunk_output.py``; why
+  lossless: ``headless/stitch.py``; the same node on a server), fed
   by the IMAGE that went into the video (``CreateVideo``'s images, or the one image-saving node's). With
   ``--color-match`` a ``ZSVR_ColorMatch`` sits between that IMAGE and the sink, referenced to the loader's
   frames of the same chunk.
 * **The in-process executor** (:func:`run_clip`): the clip staged in ComfyUI's input folder, each chunk not
-  done yet run through ``host.execute`` and recorded at once (a run killed mid-chunk loses only that chunk),
-  then the clip stitched with its sound into ``<output>/<stem>.mp4``.
+  done yet run through ``host.execute``, its file moved from ComfyUI's output folder (where the sink wrote it)
+  into the clip's chunk folder and recorded at once (a run killed mid-chunk loses only that chunk), then the
+  clip stitched with its sound into ``<output>/<stem>.mp4``.
 
 Per clip, beside the output: ``<stem>.zsvr.json`` (manifest) and, while the clip is in progress (or with
 ``--keep-chunks``), ``<stem>.zsvr-chunks/``. Memory per clip is one chunk's workflow plus a few frames for
@@ -30,11 +32,12 @@ import os
 import pathlib
 import shutil
 import time
+import uuid
 from typing import Callable, Optional
 
 from ..kernels import chunking, color_match
 from ..kernels.errors import InputError, ParameterError
-from . import chunk_sink, clip_job
+from . import clip_job
 from .clip_job import ChunkOptions
 
 log = logging.getLogger("zsvr")
@@ -42,6 +45,10 @@ log = logging.getLogger("zsvr")
 LOADER = "ZSVR_LoadVideo"
 COLOR_MATCH_NODE = "zsvr_chunk_color_match"
 SINK_NODE = "zsvr_chunk_sink"
+SINK_CLASS = "ZSVRHeadless_ChunkOutput"
+"""The pack's node that stores a chunk in ComfyUI's output folder (``nodes/chunk_output.py``), in either executor."""
+RUNNER_FOLDER = "zsvr_runner"
+"""The subfolder of ComfyUI's output folder the in-process run's chunk files pass through."""
 
 OPTION_FLAGS = {"chunk_frames": "--chunk-frames", "overlap": "--overlap", "method": "--color-match"}
 
@@ -84,12 +91,13 @@ class ChunkedWorkflow:
     loaders: list[str]
     frame_rule: str
 
-    def chunk_prompt(self, video_name: str, chunk: chunking.Chunk, fps: float, sink_path: str = "") -> dict:
+    def chunk_prompt(self, video_name: str, chunk: chunking.Chunk, fps: float, file_stem: str = "") -> dict:
+        """The prompt of one chunk; its sink writes ``<ComfyUI output>/<file_stem>.mkv`` (a stem may hold folders)."""
         prompt = copy.deepcopy(self.template)
         for nid in self.loaders:
             prompt[nid]["inputs"].update(video=video_name, start_frame=chunk.start, frame_cap=chunk.frames,
                                          pad_frames=chunk.padded)
-        prompt[SINK_NODE]["inputs"].update(path=sink_path, fps=float(fps))
+        prompt[SINK_NODE]["inputs"].update(filename_prefix=file_stem, fps=float(fps))
         return prompt
 
 
@@ -122,8 +130,7 @@ def prepare(host, base_prompt: dict, options: ChunkOptions) -> ChunkedWorkflow:
         template[COLOR_MATCH_NODE] = {"class_type": "ZSVR_ColorMatch", "inputs": {
             "image": image, "reference": [loaders[0], 0], "method": options.color_match, "strength": 1.0}}
         image = [COLOR_MATCH_NODE, 0]
-    template[SINK_NODE] = {"class_type": chunk_sink.register(host.nodes),
-                           "inputs": {"images": image, "path": "", "fps": 24.0}}
+    template[SINK_NODE] = {"class_type": SINK_CLASS, "inputs": {"images": image, "filename_prefix": "", "fps": 24.0}}
     return ChunkedWorkflow(template, loaders, frame_rule)
 
 
@@ -158,22 +165,28 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
         summary["reused_output"] = True
         return summary
     staged, own_copy = _stage(job.video, pathlib.Path(host.folder_paths.get_input_directory()))
+    passing_rel = f"{RUNNER_FOLDER}/{uuid.uuid4().hex}"  # where the sink writes, inside ComfyUI's output folder
+    passing = pathlib.Path(host.folder_paths.get_output_directory()) / passing_rel
     try:
         for chunk, key in zip(job.plan, job.keys):
             reused = chunk.index in job.files
             if not reused:
-                file = job.chunk_file(chunk, key)
                 start = time.perf_counter()
-                run = host.execute(workflow.chunk_prompt(staged.name, chunk, job.probe.fps, str(file)))
+                stem = f"{passing_rel}/{job.chunk_stem(chunk, key)}"
+                run = host.execute(workflow.chunk_prompt(staged.name, chunk, job.probe.fps, stem))
                 if not run.success:
                     raise RuntimeError(f"{job.where(chunk)}: {run.error_text()}")
-                written = ((run.outputs.get(SINK_NODE) or {}).get("zsvr_chunk") or [{}])[0].get("frames")
-                job.check_written(chunk, written, file.is_file())
+                entry = ((run.outputs.get(SINK_NODE) or {}).get("zsvr_chunk") or [{}])[0]
+                made = passing / str(entry.get("filename", ""))
+                job.check_written(chunk, entry.get("frames"), made.is_file())
+                file = job.chunk_file(chunk, key)
+                shutil.move(made, file)
                 job.mark_chunk(chunk, key, file, time.perf_counter() - start)
             if on_chunk is not None:
                 what = "reused" if reused else f"restored in {time.perf_counter() - start:.1f} s"
                 on_chunk(chunk.index + 1, len(job.plan), f"frames {chunk.start}-{chunk.end - 1} {what}")
     finally:
+        shutil.rmtree(passing, ignore_errors=True)
         if own_copy:
             staged.unlink(missing_ok=True)
     job.finish(options.keep_chunks)

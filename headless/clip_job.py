@@ -29,8 +29,8 @@ from ..kernels import chunk_files, chunking, video_io
 from ..kernels.errors import InputError, ParameterError
 from . import manifest, stitch
 
-RUN_VERSION = 1
-"""Bumped when the meaning of a chunk key changes (forces re-runs)."""
+RUN_VERSION = 2
+"""Bumped when the meaning of a chunk key changes (forces re-runs). 2: one sink node for both executors."""
 STAGED_PREFIX = "zsvr_batch_"
 """The name the in-process run gives its copy of the clip in ComfyUI's input folder (part of every chunk key)."""
 

@@ -6,10 +6,9 @@ A clip's plan, keys, chunk names, reuse, manifest and stitching are the one clip
 mode resumes in the other and chunks done on any server count. What differs is where a chunk runs:
 
 * **the prompt** is ``chunked_run.prepare``'s chunk prompt, built against the server's registry (its
-  ``/object_info`` says which nodes are outputs), with the in-process sink (which writes to a path on the
-  runner's disk) swapped for the pack's ``ZSVRHeadless_ChunkOutput`` (``nodes/chunk_output.py``): the same
-  lossless file (``kernels/chunk_files.py``), written into the server's output folder and fetched through
-  ``/view`` into the clip's chunk folder under the clip job's name for it;
+  ``/object_info`` says which nodes are outputs); its sink, the pack's ``ZSVRHeadless_ChunkOutput``
+  (``nodes/chunk_output.py``), writes the lossless chunk file (``kernels/chunk_files.py``) into the server's
+  output folder, and it is fetched through ``/view`` into the clip's chunk folder under the clip job's name;
 * **recording**: each chunk is recorded as soon as its file is here (``Unit.collect``), under the clip's lock,
   since several servers finish chunks of one clip at once;
 * **stitching** runs here once every chunk of a clip is here (``Fleet.group_done``).
@@ -27,10 +26,6 @@ from .clip_job import ChunkOptions, ClipJob
 from .fleet_preflight import Registry
 from .fleet_units import Unit, UnitResult, Upload
 
-REMOTE_SINK = "ZSVRHeadless_ChunkOutput"
-"""The pack's node that stores a chunk in a server's output folder (``nodes/chunk_output.py``)."""
-
-
 class _RegistryHost:
     """What ``chunked_run.prepare`` asks of a host (which node types are outputs), from a server's registry."""
 
@@ -38,15 +33,6 @@ class _RegistryHost:
         classes = {name: type(name, (), {"OUTPUT_NODE": bool(info.get("output_node"))})
                    for name, info in registry.info.items()}
         self.nodes = types.SimpleNamespace(NODE_CLASS_MAPPINGS=classes)
-
-
-def remote_prompt(workflow: chunked_run.ChunkedWorkflow, chunk: chunking.Chunk, fps: float, file_stem: str) -> dict:
-    """The prompt a server runs for ``chunk``: the in-process chunk prompt with the sink made a server-side one."""
-    prompt = workflow.chunk_prompt("", chunk, fps)
-    sink = prompt.pop(chunked_run.SINK_NODE)
-    prompt[chunked_run.SINK_NODE] = {"class_type": REMOTE_SINK, "inputs": {
-        "images": sink["inputs"]["images"], "filename_prefix": file_stem, "fps": float(fps)}}
-    return prompt
 
 
 def _collector(job: ClipJob, chunk: chunking.Chunk, key: str):
@@ -81,7 +67,7 @@ def plan_units(registry: Registry, base_prompt: dict, videos: list, output_dir: 
         jobs.append(job)
         for chunk, key in job.pending():
             units.append(Unit(f"{video.name} chunk {chunk.index + 1}/{len(job.plan)}",
-                              remote_prompt(workflow, chunk, job.probe.fps, job.chunk_stem(chunk, key)),
+                              workflow.chunk_prompt("", chunk, job.probe.fps, job.chunk_stem(chunk, key)),
                               [Upload(video, [(nid, "video") for nid in workflow.loaders])],
                               job.chunk_dir, group=video.name, collect=_collector(job, chunk, key)))
     return units, jobs

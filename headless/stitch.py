@@ -4,7 +4,7 @@ How a chunk's frames come back from the workflow, and why this way: the
 workflow's own save node writes lossy H.264; decoding that and encoding the
 stitched video again would compress every frame twice and crossfade
 compression artefacts. So in chunk mode the runner replaces the workflow's
-output nodes with a headless-only sink (``headless/chunk_sink.py``) fed by the
+output nodes with the pack's chunk sink (``nodes/chunk_output.py``) fed by the
 IMAGE that went into the video, and the sink stores it with
 ``kernels/chunk_files.write_chunk``: **FFV1 in Matroska**, lossless and intra-only, so the
 8-bit RGB frames (the same 8 bits the final encoder would get) come back bit

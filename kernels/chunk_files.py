@@ -2,9 +2,9 @@
 
 A chunk's restored frames are kept as **FFV1 in Matroska** (8-bit RGB, intra-only, lossless), so they come back
 exactly as the final encoder would get them, without the double compression of decoding the workflow's own
-H.264 and encoding the stitched video again (``headless/stitch.py`` says more). Both writers use this one
-format, so a chunk made in-process and one made on a ComfyUI server are the same file: the runner's in-process
-sink (``headless/chunk_sink.py``) and the pack's ``ZSVRHeadless_ChunkOutput`` node (``nodes/chunk_output.py``).
+H.264 and encoding the stitched video again (``headless/stitch.py`` says more). The pack's
+``ZSVRHeadless_ChunkOutput`` node (``nodes/chunk_output.py``) writes it, in the runner's own process and on a
+ComfyUI server alike, so a chunk made in either place is the same file.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """``ZSVRHeadless_ChunkOutput``: one chunk's frames stored losslessly in ComfyUI's output folder, for the runner.
 
-``run_workflow.py --servers ... --chunk-frames N`` sends each chunk of a clip to
-a ComfyUI server as its own prompt (``headless/remote_chunks.py``). The
-in-process chunked run stores a chunk with its own sink, at a path on the
-runner's disk; a server may be another machine, so there the chunk is stored
-by this node, in the server's output folder, and fetched through ``/view``.
-The file is the same (``kernels/chunk_files.write_chunk``: FFV1 in Matroska,
-8-bit RGB, bit for bit), so a chunk restored on a server stitches exactly as
-one restored in-process.
+``run_workflow.py ... --chunk-frames N`` runs each chunk of a clip as its own
+prompt whose only output is this node: in the runner's own ComfyUI
+(``headless/chunked_run.py``, which moves the file into the clip's chunk
+folder) or on a ComfyUI server (``headless/remote_chunks.py``, which fetches
+it through ``/view``). The node writes only inside ComfyUI's output folder
+(ComfyUI's own path check), so a server takes no path from a prompt. The file
+(``kernels/chunk_files.write_chunk``: FFV1 in Matroska, 8-bit RGB, bit for
+bit) is the same in either place, so a chunk restored on a server stitches
+exactly as one restored in-process.
 
 The node id does not start with ``ZSVR_``: it is the runner's, not part of the
 pack's public node contract, and has no use in the editor.

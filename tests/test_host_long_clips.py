@@ -12,6 +12,7 @@ sine sound track (``tests/long_clips.py``).
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -125,8 +126,12 @@ def test_stitching_passthrough_chunks_gives_back_the_source(host, runner, clips,
     out = tmp_path / "out"
     (row,) = run(runner, host, passthrough(), clips["sound"], out, keep_chunks=True)
     assert row["ok"], row["error"]
+    # the chunk sink wrote into ComfyUI's output folder; each file was moved into the clip's chunk folder
+    passing = pathlib.Path(host.comfy.folder_paths.get_output_directory()) / "zsvr_runner"
+    assert not passing.exists() or not any(passing.rglob("*"))
     manifest = json.loads((out / "rain150.zsvr.json").read_text())
     chunks = sorted(manifest["chunks"].values(), key=lambda c: c["start"])
+    assert all((out / c["file"]).parent == out / "rain150.zsvr-chunks" for c in chunks)
     plan = chunking.plan_chunks(150, 49, 8, "4k+1")
     assert [(c["start"], c["frames"]) for c in chunks] == [(c.start, c.frames) for c in plan]
     source = long_clips.decode_frames(clips["sound"])
