@@ -36,4 +36,4 @@ if __name__ != PACK_NAME:
 
 async def comfy_entrypoint():
     """V3 entry point: ComfyUI calls this and registers the returned extension's nodes."""
-    return importlib.import_module(PACK_NAME + ".nodes").ZSVRExtension()
+    return importlib.import_module(PACK_NAME + ".nodes.extension").ZSVRExtension()

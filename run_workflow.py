@@ -168,12 +168,12 @@ def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir
     before anything is written; a clip's failure is its row's error.
     """
     from zsvr.headless import chunked_run as chunked
-    from zsvr.kernels import errors
+    from zsvr.nodes.errors import InputError
 
     try:
         return chunked.run_batch_chunked(host, prompt, videos, output_dir, chunks, progress=progress,
                                          peak_memory=peak_memory_gb, report=report)
-    except errors.InputError as exc:
+    except InputError as exc:
         raise ChunkOptionError(str(exc)) from None
 
 

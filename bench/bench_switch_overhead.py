@@ -40,13 +40,14 @@ ZSVR = runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the 
 
 def _import_switch():
     """The CogVideoX switch module and the switch protocol without ComfyUI: ``zsvr`` itself is the pack
-    (``pack_import.py``), but the ``zsvr.nodes`` package __init__ files (which import comfy) are bypassed by
-    registering bare packages for them, whose folders are the loaded pack's."""
-    for name in ("zsvr.nodes", "zsvr.nodes.adapters"):
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [str(pathlib.Path(ZSVR.__path__[0]).joinpath(*name.split(".")[1:]))]
-            sys.modules[name] = module
+    (``pack_import.py``) and ``zsvr.nodes`` imports no ComfyUI code, but the ``zsvr.nodes.adapters`` package
+    __init__ (which imports comfy) is bypassed by registering a bare package for it, whose folder is the
+    loaded pack's."""
+    name = "zsvr.nodes.adapters"
+    if name not in sys.modules:
+        module = types.ModuleType(name)
+        module.__path__ = [str(pathlib.Path(ZSVR.__path__[0]) / "nodes" / "adapters")]
+        sys.modules[name] = module
     from zsvr.nodes import switch_protocol
     from zsvr.nodes.adapters import cogvideox
 

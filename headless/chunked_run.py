@@ -36,7 +36,8 @@ import uuid
 from typing import Callable, Optional
 
 from ..kernels import chunking, color_match
-from ..kernels.errors import InputError, ParameterError
+from ..kernels.errors import ParameterError
+from ..nodes.errors import InputError
 from . import clip_job
 from .clip_job import ChunkOptions
 

@@ -26,7 +26,8 @@ import time
 from typing import Optional
 
 from ..kernels import chunk_files, chunking, video_io
-from ..kernels.errors import InputError, ParameterError
+from ..kernels.errors import ParameterError
+from ..nodes.errors import InputError
 from . import manifest, stitch
 
 RUN_VERSION = 2

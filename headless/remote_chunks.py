@@ -20,7 +20,8 @@ import pathlib
 import types
 
 from ..kernels import chunking
-from ..kernels.errors import InputError, ParameterError
+from ..kernels.errors import ParameterError
+from ..nodes.errors import InputError
 from . import chunked_run, clip_job
 from .clip_job import ChunkOptions, ClipJob
 from .fleet_preflight import Registry

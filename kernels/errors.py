@@ -1,18 +1,11 @@
-"""Errors: :class:`ParameterError` for the kernels, :class:`InputError` for what users see.
+"""The kernels' error: :class:`ParameterError`, a plain ``ValueError`` naming the kernel's *own* parameter.
 
-Kernels raise :class:`ParameterError`, a plain ``ValueError`` that names the
-kernel's *own* parameter (kornia's style), so they read well on their own.
-Nodes translate it into :class:`InputError`, which names the *node's* input
-(``nodes/errors.py``: ``with kernel_inputs(x0="image"): ...``); ComfyUI shows
-that message in its error dialog, so a user reads which input, what was wrong
-and what to do, never a stack trace from deep inside torch, and never the name
-of a parameter no node has.
+Kernels raise it in kornia's style, so they read well on their own. Nodes translate it into the user-facing
+``InputError``, which names the *node's* input (``nodes/errors.py``: ``with kernel_inputs(x0="image"): ...``).
 
-Both classes set ``__module__ = "ZSVR"``: ComfyUI shows an error's type as
-``module.qualname`` (``execution.full_type_name``) and loads a pack with the
-pack's absolute folder path as its module name, so the type would otherwise
-read ``/home/.../custom_nodes/comfyui-zsvr.kernels.errors.InputError`` in the
-error dialog; with it, ``ZSVR.InputError``.
+It sets ``__module__ = "ZSVR"``: ComfyUI shows an error's type as ``module.qualname``
+(``execution.full_type_name``), which would otherwise read ``zsvr.kernels.errors.ParameterError``; with it,
+``ZSVR.ParameterError``.
 """
 
 
@@ -32,25 +25,6 @@ class ParameterError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{parameter} {problem}" + (f"; {fix}" if fix else ""))
-
-
-class InputError(ValueError):
-    """A user-facing error about one node input.
-
-    ``InputError("frame_cap", "is -3", "use 0 for all frames or a positive count")``
-    reads ``ZSVR input 'frame_cap': is -3. Fix: use 0 for all frames or a positive count.``
-    """
-
-    __module__ = "ZSVR"  # what ComfyUI shows as the error's type: ZSVR.InputError, not a server path
-
-    def __init__(self, input_name: str, problem: str, fix: str = ""):
-        self.input_name = input_name
-        self.problem = problem
-        self.fix = fix
-        message = f"ZSVR input '{input_name}': {problem}."
-        if fix:
-            message += f" Fix: {fix}."
-        super().__init__(message)
 
 
 def a_or_an(word: str) -> str:

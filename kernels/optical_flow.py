@@ -144,7 +144,21 @@ _REGISTRY: Dict[str, Callable[..., FlowEstimator]] = {"dis": DISFlow}
 
 
 def register_flow_estimator(name: str, factory: Callable[..., FlowEstimator], replace: bool = False) -> None:
-    """Make ``factory(**options)`` available as flow method ``name`` (e.g. ``"raft"``)."""
+    """Make ``factory(**options)`` available as flow method ``name`` (e.g. ``"raft"``).
+
+    Args:
+        name: the method name callers pass as ``method`` (a non-empty string).
+        factory: callable returning a :class:`FlowEstimator`; called with the ``options`` given to
+            :func:`get_flow_estimator` / :func:`flow_pairs`.
+        replace: allow replacing an estimator already registered under ``name``.
+
+    Returns:
+        None.
+
+    Raises:
+        ParameterError: naming ``name`` when it is not a non-empty string, or is already registered and
+            ``replace`` is False.
+    """
     if not name or not isinstance(name, str):
         raise ParameterError("name", f"{name!r} is not a non-empty string", "pass a short lowercase name")
     if name in _REGISTRY and not replace:
@@ -153,12 +167,30 @@ def register_flow_estimator(name: str, factory: Callable[..., FlowEstimator], re
 
 
 def flow_estimators() -> Tuple[str, ...]:
-    """Names of the registered flow methods (``"dis"`` is always there)."""
+    """Names of the registered flow methods (``"dis"`` is always there).
+
+    Returns:
+        The registered names, sorted, as a tuple of str.
+    """
     return tuple(sorted(_REGISTRY))
 
 
 def get_flow_estimator(method: Union[str, FlowEstimator] = "dis", **options) -> FlowEstimator:
-    """Estimator for ``method``: a registered name (``options`` go to its factory) or an estimator itself."""
+    """Estimator for ``method``: a registered name (``options`` go to its factory) or an estimator itself.
+
+    Args:
+        method: a registered name (see :func:`flow_estimators`), or a callable :class:`FlowEstimator`, which is
+            returned unchanged.
+        **options: keyword arguments for the named method's factory (e.g. ``preset="fast"`` for ``"dis"``);
+            not allowed with an estimator object.
+
+    Returns:
+        The :class:`FlowEstimator` (a new one from the factory for a name).
+
+    Raises:
+        ParameterError: naming ``method`` when it is an object given with options, neither a name nor callable,
+            or an unknown name. The factory's own errors propagate (:class:`DISFlow`: ``preset``).
+    """
     if not isinstance(method, str):
         if options:
             raise ParameterError("method", f"is an estimator object, given with options {sorted(options)}",
@@ -183,6 +215,14 @@ def as_nchw(frames: torch.Tensor) -> torch.Tensor:
 
     A 4-d tensor whose last axis is 1 or 3 is read as channels-last (ComfyUI
     IMAGE), otherwise one whose second axis is 1 or 3 as channels-first.
+
+    Args:
+        frames: 4-d tensor, channels-last ``[F, H, W, C]`` or channels-first ``[N, C, H, W]`` with C = 1 or 3;
+            uint8 values are divided by 255, other integer dtypes only converted to float32.
+
+    Returns:
+        ``[N, C, H, W]`` on ``frames``' device: a (permuted) view for floating input, which keeps its dtype;
+        float32 otherwise.
 
     Raises:
         ParameterError: ``frames`` is not a 4-d tensor with 1 or 3 channels.
@@ -217,6 +257,21 @@ def flow_pairs(
     at least 2 frames. ``method``: a registered estimator name (``"dis"``) or a
     :class:`FlowEstimator`; ``options`` go to the estimator's factory (e.g.
     ``preset="fast"`` for DIS).
+
+    Args:
+        frames: the video, IMAGE ``[F, H, W, 3]`` or ``[F, C, H, W]`` (C = 1 or 3), values 0..1, F >= 2
+            (read by :func:`as_nchw`).
+        forward: True for the flow ``t -> t+1``, False for ``t+1 -> t``.
+        method: a registered estimator name or a :class:`FlowEstimator` (:func:`get_flow_estimator`).
+        **options: keyword arguments for the named estimator's factory.
+
+    Returns:
+        ``[F-1, 2, H, W]`` float32 flow in pixels (channel 0 = x, 1 = y), on the device the estimator returns
+        (DIS: ``frames``' device).
+
+    Raises:
+        ParameterError: naming ``frames`` (not 4-d with 1 or 3 channels, or fewer than 2 frames) or ``method``
+            (see :func:`get_flow_estimator`).
     """
     x = as_nchw(frames)
     if x.shape[0] < 2:
@@ -254,6 +309,20 @@ def warp(
     wrapper) with pixel-coordinate maps and ``align_corners=True`` (kornia
     normalises pixel maps with the align-corners convention, so True is the
     setting under which ``flow = 0`` is the exact identity).
+
+    Args:
+        image: ``[N, C, H, W]`` float tensor to sample; computed in float32 (float64 kept).
+        flow: ``[N, 2, H, W]``, ``[1, 2, H, W]`` or ``[2, H, W]`` displacement in pixels (x, y) at the image's
+            size; one field is broadcast over N. Moved to the image's device.
+        mode: ``"bilinear"`` or ``"nearest"``.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Returns:
+        ``[N, C, H, W]`` warped image in ``image``'s dtype, on its device.
+
+    Raises:
+        ParameterError: naming ``mode`` (not bilinear/nearest), ``image`` (not 4-d) or ``flow`` (not a tensor,
+            not ``[N, 2, H, W]`` / ``[2, H, W]``, or not matching the image's batch and size).
     """
     from kornia.geometry.transform import remap
 
@@ -303,6 +372,20 @@ def occlusion_mask(
     use ``occlusion_mask(flow_fw, flow_bw)``; for the pixels of frame ``t+1``
     (what the noise blend of frame ``t+1`` needs, since it warps with the
     backward flow) use ``occlusion_mask(flow_bw, flow_fw)``.
+
+    Args:
+        flow_fw: ``[N, 2, H, W]`` (or ``[2, H, W]``) flow a -> b in pixels; computed in float32.
+        flow_bw: flow b -> a of the same shape; moved to ``flow_fw``'s device.
+        alpha1: relative tolerance (finite, >= 0).
+        alpha2: absolute tolerance in squared pixels (finite, >= 0).
+        out_of_frame: also mark pixels whose target leaves the frame.
+
+    Returns:
+        ``[N, 1, H, W]`` bool on ``flow_fw``'s device, True where the pixel of a is occluded.
+
+    Raises:
+        ParameterError: naming ``flow_fw`` or ``flow_bw`` (not a tensor, not ``[N, 2, H, W]``, or the two shapes
+            differ) or ``alpha1`` / ``alpha2`` (not a finite number >= 0).
     """
     flow_fw = _check_flow(flow_fw, "flow_fw").to(FLOW_DTYPE)
     flow_bw = _check_flow(flow_bw, "flow_bw").to(device=flow_fw.device, dtype=FLOW_DTYPE)
@@ -330,6 +413,18 @@ def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     gets the mean motion of the image pixels it covers) and the vectors are
     scaled to the new pixel units: x by ``W'/W``, y by ``H'/H``. Use it to take
     image-resolution flow to a VAE latent (``/8``) or an attention map.
+
+    Args:
+        flow: ``[N, 2, H, W]`` (or ``[2, H, W]``, read as N = 1) flow in pixels; integer flow becomes float32.
+        size: ``(H', W')``, both positive.
+
+    Returns:
+        ``[N, 2, H', W']`` flow in pixels of the new grid, in the (float) flow's dtype; a copy when the size is
+        unchanged.
+
+    Raises:
+        ParameterError: naming ``flow`` (not a tensor of shape ``[N, 2, H, W]``) or ``size`` (not two positive
+            integers).
     """
     flow = _check_flow(flow, "flow")
     new_h, new_w = _check_size(size)
@@ -349,6 +444,19 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int], threshold: float = 0.5)
     Shrinking averages the covered area (antialiased bilinear); a small
     ``threshold`` (e.g. 0.01) marks a latent pixel occluded as soon as any
     image pixel under it is. Enlarging uses nearest neighbour.
+
+    Args:
+        mask: ``[N, 1, H, W]`` mask (bool, or numbers read as its values).
+        size: ``(H', W')``, both positive.
+        threshold: fraction of the covered area (0..1) that must be True, used when neither side grows; when
+            either side grows, nearest-neighbour values ``>= 0.5`` are True.
+
+    Returns:
+        ``[N, 1, H', W']`` bool on ``mask``'s device; ``mask.bool()`` copied when the size is unchanged.
+
+    Raises:
+        ParameterError: naming ``mask`` (not a tensor of shape ``[N, 1, H, W]``) or ``size`` (not two positive
+            integers).
     """
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != 1:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -374,6 +482,13 @@ def image_frames_for(image_frames: int, latent_frames: int) -> list[int] | None:
     The same count maps one to one. ``(T - 1) * r + 1`` image frames for ``T`` latent frames is a causal video
     VAE with temporal compression ``r`` (Wan, HunyuanVideo, CogVideoX 1.5: r = 4): latent frame ``t`` is
     represented by image frame ``r * t`` (the last frame it covers; latent 0 is frame 0).
+
+    Args:
+        image_frames: frame count of the video.
+        latent_frames: frame count ``T`` of the latent.
+
+    Returns:
+        ``T`` image frame indices (index ``t`` for latent frame ``t``), or None when neither mapping fits.
     """
     if image_frames == latent_frames:
         return list(range(latent_frames))
@@ -395,8 +510,19 @@ def latent_flow(frames: torch.Tensor, latent_frames: int, size: Sequence[int],
     occluded, a latent pixel counting as occluded when any image pixel under it is (:func:`resize_mask`,
     threshold 0.01).
 
+    Args:
+        frames: the video, IMAGE ``[F, H, W, 3]`` or ``[F, C, H, W]`` (C = 1 or 3), values 0..1.
+        latent_frames: the latent's frame count ``T`` (at least 2 for a flow).
+        size: the latent grid ``(h, w)``.
+        method: a registered estimator name or a :class:`FlowEstimator` (:func:`get_flow_estimator`).
+
+    Returns:
+        ``(flow, valid)``: ``[T-1, 2, h, w]`` float32 backward flow in latent pixels, and ``[T-1, 1, h, w]`` bool,
+        True where the flow is reliable (not occluded).
+
     Raises:
-        ParameterError: the frame counts do not fit (see :func:`image_frames_for`).
+        ParameterError: the frame counts do not fit (see :func:`image_frames_for`). Also naming ``frames`` (not
+            4-d with 1 or 3 channels, or fewer than 2 matched frames), ``method`` or ``size``.
     """
     x = as_nchw(frames)
     picked = image_frames_for(x.shape[0], latent_frames)

@@ -115,6 +115,16 @@ def plan_neighbours(video: Sequence[int] | torch.Tensor, position: Sequence[int]
     module docstring for why duplicating it is exact); a row alone in its video
     takes itself. Labels given as Python sequences are planned in Python (no
     tensor is read back); the plan is built on the CPU.
+
+    Args:
+        video: the video label of every batch row (ints, or a tensor read flattened).
+        position: the frame position of every batch row within its video (ints, or a tensor read flattened).
+
+    Returns:
+        A :class:`NeighbourPlan` whose ``prev`` and ``next`` are int64 ``[rows]`` row indices on the CPU.
+
+    Raises:
+        ParameterError: naming ``video`` when ``video`` and ``position`` differ in length.
     """
     video = _labels(video)
     position = _labels(position)
@@ -144,6 +154,16 @@ def neighbour_context(hidden: torch.Tensor, plan: NeighbourPlan) -> torch.Tensor
     """``[h_prev ; h_next]`` along tokens for every row: ``hidden`` ``[rows, T, C]`` -> ``[rows, 2T, C]``.
 
     Used as the key/value input of the attention it gives eq. 5 exactly.
+
+    Args:
+        hidden: ``[rows, T, C]`` hidden states of the batch rows.
+        plan: the :class:`NeighbourPlan` of these rows (moved to ``hidden``'s device).
+
+    Returns:
+        ``[rows, 2T, C]``: each row's previous then next neighbour's tokens, in ``hidden``'s dtype and device.
+
+    Raises:
+        ParameterError: naming ``plan`` when it is for another row count than ``hidden``'s.
     """
     if plan.rows != hidden.shape[0]:
         raise ParameterError("plan", f"is for {plan.rows} rows but hidden has {hidden.shape[0]}",
@@ -162,6 +182,17 @@ def reference_neighbour_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     own keys for a single-frame video), ``V'`` likewise, then
     ``softmax(Q K'^T / sqrt(d)) V'`` per head. Rows default to one video in
     batch order. Slow on purpose.
+
+    Args:
+        q: ``[B, T, heads * d]`` queries.
+        k: ``[B, T, heads * d]`` keys.
+        v: ``[B, T, heads * d]`` values.
+        heads: number of attention heads (head size ``d = q.shape[-1] // heads``).
+        video: video label per row (default: all rows one video).
+        position: frame position per row (default: the row index).
+
+    Returns:
+        ``[B, T, heads * d]`` attention output in ``q``'s dtype.
     """
     batch, tokens, inner = q.shape
     video = [0] * batch if video is None else [int(x) for x in torch.as_tensor(video).flatten()]
@@ -200,6 +231,16 @@ def flow_targets(flow: torch.Tensor) -> torch.Tensor:
     ``flow`` ``[2, h, w]`` or ``[N, 2, h, w]`` in pixels of the ``h x w`` grid
     (channel 0 = x, 1 = y; the pack's flow convention, see
     ``optical_flow``). Returns ``[h*w]`` or ``[N, h*w]`` int64.
+
+    Args:
+        flow: ``[2, h, w]`` or ``[N, 2, h, w]`` flow in pixels of the grid (computed in float32).
+
+    Returns:
+        ``[h*w]`` (for ``[2, h, w]``) or ``[N, h*w]`` int64 row-major target tokens ``y * w + x``, on
+        ``flow``'s device.
+
+    Raises:
+        ParameterError: naming ``flow`` when it is not ``[2, h, w]`` or ``[N, 2, h, w]``.
     """
     single = flow.dim() == 3
     if single:
@@ -223,6 +264,17 @@ def similarity_targets(feat_a: torch.Tensor, feat_b: torch.Tensor, max_elements:
     best-matching token of ``b``, and vice versa (int64 ``[T]`` each). The
     similarity matrix is formed in row blocks of at most ``max_elements``
     entries, so memory stays bounded for large frames.
+
+    Args:
+        feat_a: ``[T, C]`` features of frame a (computed in float32).
+        feat_b: ``[T, C]`` features of frame b, same shape.
+        max_elements: the most similarity entries formed at once (at least one row per block).
+
+    Returns:
+        ``(a_to_b, b_to_a)``: int64 ``[T]`` token indices each, on the features' device.
+
+    Raises:
+        ParameterError: naming ``feat_a`` when the two are not 2-d tensors of one shape.
     """
     if feat_a.shape != feat_b.shape or feat_a.dim() != 2:
         raise ParameterError("feat_a", f"has shape {tuple(feat_a.shape)} and feat_b {tuple(feat_b.shape)}",
@@ -257,6 +309,20 @@ def patch_errors(guide_a: torch.Tensor, guide_b: torch.Tensor, targets: torch.Te
     and ``b`` around its target's centre (bilinear samples, border padding).
     With ``Hg = 8 h`` and ``patch = 8`` this is exactly the 8x8 pixel block of
     each latent pixel. Returns ``[K, h*w]`` float32.
+
+    Args:
+        guide_a: ``[C, Hg, Wg]`` guidance frame a.
+        guide_b: ``[C, Hg, Wg]`` guidance frame b, same shape.
+        targets: ``[K, h*w]`` (or ``[h*w]``, read as K = 1) int64 target tokens in b.
+        grid: the feature grid ``(h, w)``.
+        patch: the window side in guidance pixels (values below 1 count as 1).
+
+    Returns:
+        ``[K, h*w]`` float32 mean squared patch differences, on ``guide_a``'s device.
+
+    Raises:
+        ParameterError: naming ``guide_a`` (the two frames are not 3-d tensors of one shape) or ``targets`` (not
+            ``h*w`` tokens).
     """
     if guide_a.shape != guide_b.shape or guide_a.dim() != 3:
         raise ParameterError("guide_a", f"has shape {tuple(guide_a.shape)} and guide_b {tuple(guide_b.shape)}",
@@ -301,7 +367,19 @@ def patch_errors(guide_a: torch.Tensor, guide_b: torch.Tensor, targets: torch.Te
 
 
 def select_targets(candidates: torch.Tensor, errors: torch.Tensor):
-    """Per token, the candidate with the lowest error: ``(chosen [T], index [T])``; ties go to the first."""
+    """Per token, the candidate with the lowest error: ``(chosen [T], index [T])``; ties go to the first.
+
+    Args:
+        candidates: ``[K, T]`` int64 target tokens of ``K`` candidates.
+        errors: ``[K, T]`` their errors (:func:`patch_errors`).
+
+    Returns:
+        ``(chosen, index)``: the winning target per token (``candidates``' dtype, ``[T]``) and the winning
+        candidate's index (int64 ``[T]``).
+
+    Raises:
+        ParameterError: naming ``candidates`` when its shape differs from ``errors``'.
+    """
     if candidates.shape != errors.shape:
         raise ParameterError("candidates", f"has shape {tuple(candidates.shape)} but errors {tuple(errors.shape)}",
                              "pass one error per candidate and token (the same shape)")
@@ -327,6 +405,24 @@ def select_correspondences(guide_a: torch.Tensor, guide_b: torch.Tensor, grid: S
     Returns ``((a_to_b, b_to_a), (index_ab, index_ba), names)``: the chosen targets, which candidate each token
     took (an index into ``names``, int64 ``[h*w]`` on the guidance's device) and the candidate names in use.
     Nothing is read back to the host.
+
+    Args:
+        guide_a: ``[C, H, W]`` guidance frame a.
+        guide_b: ``[C, H, W]`` guidance frame b, same shape.
+        grid: the feature grid ``(h, w)``.
+        patch: the patch side in guidance pixels (:func:`patch_errors`).
+        similarity: ``(a_to_b, b_to_a)`` int64 ``[h*w]`` feature-similarity candidates.
+        flow: ``(a_to_b, b_to_a)`` int64 ``[h*w]`` flow candidates (:func:`flow_targets`), or None.
+        history: ``(a_to_b, b_to_a)`` int64 ``[h*w]`` previous choices, or None.
+
+    Returns:
+        ``((a_to_b, b_to_a), (index_ab, index_ba), names)``: chosen int64 ``[h*w]`` targets per direction, the
+        int64 ``[h*w]`` candidate index per token, and the tuple of candidate names in use (a subset of
+        :data:`CANDIDATES`, in order).
+
+    Raises:
+        ParameterError: naming ``guide_a`` or ``targets`` (from :func:`patch_errors`) when the guidance frames
+            differ in shape or the candidates do not have ``h*w`` tokens.
     """
     names = tuple(name for name, given in zip(CANDIDATES, (flow, history, similarity)) if given is not None)
     given = [c for c in (flow, history, similarity) if c is not None]
@@ -349,6 +445,19 @@ def latent_preview(latent: torch.Tensor, rgb_factors: Optional[torch.Tensor] = N
     when their channel count differs from the latent's): the channel mean, min-max normalised over the whole
     tensor. Upscaled bilinearly by ``u = clamp(ceil(short_side / min(h, w)), 1, max_scale)`` (DIS is unreliable
     on 64 px images). Computed in float32 on the latent's device.
+
+    Args:
+        latent: ``[F, C, h, w]`` latent (detached, read in float32).
+        rgb_factors: ``[C, 3]`` latent-to-RGB factors, or None.
+        rgb_bias: ``[3]`` RGB bias added after the factors, or None.
+        short_side: the short side in pixels the upscaling aims at.
+        max_scale: the largest upscaling factor ``u``.
+
+    Returns:
+        ``[F, 3, h*u, w*u]`` (with factors) or ``[F, 1, h*u, w*u]`` float32 in 0..1 on the latent's device.
+
+    Raises:
+        ParameterError: naming ``latent`` when it is not a 4-d tensor.
     """
     if not isinstance(latent, torch.Tensor) or latent.dim() != 4:
         shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
@@ -385,6 +494,19 @@ def trajectory_indices(forward: Sequence[torch.Tensor], backward: Sequence[torch
     correspondent in frame ``s`` (``L-1`` entries each). Row ``j`` of the result
     is ``p_j`` for ``p`` = each token of ``frame``: chained forward for
     ``j > frame`` and backward for ``j < frame``; row ``frame`` is ``arange(T)``.
+
+    Args:
+        forward: ``L-1`` int64 ``[T]`` correspondences, frame ``s`` -> ``s+1``.
+        backward: ``L-1`` int64 ``[T]`` correspondences, frame ``s+1`` -> ``s``.
+        frame: the trajectory's frame ``i`` (0 .. L-1).
+        tokens: tokens per frame ``T``.
+        device: device of the result (None: ``forward[0]``'s, the CPU without frames).
+
+    Returns:
+        ``[L, T]`` int64 token indices, row ``j`` the trajectory's token in frame ``j``.
+
+    Raises:
+        ParameterError: naming ``backward`` when its length differs from ``forward``'s.
     """
     length = len(forward) + 1
     if len(backward) != length - 1:
@@ -409,6 +531,18 @@ def trajectory_attention(o: torch.Tensor, forward: Sequence[torch.Tensor], backw
     with ``p_j`` the trajectory of token ``p`` of frame ``i``
     (:func:`trajectory_indices`). Scores and softmax are in float32; the result
     has ``o``'s dtype. Memory: one ``[L, T, heads * d]`` gather at a time.
+
+    Args:
+        o: ``[L, T, heads * d]`` cross-neighbour outputs of the video's ``L`` frames.
+        forward: ``L-1`` int64 ``[T]`` correspondences, frame ``s`` -> ``s+1``.
+        backward: ``L-1`` int64 ``[T]`` correspondences, frame ``s+1`` -> ``s``.
+        heads: number of attention heads.
+
+    Returns:
+        ``[L, T, heads * d]`` in ``o``'s dtype and device; a copy of ``o`` when ``L < 2``.
+
+    Raises:
+        ParameterError: naming ``backward`` (:func:`trajectory_indices`) when its length differs from ``forward``'s.
     """
     length, tokens, inner = o.shape
     if length < 2:
@@ -429,7 +563,17 @@ def trajectory_attention(o: torch.Tensor, forward: Sequence[torch.Tensor], backw
 
 def reference_trajectory_attention(o: torch.Tensor, forward: Sequence[torch.Tensor], backward: Sequence[torch.Tensor],
                                    heads: int) -> torch.Tensor:
-    """Eq. 6-7 token by token, following the trajectory one correspondence at a time (tests only; slow)."""
+    """Eq. 6-7 token by token, following the trajectory one correspondence at a time (tests only; slow).
+
+    Args:
+        o: ``[L, T, heads * d]`` cross-neighbour outputs of the video's ``L`` frames.
+        forward: ``L-1`` ``[T]`` correspondences, frame ``s`` -> ``s+1``.
+        backward: ``L-1`` ``[T]`` correspondences, frame ``s+1`` -> ``s``.
+        heads: number of attention heads.
+
+    Returns:
+        ``[L, T, heads * d]`` in ``o``'s dtype (computed in float64); a copy of ``o`` when ``L < 2``.
+    """
     length, tokens, inner = o.shape
     d = inner // heads
     out = o.clone()
@@ -451,7 +595,15 @@ def reference_trajectory_attention(o: torch.Tensor, forward: Sequence[torch.Tens
 
 
 def feature_grid(tokens: int, shape: Optional[Sequence[int]]) -> tuple[int, int] | None:
-    """The ``(h, w)`` feature grid of ``tokens`` from an activation shape ``[..., h, w]`` (None if it does not fit)."""
+    """The ``(h, w)`` feature grid of ``tokens`` from an activation shape ``[..., h, w]`` (None if it does not fit).
+
+    Args:
+        tokens: the token count ``T`` of a flattened feature map.
+        shape: an activation shape whose last two sizes are ``h, w``, or None.
+
+    Returns:
+        ``(h, w)`` when ``h * w == tokens``; None otherwise, or when ``shape`` is None or shorter than 2.
+    """
     if shape is None or len(shape) < 2:
         return None
     h, w = int(shape[-2]), int(shape[-1])

@@ -108,7 +108,19 @@ FeatureLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def consecutive_pairs(frames: int, frames_per_video: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(prev, cur)`` frame indices of every consecutive pair inside one video (never across videos)."""
+    """``(prev, cur)`` frame indices of every consecutive pair inside one video (never across videos).
+
+    Args:
+        frames: the batch's frame count ``F``.
+        frames_per_video: frames of each video in the batch (0: the whole batch is one video).
+        device: device of the result (None: the CPU).
+
+    Returns:
+        ``(prev, cur)``: int64 ``[P]`` each, ``cur = prev + 1``, one entry per pair within a video.
+
+    Raises:
+        ParameterError: naming ``frames_per_video`` when it is negative or does not divide ``frames``.
+    """
     video, _ = video_layout(frames, frames_per_video)
     cur = torch.arange(1, frames)
     cur = cur[video[1:] == video[:-1]]
@@ -123,6 +135,21 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
     ``x0``: ``[F, C, h, w]``. ``flow_bw``: ``[F-1, 2, h, w]``, entry ``i-1`` the flow from frame ``i`` to
     ``i-1``. ``valid``: ``[F-1, 1, h, w]`` bool or weights in [0, 1] (None = 1). Entries of pairs that cross
     a video boundary are ignored. Computed in float32 (float64 for float64 input).
+
+    Args:
+        x0: ``[F, C, h, w]`` float prediction of the clean frames.
+        flow_bw: ``[F-1, 2, h, w]`` backward flow, entry ``i-1`` from frame ``i`` to ``i-1`` in latent pixels.
+        valid: ``[F-1, 1, h, w]`` (or ``[F-1, h, w]``) bool mask or weights in [0, 1], or None (all 1).
+        frames_per_video: frames of each video in the batch (0: one video).
+        norm: ``"l2"`` (half squared L2) or ``"l1"``.
+        feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+
+    Returns:
+        0-d tensor: the loss (float32, float64 for float64 ``x0``), 0 without pairs plus any feature term.
+
+    Raises:
+        ParameterError: naming ``norm`` (not in ``NORMS``), ``x0`` (not a 4-d float tensor), ``flow_bw`` or
+            ``valid`` (wrong shape) or ``frames_per_video`` (negative or not dividing the frame count).
     """
     if norm not in NORMS:
         raise ParameterError("norm", f"is {norm!r}", f"use one of: {', '.join(NORMS)}")
@@ -149,7 +176,24 @@ def x0_gradient(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch.T
                 feature_loss: Optional[FeatureLoss] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode ``"x0"``: ``(grad_{x0} L, L)``, the gradient with ``x0``'s shape in float32 (float64 for float64 input).
 
-    Safe under inference mode."""
+    Safe under inference mode.
+
+    Args:
+        x0: ``[F, C, h, w]`` float prediction of the clean frames.
+        flow_bw: ``[F-1, 2, h, w]`` backward flow, entry ``i-1`` from frame ``i`` to ``i-1`` in latent pixels.
+        valid: ``[F-1, 1, h, w]`` (or ``[F-1, h, w]``) bool mask or weights in [0, 1], or None (all 1).
+        frames_per_video: frames of each video in the batch (0: one video).
+        norm: ``"l2"`` (half squared L2) or ``"l1"``.
+        feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+
+    Returns:
+        ``(grad, loss)``: detached ``[F, C, h, w]`` gradient (zeros when nothing is compared) and the detached
+        0-d loss of :func:`temporal_loss`.
+
+    Raises:
+        ParameterError: naming ``norm`` (not in ``NORMS``), ``x0`` (not a 4-d float tensor), ``flow_bw`` or
+            ``valid`` (wrong shape) or ``frames_per_video`` (negative or not dividing the frame count).
+    """
     _check_x0(x0)
     with torch.inference_mode(False), torch.enable_grad():
         x = _normal(x0).to(_work_dtype(x0)).requires_grad_(True)
@@ -163,7 +207,25 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
                            feature_loss: Optional[FeatureLoss] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode ``"through model"``: ``(grad_{x_t} L(denoise(x_t)), L)`` -- one forward of ``denoise`` with autograd
     recording and one backward. ``denoise`` maps the noisy input ``[F, C, h, w]`` to the x0 prediction; it runs
-    outside inference mode with gradients on, so every tensor it saves for backward must be a normal tensor."""
+    outside inference mode with gradients on, so every tensor it saves for backward must be a normal tensor.
+
+    Args:
+        denoise: callable mapping the noisy input ``[F, C, h, w]`` to the x0 prediction ``[F, C, h, w]``.
+        x: ``[F, C, h, w]`` float noisy input ``x_t``.
+        flow_bw: ``[F-1, 2, h, w]`` backward flow, entry ``i-1`` from frame ``i`` to ``i-1`` in latent pixels.
+        valid: ``[F-1, 1, h, w]`` (or ``[F-1, h, w]``) bool mask or weights in [0, 1], or None (all 1).
+        frames_per_video: frames of each video in the batch (0: one video).
+        norm: ``"l2"`` (half squared L2) or ``"l1"``.
+        feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+
+    Returns:
+        ``(grad, loss)``: detached gradient with ``x``'s shape (float32, float64 for float64 ``x``; zeros when
+        nothing is compared) and the detached 0-d loss of :func:`temporal_loss` on the prediction.
+
+    Raises:
+        ParameterError: naming ``x`` (not a 4-d float tensor), or as :func:`temporal_loss` for the prediction
+            (``x0``), ``norm``, ``flow_bw``, ``valid`` or ``frames_per_video``.
+    """
     _check_x0(x, "x")
     with torch.inference_mode(False), torch.enable_grad():
         xt = _normal(x).requires_grad_(True)
@@ -174,7 +236,16 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
 
 
 def guided(denoised: torch.Tensor, grad: torch.Tensor, weight: float) -> torch.Tensor:
-    """Eq. 10 through the prediction: ``denoised - weight * grad`` (``denoised``'s dtype and device)."""
+    """Eq. 10 through the prediction: ``denoised - weight * grad`` (``denoised``'s dtype and device).
+
+    Args:
+        denoised: ``[F, C, h, w]`` x0 prediction.
+        grad: gradient of the same shape (any device and dtype; moved to ``denoised``'s).
+        weight: the guidance weight.
+
+    Returns:
+        ``[F, C, h, w]`` guided prediction in ``denoised``'s dtype and device.
+    """
     return denoised - (float(weight) * grad).to(device=denoised.device, dtype=denoised.dtype)
 
 

@@ -154,7 +154,17 @@ class AudioTrack:
 
 
 def rule_minimum(frame_rule: str) -> int:
-    """Smallest frame count the rule allows: 1 for ``any``, 5 for ``4k+1``, 9 for ``8k+1``."""
+    """Smallest frame count the rule allows: 1 for ``any``, 5 for ``4k+1``, 9 for ``8k+1``.
+
+    Args:
+        frame_rule: one of ``FRAME_RULES``.
+
+    Returns:
+        The rule's smallest frame count.
+
+    Raises:
+        ParameterError: naming ``frame_rule`` when it is not one of ``FRAME_RULES``.
+    """
     _check_rule(frame_rule)
     step = _RULE_STEP[frame_rule]
     return 1 if step == 1 else step + 1
@@ -167,6 +177,17 @@ def rule_count(n: int, frame_rule: str, pad: bool = False) -> int:
     or 0 when ``n`` is below the rule's minimum. With ``pad``: the smallest such
     count ``>= n`` (the caller repeats the last frame to reach it); 0 stays 0.
     ``any`` returns ``n``.
+
+    Args:
+        n: the number of selected frames (0 or less gives 0).
+        frame_rule: one of ``FRAME_RULES``.
+        pad: round up (by repeating frames) instead of down.
+
+    Returns:
+        The frame count the rule keeps (0 when none).
+
+    Raises:
+        ParameterError: naming ``frame_rule`` when it is not one of ``FRAME_RULES``.
     """
     _check_rule(frame_rule)
     step = _RULE_STEP[frame_rule]
@@ -202,6 +223,20 @@ def target_size(src_w: int, src_h: int, width: int, height: int, size_multiple: 
       the source aspect ratio. A derived size is rounded to the nearest
       multiple of ``size_multiple`` (the fit mode absorbs the few pixels of
       difference), so the default settings work on any source.
+
+    Args:
+        src_w: source width in pixels.
+        src_h: source height in pixels.
+        width: requested width (0: from the source).
+        height: requested height (0: from the source).
+        size_multiple: the pixel grid both output sides must be multiples of (1: no constraint).
+
+    Returns:
+        ``(width, height)`` of the output in pixels, multiples of ``size_multiple`` (at least one multiple).
+
+    Raises:
+        ParameterError: naming ``size_multiple`` (below 1), or ``width`` / ``height`` (negative, or not a multiple
+            of ``size_multiple``).
     """
     if size_multiple < 1:
         raise ParameterError("size_multiple", f"is {size_multiple}", "use 1 for no constraint, 8 for SD-style VAEs, 16 for Wan")
@@ -245,7 +280,21 @@ class ResizePlan:
 
 
 def plan_resize(src_w: int, src_h: int, out_w: int, out_h: int, fit: str) -> ResizePlan:
-    """Scaled size for a fit mode: ``crop`` covers the target, ``pad`` fits inside it, ``stretch`` equals it."""
+    """Scaled size for a fit mode: ``crop`` covers the target, ``pad`` fits inside it, ``stretch`` equals it.
+
+    Args:
+        src_w: source width in pixels.
+        src_h: source height in pixels.
+        out_w: output width in pixels.
+        out_h: output height in pixels.
+        fit: one of ``FIT_MODES`` (``crop``, ``pad``, ``stretch``).
+
+    Returns:
+        The :class:`ResizePlan` (scaled size and fit) for one frame.
+
+    Raises:
+        ParameterError: naming ``fit`` when it is not one of ``FIT_MODES``.
+    """
     _check_fit(fit)
     if fit == "stretch" or (src_w, src_h) == (out_w, out_h):
         return ResizePlan(out_w, out_h, out_w, out_h, fit)
@@ -263,12 +312,26 @@ def plan_resize(src_w: int, src_h: int, out_w: int, out_h: int, fit: str) -> Res
 
 
 def estimate_output_bytes(frames: int, height: int, width: int) -> int:
-    """Bytes of the float32 IMAGE output: ``frames * height * width * 3 * 4``."""
+    """Bytes of the float32 IMAGE output: ``frames * height * width * 3 * 4``.
+
+    Args:
+        frames: frame count.
+        height: frame height in pixels.
+        width: frame width in pixels.
+
+    Returns:
+        The output size in bytes.
+    """
     return int(frames) * int(height) * int(width) * 3 * BYTES_PER_VALUE
 
 
 def default_memory_limit() -> int:
-    """Default output-size limit: half the available RAM (psutil), else 16 GiB."""
+    """Default output-size limit: half the available RAM (psutil), else 16 GiB.
+
+    Returns:
+        The limit in bytes: ``MEMORY_FRACTION`` of the available RAM, or ``DEFAULT_MEMORY_LIMIT_BYTES`` without
+        psutil.
+    """
     try:
         import psutil  # optional
     except ImportError:  # pragma: no cover - psutil ships with ComfyUI
@@ -277,7 +340,15 @@ def default_memory_limit() -> int:
 
 
 def format_bytes(n: int) -> str:
-    """``'1.5 GiB (1,610,612,736 bytes)'``."""
+    """``'1.5 GiB (1,610,612,736 bytes)'``.
+
+    Args:
+        n: a byte count.
+
+    Returns:
+        ``n`` in the largest binary unit up to TiB with one decimal and the exact count, or ``'<n> bytes'``
+        below 1 KiB.
+    """
     value = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -368,7 +439,18 @@ def _info(path: str, container, stream) -> VideoInfo:
 
 
 def probe(path: str) -> VideoInfo:
-    """Read the container header of ``path`` (no decoding). Raises ParameterError('video') if not a video."""
+    """Read the container header of ``path`` (no decoding). Raises ParameterError('path') if not a video.
+
+    Args:
+        path: the video file (str or path-like).
+
+    Returns:
+        The :class:`VideoInfo` of the first video stream.
+
+    Raises:
+        ParameterError: naming ``path`` when the file is missing, not a file, empty, cannot be opened, or has no
+            video stream.
+    """
     container, stream = _open(os.fspath(path))
     try:
         return _info(os.fspath(path), container, stream)
@@ -588,6 +670,19 @@ def load_audio(video: str, start_s: float = 0.0, duration_s: Optional[float] = N
     channel count becomes float32 ``[1, channels, samples]``. Returns None when
     the file has no audio stream; raises ParameterError('path') when the
     stream cannot be decoded.
+
+    Args:
+        video: the media file (str or path-like).
+        start_s: start time in seconds on the container's clock.
+        duration_s: length in seconds, or None for the rest of the track.
+
+    Returns:
+        An :class:`AudioTrack` (``waveform`` float32 ``[1, channels, samples]`` in -1..1 and its sample rate), or
+        None without an audio stream.
+
+    Raises:
+        ParameterError: naming ``path`` when the file cannot be opened, the audio has no sample rate, or it cannot
+            be decoded.
     """
     path = os.fspath(video)
     name = os.path.basename(path)
@@ -686,6 +781,18 @@ def probe_clip(video: str, decode_audio: bool = True) -> ClipProbe:
     frames. ``constant_rate`` is False when any frame's duration (difference of
     consecutive presentation timestamps) differs from ``1 / rate`` by more
     than one tick of the stream's time base and ``RATE_TOLERANCE``.
+
+    Args:
+        video: the video file (str or path-like).
+        decode_audio: decode the first audio stream's packets to check them (False: only describe it).
+
+    Returns:
+        The :class:`ClipProbe`; its ``audio`` is None without an audio stream, and an :class:`AudioProbe` whose
+        ``error`` says why when the audio does not decode.
+
+    Raises:
+        ParameterError: naming ``path`` when the file cannot be opened as a video, or its video packets lack
+            timestamps, hold no frame, or the stream stores no frame rate.
     """
     path = os.fspath(video)
     name = os.path.basename(path)
@@ -763,9 +870,37 @@ def load_video(
 
     Decode errors part-way (a corrupt or truncated stream; a truncated file is
     recognised when the demuxer runs out of packets more than
-    ``TRUNCATION_TOLERANCE`` short of the container's declared frame count) raise ParameterError('video') naming the frame index
-    reached, unless ``best_effort``: then the frames decoded so far are used
-    and a warning (logged and in ``LoadedVideo.warnings``) says how many.
+    ``TRUNCATION_TOLERANCE`` short of the container's declared frame count)
+    raise ParameterError('path') naming the frame index reached, unless
+    ``best_effort``: then the frames decoded so far are used and a warning
+    (logged and in ``LoadedVideo.warnings``) says how many.
+
+    Args:
+        video: the video file (str or path-like).
+        start_frame: first source frame to select (0 or more).
+        frame_cap: the most frames to select (0: all).
+        every_nth: select every n-th source frame (1 or more); the output fps is the source fps over it.
+        width: output width in pixels (0: from the source; see :func:`target_size`).
+        height: output height in pixels (0: from the source).
+        fit: one of ``FIT_MODES``: how the source is fitted to the output size.
+        frame_rule: one of ``FRAME_RULES``: the frame counts the output may have.
+        size_multiple: the pixel grid explicit or derived sizes must be multiples of (1 or more).
+        best_effort: on a decode error part-way, keep the frames decoded so far instead of raising.
+        pad_frames: reach the frame rule by repeating the last frame instead of trimming.
+        memory_limit: the largest output in bytes (None: :func:`default_memory_limit`).
+        progress: optional :data:`ProgressCallback`, called after every decoded source frame.
+        audio: also decode the sound under the selected frames (:func:`load_audio`); failures become warnings.
+
+    Returns:
+        A :class:`LoadedVideo`: ``images`` ``[F, H, W, 3]`` float32 in 0..1, the output fps, the frame count,
+        the source :class:`VideoInfo`, the decoded frame count, warnings and the audio (None unless ``audio``).
+
+    Raises:
+        ParameterError: naming ``start_frame``, ``frame_cap`` or ``every_nth`` (out of range; ``start_frame``
+            also past the end), ``fit``, ``frame_rule`` (unknown, or the selection too short for it),
+            ``size_multiple``, ``width`` / ``height`` (:func:`target_size`), ``path`` (not a readable video,
+            zero decodable frames, or corrupt without ``best_effort``), or ``width`` / ``frame_cap`` when the
+            output would exceed ``memory_limit``.
     """
     path = os.fspath(video)
     for input_name, value, lowest, fix in (

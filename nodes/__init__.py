@@ -1,41 +1,7 @@
-"""ComfyUI node classes (V3 API). The only package that imports ``comfy``.
+"""ComfyUI node classes (V3 API), the engines they install (``engines/``) and the model-family adapters
+(``adapters/``): the only package that imports ``comfy``.
 
-Nodes are thin: they parse inputs, call ``kernels``, and wrap outputs.
+Nodes are thin: they parse inputs, call ``kernels``, and wrap outputs. This file imports nothing, so the
+comfy-free modules here (``errors``, ``run_state``) can be used without ComfyUI (the headless runner's
+``--servers`` mode, kernel tests); ``extension.py`` lists the nodes for ComfyUI.
 """
-
-from comfy_api.latest import ComfyExtension, io
-
-from .attention_switch import AttentionSwitch
-from .chunk_output import ChunkOutput
-from .color_match import ColorMatch
-from .ddpm_invert import DDPMInvert
-from .early_stop import EarlyStop
-from .inversion_sampler import InversionSampler
-from .load_cogvideox import LoadCogVideoX
-from .load_video import LoadVideo
-from .negative_prompt_editor import NegativePromptEditor
-from .noise_sharing import NoiseSharing
-from .slr_temporal_attention import SLRTemporalAttention
-from .swcfa import SWCFA
-from .temporal_consistency_guidance import TemporalConsistencyGuidance
-
-NODE_LIST: list[type[io.ComfyNode]] = [
-    LoadVideo,
-    DDPMInvert,
-    InversionSampler,
-    NegativePromptEditor,
-    EarlyStop,
-    AttentionSwitch,
-    SWCFA,
-    SLRTemporalAttention,
-    NoiseSharing,
-    TemporalConsistencyGuidance,
-    LoadCogVideoX,
-    ChunkOutput,  # run_workflow.py --servers --chunk-frames only (not a ZSVR_* contract node)
-    ColorMatch,
-]
-
-
-class ZSVRExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(NODE_LIST)

@@ -17,7 +17,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..kernels import inversion as inv_kernel
-from ..kernels.errors import InputError
+from .errors import InputError
 from . import host
 from . import switch_protocol as protocol
 from .engines.inversion import InversionRunner

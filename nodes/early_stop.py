@@ -19,7 +19,7 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from .engines.early_stop import EarlyStopSampler
 from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY

@@ -28,7 +28,7 @@ from __future__ import annotations
 import comfy.model_patcher
 
 from ..kernels import frame_layout as fl
-from ..kernels.errors import InputError
+from .errors import InputError
 from ..kernels.frame_layout import BatchLayout
 from .shared_inputs import (  # noqa: F401  (re-exported)
     FRAMES_PER_VIDEO_TOOLTIP,

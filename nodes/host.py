@@ -7,7 +7,8 @@ import torch
 import comfy.model_management
 
 from ..kernels import inversion as inv_kernel
-from ..kernels.errors import InputError, a_or_an
+from ..kernels.errors import a_or_an
+from .errors import InputError
 from .adapters import family_of
 
 

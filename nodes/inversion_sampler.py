@@ -12,7 +12,7 @@ import math
 from comfy_api.latest import io
 
 from ..kernels import inversion as inv_kernel
-from ..kernels.errors import InputError
+from .errors import InputError
 from .engines.inversion import InversionNoise, ReplaySampler
 from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY, Inversion

@@ -33,7 +33,7 @@ import comfy.ops
 import folder_paths
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from .adapters.cogvideox import CogVideoXAdapter
 from .adapters.cogvideox_format import (SUPPORTED_DTYPES, CogVideoXConfig, CogVideoXLatent, CogVideoXSamplingV,
                                         build_model_sampling, sampling_settings)

@@ -17,7 +17,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..kernels import video_io
-from ..kernels.errors import InputError
+from .errors import InputError
 from . import example_media
 from .errors import kernel_inputs
 from .types import CATEGORY

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from . import host
 from .engines.negative_prompt_guider import NegativePromptGuider
 from .shared_inputs import check_finite, validate_widgets

@@ -11,7 +11,8 @@ import math
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError, a_or_an
+from ..kernels.errors import a_or_an
+from .errors import InputError
 from .engines.noise_sharing import NoiseSharingSampler, SharedNoise
 from .shared_inputs import video_frames
 from .types import CATEGORY

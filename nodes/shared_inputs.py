@@ -21,7 +21,7 @@ import weakref
 import torch
 
 from ..kernels import optical_flow as of
-from ..kernels.errors import InputError
+from .errors import InputError
 from .errors import kernel_inputs
 
 # -- IMAGE -----------------------------------------------------------------------------------------------------

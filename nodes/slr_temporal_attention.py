@@ -13,7 +13,7 @@ import torch
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from .adapters import require
 from .engines.slr_temporal_attention import SLRPatch
 from .shared_inputs import (

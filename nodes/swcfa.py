@@ -9,7 +9,7 @@ from __future__ import annotations
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from ..kernels.unet_blocks import check_unet_block_syntax, parse_unet_blocks
 from .adapters import require
 from .engines.swcfa import SWCFAPatch

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 
-from ..kernels.errors import InputError
+from .errors import InputError
 
 PASS_KEY = "zsvr_pass"
 """``transformer_options`` key: the :class:`Pass` of the model call in progress."""

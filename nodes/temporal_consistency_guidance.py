@@ -10,7 +10,7 @@ from __future__ import annotations
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..kernels.errors import InputError
+from .errors import InputError
 from .adapters import frame_axis, model_name
 from .engines.temporal_consistency_guidance import WORKS_WITH, TCGPatch, install_weight_copies
 from .shared_inputs import (

@@ -37,7 +37,9 @@ def _load(name: str, path: pathlib.Path):
 
 # The adapter's relative imports (``zsvr.nodes.switch_protocol``, ``.capabilities``) resolve without ComfyUI
 # (``host_free_imports``); these copies are this module's own and leave sys.modules afterwards.
-with bare_packages("zsvr.nodes", "zsvr.nodes.adapters"):
+import zsvr.nodes  # noqa: E402,F401  (the real package: it imports no ComfyUI code; its adapters do)
+
+with bare_packages("zsvr.nodes.adapters"):
     official = _load("zsvr_bench_official_zsvd", PACK_DIR / "bench" / "official_zsvd.py")
     switch = _load("zsvr.nodes.adapters.cogvideox", PACK_DIR / "nodes" / "adapters" / "cogvideox.py")
     protocol = sys.modules["zsvr.nodes.switch_protocol"]

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 from zsvr.kernels import block_ranges, inversion
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
@@ -29,9 +30,7 @@ def test_parameter_error_is_a_plain_value_error_naming_the_parameter():
 
 
 def test_nodes_translate_kernel_parameters_into_their_inputs():
-    from host_free_imports import node_module
-
-    errors = node_module("errors")  # nodes/errors.py imports only the kernels: loaded without ComfyUI
+    from zsvr.nodes import errors  # imports no ComfyUI code
     with pytest.raises(InputError) as info:
         with errors.kernel_inputs(text="blocks"):
             block_ranges.parse_blocks("x", 4)

@@ -9,7 +9,8 @@ import torch
 from zsvr.kernels import frame_layout as fl
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_attention as ta
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 from zsvr.kernels.unet_blocks import parse_unet_blocks
 
 

@@ -90,7 +90,8 @@ def test_loader_lists_folders_and_builds_a_comfy_model(host, cog):
     assert isinstance(model.model, comfy.model_base.BaseModel)
     assert model.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     assert model.model.latent_format.latent_channels == 16 and model.model.latent_format.scale_factor == 0.7
-    assert model.model.diffusion_model.zsvr_family == "cogvideox"
+    assert _module(host, "adapters.cogvideox").CogVideoXAdapter.matches(model.model.diffusion_model)
+    assert not _module(host, "adapters.cogvideox").CogVideoXAdapter.matches(torch.nn.Linear(1, 1))
     assert vae.latent_channels == 16 and vae.latent_dim == 3
 
 

@@ -68,7 +68,7 @@ def _input_error(host):
     """The pack's InputError as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
     import sys
 
-    return sys.modules[host.pack.__name__ + ".kernels.errors"].InputError
+    return sys.modules[host.pack.__name__ + ".nodes.errors"].InputError
 
 
 def _swcfa(host, model, radius=2, frames_per_video=0, blocks="all", start=0.0, end=1.0):

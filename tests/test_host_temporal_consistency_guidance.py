@@ -85,7 +85,7 @@ def _pack_module(host, name):
 
 
 def _input_error(host):
-    return _pack_module(host, ".kernels.errors").InputError
+    return _pack_module(host, ".nodes.errors").InputError
 
 
 def _inconsistency(host, samples, image):

@@ -111,7 +111,7 @@ def _pack_module(host, name):
 
 
 def _input_error(host):
-    return _pack_module(host, ".kernels.errors").InputError
+    return _pack_module(host, ".nodes.errors").InputError
 
 
 @pytest.fixture(scope="module")
@@ -594,9 +594,7 @@ def test_a_series_of_runs_on_different_clips_keeps_memory_flat(host):
 
 
 def test_a_flow_cache_is_bounded_and_keeps_the_most_recently_used():
-    from host_free_imports import node_module
-
-    BoundedCache = node_module("run_state").BoundedCache
+    from zsvr.nodes.run_state import BoundedCache  # comfy-free: no host needed
     cache, made = BoundedCache(2), []
 
     def make(key):

@@ -11,7 +11,8 @@ import torch
 
 from zsvr.kernels import cogvideox_rope, cogvideox_schedule, cross_frame_attention, frame_layout, inversion
 from zsvr.kernels import temporal_attention as ta
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 CASES = {
     "crop_region grid not a pair": (lambda: cogvideox_rope.crop_region((4, 4, 4), 8, 8), "grid"),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from zsvr.kernels import block_ranges, unet_blocks, video_io
-from zsvr.kernels.errors import InputError, ParameterError, a_or_an
+from zsvr.kernels.errors import ParameterError, a_or_an
+from zsvr.nodes.errors import InputError
 
 
 def test_error_types_read_as_plain_names():

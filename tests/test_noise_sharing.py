@@ -7,7 +7,8 @@ import torch
 
 from zsvr.kernels import noise_sharing as ns
 from zsvr.kernels import optical_flow as of
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 
 def gen(seed=0):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from zsvr.kernels import optical_flow as of
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 H, W = 96, 128
 

@@ -154,3 +154,47 @@ def test_no_upward_import(room, never):
     offenders = {str(p.relative_to(PACK_DIR)): sorted(_relative_imports(p) & never)
                  for p in sorted((PACK_DIR / room).rglob("*.py")) if _relative_imports(p) & never}
     assert offenders == {}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(PACK_DIR).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+    """The pack modules ``path`` imports when it is imported (statements at module level)."""
+    import ast
+
+    name = _module_name(path)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:  # `from .x import y`: the module x.y, else the module x
+                found.update([f"{target}.{alias.name}"] if f"{target}.{alias.name}" in modules else
+                             [target] if target in modules else [])
+    return found - {name}
+
+
+def test_no_import_cycle_among_the_packs_modules():
+    files = [p for room in ("kernels", "nodes", "headless") for p in (PACK_DIR / room).rglob("*.py")]
+    modules = {_module_name(p) for p in files}
+    graph = {_module_name(p): _module_level_imports(p, modules) for p in files}
+    cycles, state = [], {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert sum(len(v) for v in graph.values()) > 50  # the graph was read
+    assert cycles == []

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from zsvr.kernels import cross_frame_attention as cfa
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 
 def _brute_mean(h: torch.Tensor, video, position, radius):

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from zsvr.kernels import temporal_attention as ta
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 
 def _linears(channels, gen):

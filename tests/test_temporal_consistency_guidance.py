@@ -5,7 +5,8 @@ import torch
 
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_consistency_guidance as tcg
-from zsvr.kernels.errors import InputError, ParameterError
+from zsvr.kernels.errors import ParameterError
+from zsvr.nodes.errors import InputError
 
 C, H, W = 4, 16, 16
 

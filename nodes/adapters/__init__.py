@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import types
 
-from ...kernels.errors import InputError
+from ..errors import InputError
 from .capabilities import Capabilities
 from .cogvideox import CogVideoXAdapter
 from .hunyuan_video import HunyuanVideoAdapter

@@ -47,7 +47,7 @@ from .capabilities import Capabilities
 OPTIONS_KWARG = "zsvr_options"
 """diffusers ``attention_kwargs`` key under which the wrapper passes ComfyUI's ``transformer_options``."""
 FAMILY_MARK = "cogvideox"
-"""``diffusion_model.zsvr_family`` of the loader's wrapper; also the family part of the pass-cache keys."""
+"""The family part of the pass-cache keys."""
 
 
 class CogVideoXAdapter:
@@ -61,9 +61,10 @@ class CogVideoXAdapter:
 
     @staticmethod
     def matches(diffusion_model) -> bool:
-        # a marker, not isinstance: ComfyUI imports the pack under its path, tests under an alias,
-        # and the two copies have distinct classes
-        return getattr(diffusion_model, "zsvr_family", None) == FAMILY_MARK
+        # imported here: cogvideox_model imports ComfyUI and this module, which must load without either
+        from .cogvideox_model import CogVideoXDiT
+
+        return isinstance(diffusion_model, CogVideoXDiT)
 
     @staticmethod
     def num_blocks(model_patcher) -> int:

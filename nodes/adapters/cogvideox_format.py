@@ -26,7 +26,7 @@ import comfy.model_sampling
 import comfy.supported_models_base
 
 from ...kernels.cogvideox_schedule import schedule_sigmas
-from ...kernels.errors import InputError
+from ..errors import InputError
 
 SUPPORTED_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 """Weight / VAE dtypes CogVideoX runs in."""

@@ -41,8 +41,8 @@ import comfy.model_base
 import comfy.patcher_extension
 
 from ...kernels.cogvideox_rope import crop_region
-from ...kernels.errors import InputError
-from .cogvideox import FAMILY_MARK, OPTIONS_KWARG
+from ..errors import InputError
+from .cogvideox import OPTIONS_KWARG
 
 log = logging.getLogger("zsvr")
 
@@ -65,8 +65,6 @@ class CogVideoXDiT(torch.nn.Module):
     The transformer's attention processors are the adapter's (the loader installs them with
     :meth:`~.cogvideox.CogVideoXAdapter.install_processors` before wrapping it).
     """
-
-    zsvr_family = FAMILY_MARK
 
     def __init__(self, transformer, dtype: torch.dtype):
         super().__init__()

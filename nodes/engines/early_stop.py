@@ -14,7 +14,7 @@ import math
 
 import comfy.samplers
 
-from ...kernels.errors import InputError
+from ..errors import InputError
 from ..frame_layout import check_core_sampler_windows
 
 

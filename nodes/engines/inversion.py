@@ -20,7 +20,7 @@ import torch
 import comfy.samplers
 
 from ...kernels import inversion as inv_kernel
-from ...kernels.errors import InputError
+from ..errors import InputError
 from .. import host
 from ..errors import kernel_inputs
 from ..frame_layout import check_window_schedule, context_handler, describe_windows, window_settings, with_sample_sigmas

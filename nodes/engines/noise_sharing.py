@@ -72,7 +72,7 @@ import comfy.samplers
 
 from ...kernels import noise_sharing as ns
 from ...kernels import optical_flow as of
-from ...kernels.errors import InputError
+from ..errors import InputError
 from .. import run_state
 from ..adapters import frame_axis_of_base_model
 from ..errors import kernel_inputs

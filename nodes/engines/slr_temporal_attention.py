@@ -107,7 +107,7 @@ import torch
 from ...kernels import frame_layout as fl
 from ...kernels import optical_flow as of
 from ...kernels import temporal_attention as ta
-from ...kernels.errors import InputError
+from ..errors import InputError
 from .. import run_state
 from ..frame_layout import (
     call_layout,

@@ -66,7 +66,7 @@ import torch
 
 from ...kernels import optical_flow as of
 from ...kernels import temporal_consistency_guidance as tcg
-from ...kernels.errors import InputError
+from ..errors import InputError
 from .. import run_state
 from ..errors import kernel_inputs
 from ..frame_layout import check_core_sampler_windows
