@@ -22,6 +22,8 @@ import time
 import uuid
 from typing import Callable, Iterable, Optional
 
+from ..kernels import confined_paths
+from ..kernels.errors import ParameterError
 from . import server_client
 from .fleet_preflight import PACK_NODE, Registry, ServerCheck, missing_on
 from .fleet_units import SAVE_PREFIX_INPUTS, Attempt, Unit, UnitResult, classify_error, error_line
@@ -414,24 +416,48 @@ class Fleet:
                 break
         if entry is None:
             raise ServerFault(s.url, "the finished prompt has no history on the server")
-        outputs = entry.get("outputs") or {}
+        outputs = entry.get("outputs") if isinstance(entry, dict) else None
+        if not isinstance(outputs, dict):
+            raise ServerFault(s.url, "the finished prompt's history has no outputs table")
         prefix = f"{RUNNER_FOLDER}/{job.token}"
-        files = []
+        wanted = []  # every name is checked before anything is downloaded
         for node_id in sorted(outputs, key=_node_order):
-            for items in (outputs[node_id] or {}).values():
+            for items in (outputs[node_id] or {}).values() if isinstance(outputs[node_id], dict) else ():
                 for item in items if isinstance(items, list) else []:
                     if not (isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output"):
                         continue
-                    sub = str(item.get("subfolder", "")).replace("\\", "/")
-                    local_sub = sub[len(prefix):].lstrip("/") if sub == prefix or sub.startswith(prefix + "/") else sub
-                    dest = self._free_name(job.task.unit.output_dir / local_sub / item["filename"])
-                    try:
-                        await s.client.download(item, dest)
-                    finally:
-                        with self._lock:
-                            self._reserved.discard(str(dest))
-                    files.append(dest)
+                    wanted.append((item, self._local_path(s, job.task.unit.output_dir, prefix, item)))
+        files = []
+        for item, local in wanted:
+            dest = self._free_name(local)
+            try:
+                await s.client.download(item, dest)
+            finally:
+                with self._lock:
+                    self._reserved.discard(str(dest))
+            files.append(dest)
         return files, outputs
+
+    @staticmethod
+    def _local_path(s: "_Server", output_dir: pathlib.Path, prefix: str, item: dict) -> pathlib.Path:
+        """Where a file the server reports goes: ``output_dir / <subfolder less the run's prefix> / <filename>``.
+
+        The names come from the server's ``/history`` and are trusted no further than the output folder: a
+        filename with a separator, a subfolder that is absolute or steps out with ``..``, a NUL byte, or a path
+        that leads out through a link is the server's fault (the unit is run elsewhere); nothing is written.
+        """
+        try:
+            filename = confined_paths.check_relative_name(item.get("filename"), "filename", folders=False)
+            sub = confined_paths.check_relative_name(str(item.get("subfolder", "")) or ".", "subfolder")
+        except ParameterError as exc:
+            raise ServerFault(s.url, f"its history names an unsafe output file ({exc})") from None
+        sub = "" if sub == "." else sub
+        local_sub = sub[len(prefix):].lstrip("/") if sub == prefix or sub.startswith(prefix + "/") else sub
+        dest = output_dir / local_sub / filename
+        if not confined_paths.inside(dest, [output_dir]):
+            raise ServerFault(s.url, f"its history names an output file that leads out of {output_dir} "
+                              f"({local_sub}/{filename}) through a link")
+        return dest
 
     def _free_name(self, dest: pathlib.Path) -> pathlib.Path:
         """``dest``, or the next free name like ComfyUI's counter (``x_00002_.mp4``) when it is taken."""

@@ -31,6 +31,9 @@ import os
 import pathlib
 from typing import Optional
 
+from ..kernels import confined_paths
+from ..kernels.errors import ParameterError
+
 log = logging.getLogger("zsvr")
 
 MANIFEST_VERSION = 1
@@ -82,10 +85,9 @@ class Manifest:
     def done_file(self, key: str) -> Optional[pathlib.Path]:
         """The finished chunk file for ``key``, or None (not done, or its file is gone)."""
         entry = self.data["chunks"].get(key)
-        if not entry or not entry.get("done") or not entry.get("file"):
+        if not isinstance(entry, dict) or not entry.get("done") or not entry.get("file"):
             return None
-        file = self.path.parent / entry["file"]
-        return file if file.is_file() else None
+        return self._own_file(entry["file"])
 
     def mark_done(self, key: str, index: int, start: int, frames: int, file: pathlib.Path, seconds: float) -> None:
         self.data["chunks"][key] = {"index": index, "start": start, "frames": frames, "done": True,
@@ -101,9 +103,23 @@ class Manifest:
     def output_done(self, key: str) -> Optional[pathlib.Path]:
         """The finished output for ``key``, or None."""
         entry = self.data.get("output")
-        if not entry or entry.get("key") != key:
+        if not isinstance(entry, dict) or entry.get("key") != key:
             return None
-        file = self.path.parent / entry["file"]
+        return self._own_file(entry.get("file"))
+
+    def _own_file(self, name) -> Optional[pathlib.Path]:
+        """The file a manifest entry names, if it exists inside the run's folder; a name that leads out (an edited
+        or foreign manifest) is refused with a warning, and the work is done again."""
+        try:
+            confined_paths.check_relative_name(name, "file")
+        except ParameterError as exc:
+            log.warning("ZSVR runner: manifest %s: %s; not reused", self.path, exc)
+            return None
+        file = self.path.parent / name
+        if not confined_paths.inside(file, [self.path.parent]):
+            log.warning("ZSVR runner: manifest %s names %r, which leads out of %s; not reused", self.path, name,
+                        self.path.parent)
+            return None
         return file if file.is_file() else None
 
     def mark_output(self, key: str, file: pathlib.Path, frames: int) -> None:

@@ -21,7 +21,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..kernels import chunk_files
+from ..kernels import chunk_files, confined_paths
+from .errors import InputError
 from .types import CATEGORY
 
 NODE_ID = "ZSVRHeadless_ChunkOutput"
@@ -62,6 +63,9 @@ class ChunkOutput(io.ComfyNode):
         folder, name, _, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, out_dir, int(images.shape[2]), int(images.shape[1]))
         filename = f"{name}.mkv"
+        if not confined_paths.inside(os.path.join(folder, filename), [out_dir]):  # a link in output leading out
+            raise InputError("filename_prefix", f"{filename_prefix!r} leads out of ComfyUI's output folder through a "
+                             "link", "give a name inside the output folder")
         frames = chunk_files.write_chunk(os.path.join(folder, filename), images, fps)
         return io.NodeOutput(ui={"zsvr_chunk": [
             {"filename": filename, "subfolder": subfolder, "type": "output", "frames": frames}]})

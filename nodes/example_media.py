@@ -27,6 +27,9 @@ import os
 
 import folder_paths
 
+from ..kernels import confined_paths
+from .errors import InputError, kernel_inputs
+
 EXAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_media")
 """The pack's ``example_media`` folder."""
 
@@ -48,16 +51,36 @@ def with_examples(input_videos: list[str]) -> list[str]:
     return list(input_videos) + [name for name in example_videos() if name not in input_videos]
 
 
+def allowed_folders() -> list[str]:
+    """Where a ``video`` name may lead: ComfyUI's input, output and temp folders, and ``example_media/``."""
+    return [folder_paths.get_input_directory(), folder_paths.get_output_directory(),
+            folder_paths.get_temp_directory(), EXAMPLE_DIR]
+
+
 def video_path(name: str) -> str:
-    """The file a ``video`` choice names: the input folder's (annotated names such as ``clip.mp4 [output]``
-    included), else the example clip of that name, else the input-folder path (which then does not exist)."""
+    """The file a ``video`` choice names: the input folder's (annotated names such as ``clip.mp4 [output]`` and
+    names in subfolders included), else the example clip of that name, else the input-folder path (which then
+    does not exist).
+
+    Raises:
+        InputError: ``video`` is an absolute path, steps out with ``..``, holds a NUL byte, or leads out of
+            :func:`allowed_folders` through a symbolic link (a server on a network must not read other files).
+    """
+    filename, _ = folder_paths.annotated_filepath(name)
+    with kernel_inputs(name="video"):
+        confined_paths.check_relative_name(filename, "name")
     if folder_paths.exists_annotated_filepath(name):
-        return folder_paths.get_annotated_filepath(name)
-    if name in example_videos():
-        return os.path.join(EXAMPLE_DIR, name)
-    return folder_paths.get_annotated_filepath(name)
+        path = folder_paths.get_annotated_filepath(name)
+    elif name in example_videos():
+        path = os.path.join(EXAMPLE_DIR, name)
+    else:
+        path = folder_paths.get_annotated_filepath(name)
+    if not confined_paths.inside(path, allowed_folders()):
+        raise InputError("video", f"{name!r} leads out of ComfyUI's input, output and temp folders through a link",
+                         "put the video itself in ComfyUI's input folder (or a subfolder) or upload it")
+    return path
 
 
 def video_exists(name: str) -> bool:
-    """Whether :func:`video_path` names an existing file."""
-    return folder_paths.exists_annotated_filepath(name) or name in example_videos()
+    """Whether :func:`video_path` names an existing file (raises its InputError for a name that leads out)."""
+    return os.path.isfile(video_path(name))

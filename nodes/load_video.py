@@ -172,14 +172,18 @@ class LoadVideo(io.ComfyNode):
         """Re-run when the file changes (modification time), like the core LoadVideo."""
         try:
             return os.path.getmtime(example_media.video_path(video))
-        except (OSError, TypeError):
+        except (OSError, TypeError, InputError):
             return float("nan")
 
     @classmethod
     def validate_inputs(cls, video: str):
         if not video:
             return "ZSVR input 'video': no file chosen. Fix: upload a video or put one in ComfyUI's input folder."
-        if not example_media.video_exists(video):
+        try:
+            exists = example_media.video_exists(video)
+        except InputError as exc:  # a name that leads out of ComfyUI's folders: refused before anything runs
+            return str(exc)
+        if not exists:
             return (
                 f"ZSVR input 'video': file not found: {video}. "
                 "Fix: put the video in ComfyUI's input folder or upload it."

@@ -4,6 +4,8 @@ checks ComfyUI runs before any node (validate_inputs), and the messages that use
 from __future__ import annotations
 
 import math
+import os
+import pathlib
 
 import pytest
 import torch
@@ -214,3 +216,41 @@ def test_empty_file_says_so_with_its_name_only(host):
     message = result.error_message
     assert not result.success and "ZSVR input 'video': the file is empty (0 bytes): 'zsvr_empty.mp4'" in message
     assert str(host.input_dir) not in message and "Invalid data" not in message and "Errno" not in message
+
+
+def _load(video: str) -> dict:
+    return {"1": {"class_type": "ZSVR_LoadVideo", "inputs": {
+        "video": video, "start_frame": 0, "frame_cap": 2, "every_nth": 1, "width": 0, "height": 0, "fit": "crop",
+        "frame_rule": "any", "size_multiple": 8, "best_effort": False, "pad_frames": False}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["1", 0], "key": "confined"}}}
+
+
+def test_load_video_reads_only_inside_comfyuis_folders(host, tmp_path):
+    """A server on a network must not hand out other files: an absolute path, a '..' escape, a NUL byte or a
+    link that leads out of the input folder is refused at validation, naming the input; a clip in a subfolder
+    of input, or annotated ``[output]``, still loads."""
+    import shutil
+
+    from zsvr.nodes import example_media
+
+    clip = pathlib.Path(example_media.EXAMPLE_DIR) / example_media.EXAMPLE_VIDEO
+    outside = tmp_path / "secret.mp4"
+    shutil.copyfile(clip, outside)
+    sub = host.input_dir / "zsvr_confined"
+    sub.mkdir(exist_ok=True)
+    shutil.copyfile(clip, sub / "ok.mp4")
+    (sub / "leak.mp4").unlink(missing_ok=True)
+    (sub / "leak.mp4").symlink_to(outside)
+    escape = os.path.relpath(outside, host.input_dir)
+    try:
+        for name, says in ((str(outside), "is an absolute path"), (escape, "steps out of its folder with '..'"),
+                           ("zsvr_confined/ok.mp4\0", "holds a NUL byte"),
+                           ("zsvr_confined/leak.mp4", "leads out of ComfyUI's input, output and temp folders")):
+            result = host.run(_load(name))
+            assert not result.valid and "ZSVR input 'video'" in result.error_message, name
+            assert says in result.error_message, (name, result.error_message)
+        good = host.run(_load("zsvr_confined/ok.mp4"))
+        assert good.success, good.error_message
+        assert host.captured.pop("confined").shape[0] == 2
+    finally:
+        shutil.rmtree(sub)

@@ -303,6 +303,51 @@ def test_a_server_that_dies_holding_a_unit_is_taken_out_and_the_unit_runs_elsewh
     assert any(line.startswith(doomed.url[7:]) and " 0 " in line and "websocket" in line for line in table.splitlines())
 
 
+HOSTILE_OUTPUTS = [
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": "../../escaped", "type": "output"}]}},
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": "/tmp/zsvr-escaped", "type": "output"}]}},
+    {"9": {"images": [{"filename": "../x.mp4", "subfolder": "", "type": "output"}]}},
+    {"9": {"images": [{"filename": "a/../../x.mp4", "subfolder": "", "type": "output"}]}},
+    {"9": {"images": [{"filename": "x\0.mp4", "subfolder": "", "type": "output"}]}},
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": "C:\\Windows", "type": "output"}]}},
+    {"9": {"images": [{"filename": 7, "subfolder": "", "type": "output"}]}},
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": "out_link", "type": "output"}]}},  # a link leading out
+    ["not", "a", "table"],
+]
+
+
+@pytest.mark.parametrize("outputs", HOSTILE_OUTPUTS, ids=[f"case{i}" for i in range(len(HOSTILE_OUTPUTS))])
+def test_a_server_answering_with_unsafe_file_names_writes_nothing_outside_output(tmp_path, outputs):
+    """A server whose /history names files outside ``--output`` (absolute, '..', a drive, a NUL, a separator in a
+    file name, a subfolder that is a link leading out, a history of the wrong type) is at fault: nothing is
+    written, the unit is run on the other server, which restores it."""
+    clips = _clips(tmp_path / "in", ("a",))
+    out, outside = tmp_path / "work" / "out", tmp_path / "outside"
+    out.mkdir(parents=True)
+    outside.mkdir()
+    (out / "out_link").symlink_to(outside, target_is_directory=True)
+
+    async def scenario():
+        hostile = await FakeComfy("hostile", script=lambda fake, pid, prompt: ("outputs", outputs)).start()
+        good = await FakeComfy("good").start()
+        good.gate = asyncio.Event()
+        fleet = Fleet([hostile.url, good.url], depth=1)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
+        await _until(lambda: hostile.executed, "the hostile server answered")
+        good.gate.set()
+        results = await run
+        await hostile.stop()
+        await good.stop()
+        return results
+
+    (result,) = asyncio.run(scenario())
+    assert result.ok and result.attempts[0].outcome != "ok" and "history" in result.attempts[0].reason
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escaped").exists()
+    assert not pathlib.Path("/tmp/zsvr-escaped").exists()
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a/a_00001_.mp4"], written  # only the good server's file
+
+
 def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path):
     clips = _clips(tmp_path / "in", ("a", "b"))
     events = []
