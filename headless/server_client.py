@@ -177,6 +177,9 @@ class ServerClient:
         return ServerFault(self.url, f"{what}: {why}")
 
     async def _check(self, resp: aiohttp.ClientResponse, what: str) -> None:
+        if 300 <= resp.status < 400:  # never followed: the token goes only to the servers named on the command line
+            raise ServerFault(self.url, f"{what}: HTTP {resp.status}: the server redirects elsewhere; redirects are "
+                                        "not followed (give the address the server really answers on)")
         if resp.status in (401, 403):
             raise AccessDenied(self.url, f"{what}: HTTP {resp.status}: the server refused access; set "
                                          f"${TOKEN_ENV} to its token" + (" (the one set was refused)"
@@ -189,7 +192,7 @@ class ServerClient:
     async def _json(self, method: str, path: str, what: str, **kwargs):
         await self.open()
         try:
-            async with self._session.request(method, self._endpoint(path), **kwargs) as resp:
+            async with self._session.request(method, self._endpoint(path), allow_redirects=False, **kwargs) as resp:
                 await self._check(resp, what)
                 if resp.content_type == "application/json":
                     return await resp.json()
@@ -234,7 +237,8 @@ class ServerClient:
                 form.add_field("subfolder", subfolder)
                 timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S,
                                                 sock_read=TRANSFER_READ_TIMEOUT_S)
-                async with self._session.post(self._endpoint("/upload/image"), data=form, timeout=timeout) as resp:
+                async with self._session.post(self._endpoint("/upload/image"), data=form, timeout=timeout,
+                                              allow_redirects=False) as resp:
                     if resp.status == 413:
                         raise ServerError(self.url, f"{what}: the file ({size / 2**20:.0f} MB) is larger than the "
                                                     "server accepts; start that ComfyUI with a larger "
@@ -259,7 +263,8 @@ class ServerClient:
         size = 0
         try:
             timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=TRANSFER_READ_TIMEOUT_S)
-            async with self._session.get(self._endpoint("/view", query), timeout=timeout) as resp:
+            async with self._session.get(self._endpoint("/view", query), timeout=timeout,
+                                         allow_redirects=False) as resp:
                 if resp.status == 404:
                     raise ServerFault(self.url, f"{what}: the server has no such output file any more")
                 await self._check(resp, what)
@@ -282,7 +287,7 @@ class ServerClient:
         await self.open()
         body = {"prompt": prompt, "prompt_id": prompt_id, "client_id": client_id}
         try:
-            async with self._session.post(self._endpoint("/prompt"), json=body) as resp:
+            async with self._session.post(self._endpoint("/prompt"), json=body, allow_redirects=False) as resp:
                 if resp.status == 400:
                     try:
                         answer = await resp.json(content_type=None)

@@ -486,6 +486,40 @@ def test_a_token_from_the_environment_is_sent_on_every_request_and_never_shown(t
     assert secret not in repr(Fleet([fake.url], secret).servers[0].client)
 
 
+def test_a_server_that_redirects_gets_no_token_sent_on(tmp_path, monkeypatch):
+    """A server (or anything on its address) answering with a redirect to another host is not followed: the
+    token reaches only the servers named on the command line, and the line says why the server is not used."""
+    from aiohttp import web
+
+    secret = "s3cret-Token-value"
+    lines = []
+
+    async def scenario():
+        elsewhere = await FakeComfy("elsewhere").start()
+
+        async def bounce(request):
+            raise web.HTTPFound(elsewhere.url + request.path_qs)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", bounce)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        run = await servers.run_remote_async(PROMPT, _clips(tmp_path / "in", ("a",)), tmp_path / "out", [],
+                                             [f"http://127.0.0.1:{port}"], say=lines.append, stream=io.StringIO())
+        await runner.cleanup()
+        await elsewhere.stop()
+        return elsewhere, run.code
+
+    monkeypatch.setenv("ZSVR_SERVER_TOKEN", secret)
+    elsewhere, code = asyncio.run(scenario())
+    assert code == 2 and elsewhere.requests == []
+    assert "redirects elsewhere; redirects are not followed" in lines[0]
+    assert all(secret not in line for line in lines)
+
+
 def test_servers_without_the_pack_or_unreachable_are_reported_at_start_and_not_used(tmp_path):
     clips = _clips(tmp_path / "in", ("a", "b"))
     lines = []
