@@ -148,8 +148,7 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
         0-d tensor: the loss (float32, float64 for float64 ``x0``), 0 without pairs plus any feature term.
 
     Raises:
-        ParameterError: naming ``norm`` (not in ``NORMS``), ``x0`` (not a 4-d float tensor), ``flow_bw`` or
-            ``valid`` (wrong shape) or ``frames_per_video`` (negative or not dividing the frame count).
+        ParameterError: as :func:`temporal_loss`.
     """
     if norm not in NORMS:
         raise ParameterError("norm", f"is {norm!r}", f"use one of: {', '.join(NORMS)}")
@@ -179,20 +178,14 @@ def x0_gradient(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch.T
     Safe under inference mode.
 
     Args:
-        x0: ``[F, C, h, w]`` float prediction of the clean frames.
-        flow_bw: ``[F-1, 2, h, w]`` backward flow, entry ``i-1`` from frame ``i`` to ``i-1`` in latent pixels.
-        valid: ``[F-1, 1, h, w]`` (or ``[F-1, h, w]``) bool mask or weights in [0, 1], or None (all 1).
-        frames_per_video: frames of each video in the batch (0: one video).
-        norm: ``"l2"`` (half squared L2) or ``"l1"``.
-        feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+        x0, flow_bw, valid, frames_per_video, norm, feature_loss: as in :func:`temporal_loss`.
 
     Returns:
         ``(grad, loss)``: detached ``[F, C, h, w]`` gradient (zeros when nothing is compared) and the detached
         0-d loss of :func:`temporal_loss`.
 
     Raises:
-        ParameterError: naming ``norm`` (not in ``NORMS``), ``x0`` (not a 4-d float tensor), ``flow_bw`` or
-            ``valid`` (wrong shape) or ``frames_per_video`` (negative or not dividing the frame count).
+        ParameterError: as :func:`temporal_loss`.
     """
     _check_x0(x0)
     with torch.inference_mode(False), torch.enable_grad():
@@ -212,11 +205,7 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
     Args:
         denoise: callable mapping the noisy input ``[F, C, h, w]`` to the x0 prediction ``[F, C, h, w]``.
         x: ``[F, C, h, w]`` float noisy input ``x_t``.
-        flow_bw: ``[F-1, 2, h, w]`` backward flow, entry ``i-1`` from frame ``i`` to ``i-1`` in latent pixels.
-        valid: ``[F-1, 1, h, w]`` (or ``[F-1, h, w]``) bool mask or weights in [0, 1], or None (all 1).
-        frames_per_video: frames of each video in the batch (0: one video).
-        norm: ``"l2"`` (half squared L2) or ``"l1"``.
-        feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+        flow_bw, valid, frames_per_video, norm, feature_loss: as in :func:`temporal_loss`.
 
     Returns:
         ``(grad, loss)``: detached gradient with ``x``'s shape (float32, float64 for float64 ``x``; zeros when
