@@ -69,8 +69,7 @@ Only the URLs given are contacted; a token comes from ``$ZSVR_SERVER_TOKEN``.
 servers, prepare the units, run them, show the table); the unit model and error classification are
 ``headless/fleet_units.py``, the checks' verdicts (:class:`Registry`, :func:`missing_on`, :func:`to_api`)
 ``headless/fleet_preflight.py``, the scheduler and its HTTP calls ``headless/fleet.py``, chunked units
-``headless/remote_chunks.py`` and the display ``headless/fleet_console.py``. The names tests and benches use
-(``Fleet``, ``Unit``, ``clip_units``, ``classify_error``, ...) are importable from here too.
+``headless/remote_chunks.py`` and the display ``headless/fleet_console.py``; import each name from its module.
 """
 
 from __future__ import annotations
