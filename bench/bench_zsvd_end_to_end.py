@@ -387,11 +387,13 @@ def apply_vram_cap(mm, device, cap_gb: float) -> dict:
     """Cap this process at ``cap_gb`` and make ComfyUI's model management plan for a card of that size."""
     import torch
 
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index  # set_per_process_memory_fraction needs one
+    total = torch.cuda.get_device_properties(index).total_memory
     cap = int(cap_gb * 2**30)
     if cap >= total:
         raise SystemExit(f"--vram-cap-gb {cap_gb}: this GPU has only {total / 2**30:.1f} GiB")
-    torch.cuda.set_per_process_memory_fraction(cap / total, device)
+    torch.cuda.set_per_process_memory_fraction(cap / total, index)
     default_reserve = mm.EXTRA_RESERVED_VRAM
     # ComfyUI reads free memory from the driver (mem_get_info): reserving the rest of the card leaves it
     # exactly the capped size to plan with, plus its usual reserve
@@ -405,7 +407,7 @@ def release_vram_cap(mm, device, info: dict | None) -> None:
     import torch
 
     if info:
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.device(device).index or torch.cuda.current_device())
         mm.EXTRA_RESERVED_VRAM = int(info["comfy_default_reserve_gb"] * 2**30)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage what the GPU machine needs for bench/bench_zsvd_end_to_end.py into the git-ignored folder .device/:
-#   .device/ComfyUI   ComfyUI's source (no .git, models, tests, input/output files; the frontend is a pip package and is not needed)
+#   .device/ComfyUI.tar.gz  ComfyUI's source, packed (no .git, models, tests, input/output files; the frontend is a pip package
+#                           and is not needed); the device command unpacks it to /tmp/ComfyUI
 #   .device/wheels    the wheels the device image lacks (Python 3.12, manylinux x86-64 or pure Python)
 # Run from anywhere:  bash bench/device/prepare.sh [COMFYUI_DIR]   (default: $COMFYUI_PATH, else /work/ComfyUI)
 # Needs pip access to PyPI (the ordinary client). Prints the size that travels with the working tree (limit 64 MiB).
@@ -17,6 +18,8 @@ WHEELS=(
   torchsde==0.2.6     # comfy/k_diffusion/sampling.py imports it when ComfyUI boots
   trampoline==0.1.2   # torchsde's one dependency the device lacks
   av==18.1.0          # comfy_api/latest/_input/video_types.py imports it when ComfyUI boots (abi3 wheel, 34 MiB)
+  kornia==0.9.0       # the pack's kernels import it when the pack loads (color conversion, filters, warping)
+  kornia_rs==0.2.0    # kornia's one dependency the device lacks
 )
 
 mkdir -p "$REPO/.device"
@@ -24,13 +27,16 @@ EXCLUDE="$REPO/.git/info/exclude"
 mkdir -p "$(dirname "$EXCLUDE")"
 grep -qxF '/.device/' "$EXCLUDE" 2>/dev/null || echo '/.device/' >> "$EXCLUDE"
 
-rm -rf "$REPO/.device/ComfyUI"
-mkdir -p "$REPO/.device/ComfyUI"
+rm -rf "$REPO/.device/ComfyUI" "$REPO/.device/ComfyUI.tar.gz"
+STAGE="$(mktemp -d)"; trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE/ComfyUI"
 tar -C "$COMFY" -cf - \
     --exclude=./.git --exclude=./models --exclude=./tests --exclude=./tests-unit \
     --exclude=./input --exclude=./output --exclude=./temp --exclude=./user --exclude=./custom_nodes \
-    --exclude=__pycache__ --exclude='*.pyc' . | tar -C "$REPO/.device/ComfyUI" -xf -
-mkdir -p "$REPO/.device/ComfyUI/custom_nodes" "$REPO/.device/ComfyUI/input" "$REPO/.device/ComfyUI/output"
+    --exclude=__pycache__ --exclude='*.pyc' . | tar -C "$STAGE/ComfyUI" -xf -
+mkdir -p "$STAGE/ComfyUI/custom_nodes" "$STAGE/ComfyUI/input" "$STAGE/ComfyUI/output"
+# packed: the unpacked copy (16 MiB) beside the av wheel (34 MiB) and the working tree no longer fits in 64 MiB
+tar -C "$STAGE" -czf "$REPO/.device/ComfyUI.tar.gz" ComfyUI
 
 mkdir -p "$REPO/.device/wheels"
 rm -f "$REPO/.device/wheels"/*.whl
