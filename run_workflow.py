@@ -150,8 +150,11 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
         frames = _frames(host, loaders[0]) if result["ok"] else None
         row = {"video": video.name, "ok": result["ok"], "frames": frames, "seconds": round(seconds, 2),
                "peak_memory_gb": round(peak_memory_gb(), 2), "error": result["error"],
-               "outputs": _saved_files(result["outputs"], output_dir)}
+               "outputs": _saved_files(result["outputs"], output_dir),
+               "warnings": trimmed_frames(result["outputs"], loaders)}
         rows.append(row)
+        for warning in row["warnings"]:
+            reporter.line(f"  warning: {warning}")
         reporter.clip_end(row["ok"], ", ".join(row["outputs"]) if row["ok"] else (row["error"] or ""), frames)
     return rows
 
@@ -184,6 +187,19 @@ def _frames(host: Host, loader_id: str):
         return int(data[2][0]) if data is not None else None
     except Exception:  # the cache layout is the host's business; the count is informative only
         return None
+
+
+def trimmed_frames(outputs: dict, loaders: list[str]) -> list[str]:
+    """The loaders' notes on frames their frame rule trimmed (a workflow's own choice), from their UI text.
+
+    ``ZSVR_LoadVideo`` says in its UI text which source frames it loaded and how many (and which) its
+    ``frame_rule`` cut off; a run that lost frames that way says so in its row and summary."""
+    notes = []
+    for nid in loaders:
+        for text in ((outputs or {}).get(nid) or {}).get("text") or []:
+            if isinstance(text, str) and " trimmed the last " in text:
+                notes.append(text)
+    return notes
 
 
 def _saved_files(outputs: dict, output_dir: pathlib.Path) -> list[str]:

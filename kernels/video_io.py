@@ -134,6 +134,8 @@ class LoadedVideo:
     warnings: list[str] = dataclasses.field(default_factory=list)
     audio: Optional["AudioTrack"] = None
     """The sound under the selected frames (``load_video(audio=True)``); None without an audio stream."""
+    selected: Optional[int] = None
+    """Frames selected before the frame rule (``frame_count`` minus this: padded (+) or trimmed (-) frames)."""
 
 
 @dataclasses.dataclass
@@ -1012,7 +1014,8 @@ def load_video(
             f"{start_frame} is past the end: '{name}' has {decoded} decodable frames (0..{decoded - 1})",
             f"use a start_frame below {decoded}",
         )
-    count = rule_count(len(kept), frame_rule, pad_frames)
+    selected = len(kept)
+    count = rule_count(selected, frame_rule, pad_frames)
     if count == 0:
         raise ParameterError(
             "frame_rule",
@@ -1052,4 +1055,4 @@ def load_video(
             message = f"ZSVR LoadVideo: {exc.problem}; the video is loaded without sound"
             warnings.append(message)
             log.warning(message)
-    return LoadedVideo(images, fps, count, info, decoded, warnings, track)
+    return LoadedVideo(images, fps, count, info, decoded, warnings, track, selected)

@@ -11,7 +11,10 @@ bit) is the same in either place, so a chunk restored on a server stitches
 exactly as one restored in-process.
 
 The node id does not start with ``ZSVR_``: it is the runner's, not part of the
-pack's public node contract, and has no use in the editor.
+pack's public node contract, and has no use in the editor. It is flagged
+deprecated (``is_deprecated``), ComfyUI's one flag that keeps a node out of the
+page's node search and library (unless the user turns on showing deprecated
+nodes); its display name says it is the runner's.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class ChunkOutput(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id=NODE_ID,
-            display_name="Chunk Output (ZSVR runner)",
+            display_name="Chunk Output (ZSVR runner only)",
             category=f"{CATEGORY}/headless",
             description=(
                 "Used by run_workflow.py --servers with --chunk-frames: stores a chunk's frames losslessly "
@@ -50,6 +53,7 @@ class ChunkOutput(io.ComfyNode):
             outputs=[],
             is_output_node=True,
             not_idempotent=True,
+            is_deprecated=True,  # hidden from the page's node list: the runner adds it to its own prompts
         )
 
     @classmethod

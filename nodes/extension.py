@@ -7,6 +7,7 @@ from .chunk_output import ChunkOutput
 from .color_match import ColorMatch
 from .ddpm_invert import DDPMInvert
 from .early_stop import EarlyStop
+from .frame_padding import PadFrames, TrimPadding
 from .inversion_sampler import InversionSampler
 from .load_cogvideox import LoadCogVideoX
 from .load_video import LoadVideo
@@ -30,6 +31,8 @@ NODE_LIST: list[type[io.ComfyNode]] = [
     LoadCogVideoX,
     ChunkOutput,  # run_workflow.py --servers --chunk-frames only (not a ZSVR_* contract node)
     ColorMatch,
+    PadFrames,
+    TrimPadding,
 ]
 
 

@@ -150,6 +150,16 @@ def _import_diffusers():
     return CogVideoXTransformer3DModel, AutoencoderKLCogVideoX
 
 
+def _low_cpu_mem_usage() -> bool:
+    """diffusers' ``low_cpu_mem_usage``: on only where ``accelerate`` is installed. Passing it keeps diffusers from
+    suggesting ``pip install accelerate`` at every load (without it diffusers loads the same way, a little slower)."""
+    try:
+        from diffusers.utils import is_accelerate_available
+    except ImportError:
+        return False
+    return bool(is_accelerate_available())
+
+
 def load_cogvideox(folder: str, dtype_name: str = "auto"):
     """(ModelPatcher, CogVideoXVAE) from a diffusers-format CogVideoX folder."""
     check_components(folder)
@@ -174,7 +184,8 @@ def load_cogvideox(folder: str, dtype_name: str = "auto"):
         unet_dtype = mm.unet_dtype(model_params=params, supported_dtypes=SUPPORTED_DTYPES, weight_dtype=weight_dtype)
     manual_cast_dtype = mm.unet_manual_cast(unet_dtype, load_device, SUPPORTED_DTYPES)
 
-    transformer = transformer_cls.from_pretrained(os.path.join(folder, "transformer"), torch_dtype=unet_dtype)
+    transformer = transformer_cls.from_pretrained(os.path.join(folder, "transformer"), torch_dtype=unet_dtype,
+                                               low_cpu_mem_usage=_low_cpu_mem_usage())
     transformer.eval().requires_grad_(False)
     use_comfy_ops(transformer, comfy.ops.manual_cast if manual_cast_dtype is not None else comfy.ops.disable_weight_init)
     CogVideoXAdapter.install_processors(transformer)
@@ -193,7 +204,8 @@ def load_cogvideox(folder: str, dtype_name: str = "auto"):
 
     vae_device = mm.vae_device()
     vae_dtype = mm.vae_dtype(vae_device, SUPPORTED_DTYPES)
-    autoencoder = autoencoder_cls.from_pretrained(os.path.join(folder, "vae"), torch_dtype=vae_dtype)
+    autoencoder = autoencoder_cls.from_pretrained(os.path.join(folder, "vae"), torch_dtype=vae_dtype,
+                                               low_cpu_mem_usage=_low_cpu_mem_usage())
     autoencoder.eval().requires_grad_(False)
     vae = CogVideoXVAE(autoencoder, device=vae_device, dtype=vae_dtype)
     return patcher, vae

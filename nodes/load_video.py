@@ -35,6 +35,28 @@ def _video_files() -> list[str]:
     return sorted(folder_paths.filter_files_content_types(files, ["video"]))
 
 
+def frames_note(result: video_io.LoadedVideo, start_frame: int, every_nth: int, frame_rule: str) -> str:
+    """What the node loaded, for its UI text (the headless runner prints it): the source frames it kept, and how
+    many the frame rule trimmed (and which) or padded."""
+    selected = result.selected if result.selected is not None else result.frame_count
+    count = result.frame_count
+
+    def source(i: int) -> int:
+        return start_frame + i * every_nth
+
+    kept = min(count, selected)
+    note = f"loaded {count} frames (source frames {source(0)}-{source(kept - 1)}"
+    note += f", every {every_nth})" if every_nth > 1 else ")"
+    if count < selected:
+        cut = selected - count
+        note += (f"; frame_rule {frame_rule} trimmed the last {cut} of the {selected} selected frames (source "
+                 f"frames {source(count)}-{source(selected - 1)}): to keep them, turn on pad_frames or use "
+                 "Pad Frames to Rule + Trim Padding")
+    elif count > selected:
+        note += f"; pad_frames added {count - selected} copies of the last frame for frame_rule {frame_rule}"
+    return note
+
+
 class LoadVideo(io.ComfyNode):
     """Load a video from the input folder (or an upload) as ComfyUI IMAGE frames."""
 
@@ -111,8 +133,8 @@ class LoadVideo(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output("images", tooltip="Frames as IMAGE [frames, height, width, 3], float 0..1."),
-                io.Float.Output("fps", tooltip="Frame rate of the output: source fps / every_nth."),
-                io.Int.Output("frame_count", tooltip="Number of output frames."),
+                io.Float.Output("fps", display_name="fps", tooltip="Frame rate of the output: source fps / every_nth."),
+                io.Int.Output("frame_count", display_name="frame_count", tooltip="Number of output frames."),
                 io.Audio.Output(
                     "audio",
                     tooltip="The file's sound under the selected frames (from the first selected frame, for the "
@@ -165,7 +187,8 @@ class LoadVideo(io.ComfyNode):
                 audio=True,
             )
         audio = result.audio.as_comfy() if result.audio is not None else None
-        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio)
+        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio,
+                             ui={"text": [frames_note(result, start_frame, every_nth, frame_rule)]})
 
     @classmethod
     def fingerprint_inputs(cls, video: str, **kwargs):

@@ -140,11 +140,14 @@ def arrange(load: dict, models: list[dict], *rest: list[dict]) -> tuple[int, int
 VAE_TILES = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
 
 
-def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str, tiled=False):
+def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, load, prefix: str, tiled=False,
+                        pad=None):
     """SamplerCustomAdvanced -> VAEDecode (``tiled``: VAEDecodeTiled) -> CreateVideo (the loader's fps and audio)
     -> SaveVideo; returns those four nodes (for the caller to place).
 
-    Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node.
+    Every input is a (node, output slot) pair; ``load`` is the ZSVR_LoadVideo node. ``pad``: the ZSVR_PadFrames
+    node the frames went through; a ZSVR_TrimPadding node between the decoder and CreateVideo then cuts the padding
+    off (returned after the four).
     """
     smp = g.add("SamplerCustomAdvanced", (0, 0), size=(320, 230))
     g.connect(*noise, smp, "noise")
@@ -156,17 +159,22 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
         g.add("VAEDecode", (0, 0), size=(320, 60))
     g.connect(smp, 0, dec, "samples")
     g.connect(*vae, dec, "vae")
+    trim = None
+    if pad is not None:  # the decoded clip back to the source's frame count
+        trim = g.add("ZSVR_TrimPadding", (0, 0), size=(320, 80))
+        g.connect(dec, 0, trim, "images")
+        g.connect(pad, 1, trim, "frame_count")
     video = g.add("CreateVideo", (0, 0), size=(320, 100))
-    g.connect(dec, 0, video, "images")
+    g.connect(dec if trim is None else trim, 0, video, "images")
     g.connect(load, 1, video, "fps")
     g.connect(load, 3, video, "audio")  # the source's sound under the loaded frames
     save = g.add("SaveVideo", (0, 0), {"filename_prefix": prefix}, size=(320, 320))
     g.connect(video, 0, save, "video")
-    return smp, dec, video, save
+    return (smp, dec, video, save) if trim is None else (smp, dec, video, save, trim)
 
 
 def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict], steps: int, cfg: float, rule: str,
-               skip: int, prefix: str, tiled=False) -> tuple[int, int]:
+               skip: int, prefix: str, tiled=False, pad_rule=None) -> tuple[int, int]:
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
 
     Lays the graph out in six columns: Load Video (room for its preview below); ``loaders`` (the caller's
@@ -174,11 +182,17 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     inversion sampler and the sampler; decode, create video and save. Returns where the caller's Note goes
     (below the first two columns).
 
-    ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled.
+    ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled;
+    ``pad_rule``: the frames are padded to this frame rule before encoding (ZSVR_PadFrames) and the padding is cut
+    off after decoding (ZSVR_TrimPadding), so the video keeps every source frame.
     """
     enc = g.add("VAEEncodeTiled", (0, 0), VAE_TILES, size=(320, 160)) if tiled else \
         g.add("VAEEncode", (0, 0), size=(320, 60))
-    g.connect(load, 0, enc, "pixels")
+    pad = None
+    if pad_rule is not None:
+        pad = g.add("ZSVR_PadFrames", (0, 0), {"frame_rule": pad_rule}, size=(320, 80))
+        g.connect(load, 0, pad, "images")
+    g.connect(load if pad is None else pad, 0, enc, "pixels")
     g.connect(*vae, enc, "vae")
     sched = g.add("BasicScheduler", (0, 0), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
     g.connect(*model, sched, "model")
@@ -197,16 +211,17 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
-    smp, dec, video, save = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae, load,
-                                                prefix, tiled=tiled)
+    smp, dec, video, save, *trim = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae,
+                                                       load, prefix, tiled=tiled, pad=pad)
     return arrange(load, [*loaders, *([] if tiled else [enc])],  # the tiled encoder is taller
-                   [null, remove, sched, *([enc] if tiled else [])], [inv, switch, editor], [rep, smp], [dec, video, save])
+                   [null, remove, sched, *([pad] if pad is not None else []), *([enc] if tiled else [])],
+                   [inv, switch, editor], [rep, smp, *trim], [dec, video, save])
 
 
-def _wan_inputs(g: Graph, frame_cap: int):
-    """Load Video (832x480, 4k+1 frames) and the three Wan 2.1 1.3B loaders: (load, unet, clip, vae)."""
+def _wan_inputs(g: Graph, frame_cap: int, frame_rule: str = "4k+1"):
+    """Load Video (832x480, ``frame_rule`` frames) and the three Wan 2.1 1.3B loaders: (load, unet, clip, vae)."""
     load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": frame_cap, "width": 832, "height": 480,
-                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+                                           "frame_rule": frame_rule, "size_multiple": 16}, size=(320, 380))
     unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
     clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
                  size=(320, 110))
@@ -252,18 +267,21 @@ WAN_WINDOW_OVERLAP = 30  # the core node's default: 8 latent frames shared by ne
 
 def zsvd_wan21_long(g: Graph) -> Graph:
     """ZSVD on a whole clip in one graph: Wan 2.1 under core context windows of 81 frames, tiled VAE."""
-    load, unet, clip, vae = _wan_inputs(g, frame_cap=0)
+    load, unet, clip, vae = _wan_inputs(g, frame_cap=0, frame_rule="any")  # every frame: padded to 4k+1, then cut
     windows = g.add("WanContextWindowsManual", (0, 0),
                     {"context_length": WAN_WINDOW_FRAMES, "context_overlap": WAN_WINDOW_OVERLAP,
                      "context_schedule": "standard_static", "fuse_method": "pyramid"}, size=(320, 190))
     g.connect(unet, 0, windows, "model")
     null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (windows, 0), (vae, 0), null, remove, loaders=[unet, clip, vae, windows], steps=50,
-                         cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained_long", tiled=True)
+                         cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained_long", tiled=True,
+                         pad_rule="4k+1")
     g.note(
         "ZSVD on a whole clip, in one graph (Wan 2.1 1.3B)\n\n"
         "Models: as ZSVD rain removal - Wan 2.1.json.\n\n"
-        "How it works: Load Video reads the whole clip (frame_cap 0). WAN Context Windows (Manual) makes the model "
+        "How it works: Load Video reads the whole clip (frame_cap 0, every frame: frame_rule any). Pad Frames to "
+        "Rule repeats the last frame up to the 4k+1 count the Wan VAE needs, and Trim Padding cuts those copies off "
+        "after decoding, so the video has exactly the clip's frames, fps and sound. WAN Context Windows (Manual) makes the model "
         "denoise it in windows of 81 frames (21 latent frames, the length Wan 2.1 was trained on) that share 30 "
         "frames (8 latent frames) with their neighbours; every window's prediction is blended into the whole clip "
         "at every step, for the inversion and for the edit. VAE Encode/Decode (Tiled) code the clip in pieces of "
