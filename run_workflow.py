@@ -42,7 +42,7 @@ import time
 PACK_DIR = pathlib.Path(__file__).resolve().parent
 runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
 
-from zsvr.headless import console, overrides  # noqa: E402
+from zsvr.headless import console, overrides, run_checks  # noqa: E402
 from zsvr.headless.comfy_boot import ComfyHost  # noqa: E402
 from zsvr.headless.workflow_format import WorkflowError  # noqa: E402
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
@@ -112,6 +112,7 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
     if not loaders:
         raise SystemExit("the workflow has no ZSVR_LoadVideo node to feed the videos into; add a "
                          "Load Video (ZSVR) node and connect its images where the workflow reads the video")
+    check_before_clips(host, base, reporter)
     if chunks is not None:  # long clips in overlapping chunks, resumable: headless/chunked_run.py
         report = reporter.line if progress else None
         return run_chunked(host, base, videos, output_dir, chunks, progress, report=report)
@@ -159,6 +160,16 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
     return rows
 
 
+def check_before_clips(host: Host, prompt: dict, reporter: console.ConsoleReporter) -> None:
+    """The workflow checked once before any clip runs (``headless/run_checks.py``): every model file present, and
+    the checks that need the model (``blocks`` against its block count) before any inversion. Raises
+    ``run_checks.WorkflowCheckError``."""
+    problems = run_checks.missing_model_files(host, prompt)
+    if problems:
+        raise run_checks.WorkflowCheckError("model files missing, nothing was run:\n  " + "\n  ".join(problems))
+    run_checks.check_models_once(host, prompt, say=reporter.line)
+
+
 class ChunkOptionError(ValueError):
     """A chunked-run option, or a workflow that cannot run in chunks; the message names it and says what to do."""
 
@@ -171,13 +182,18 @@ def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir
     before anything is written; a clip's failure is its row's error.
     """
     from zsvr.headless import chunked_run as chunked
+    from zsvr.headless import clip_job
     from zsvr.nodes.errors import InputError
 
     try:
-        return chunked.run_batch_chunked(host, prompt, videos, output_dir, chunks, progress=progress,
+        rows = chunked.run_batch_chunked(host, prompt, videos, output_dir, chunks, progress=progress,
                                          peak_memory=peak_memory_gb, report=report)
     except InputError as exc:
         raise ChunkOptionError(str(exc)) from None
+    input_dir = pathlib.Path(host.folder_paths.get_input_directory())
+    for row, video in zip(rows, videos):  # errors name the user's file, not the staged copy
+        row["error"] = user_paths(row["error"], input_dir / clip_job.staged_name(video), video)
+    return rows
 
 
 def _frames(host: Host, loader_id: str):
@@ -232,6 +248,22 @@ def _chunk_options(args):
 
     return ChunkOptions(chunk_frames=args.chunk_frames, overlap=args.overlap, color_match=args.color_match,
                         keep_chunks=args.keep_chunks)
+
+
+def early_problem(args, workflow: dict, sets) -> str:
+    """What is wrong with the command line before anything boots ("" when nothing): ``--output`` naming a file,
+    chunk options that cannot work with the workflow's frame rule."""
+    if args.output.exists() and not args.output.is_dir():
+        return (f"--output {args.output} is a file; --output names a folder for the results "
+                "(it is created if missing): choose a folder")
+    if args.chunk_frames is not None:
+        from zsvr.nodes.errors import InputError
+
+        try:
+            run_checks.check_chunk_options(_chunk_options(args), workflow, sets)
+        except InputError as exc:
+            return str(exc)
+    return ""
 
 
 def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter, chunks=None) -> int:
@@ -298,6 +330,10 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     reporter = console.ConsoleReporter()
     console.route_logging(reporter, verbose=args.verbose)
+    problem = early_problem(args, workflow, sets)
+    if problem:  # before ComfyUI boots: one line, no traceback
+        reporter.line(f"error: {problem}")
+        return 2
     chunks = _chunk_options(args)
     if args.servers is not None:
         return run_on_servers(args, workflow, videos, reporter, chunks)
@@ -315,7 +351,7 @@ def main(argv=None) -> int:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
         rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks)
-    except (WorkflowError, overrides.OverrideError, ChunkOptionError) as exc:
+    except (WorkflowError, overrides.OverrideError, ChunkOptionError, run_checks.WorkflowCheckError) as exc:
         reporter.line(f"error: {exc}")
         return 2
     print(format_table(rows))

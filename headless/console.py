@@ -279,10 +279,22 @@ class ConsoleLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class QuietNodeErrors(logging.Filter):
+    """Drops the executor's own error log (``execution.py``: the ``!!! Exception during processing !!!`` block
+    with its traceback, the ``Failed to validate prompt`` list): the runner reports every failure itself, in one
+    line naming the user's file. ``--verbose`` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.module == "execution")
+
+
 def route_logging(reporter: ConsoleReporter, verbose: bool = False) -> ConsoleLogHandler:
-    """Make the reporter the root logger's only console handler (INFO with ``verbose``, else WARNING)."""
+    """Make the reporter the root logger's only console handler (INFO with ``verbose``, else WARNING, without
+    the executor's error blocks: :class:`QuietNodeErrors`)."""
     root = logging.getLogger()
     handler = ConsoleLogHandler(reporter, logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        handler.addFilter(QuietNodeErrors())
     root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)] + [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     return handler
