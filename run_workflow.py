@@ -167,7 +167,12 @@ def check_before_clips(host: Host, prompt: dict, reporter: console.ConsoleReport
     problems = run_checks.missing_model_files(host, prompt)
     if problems:
         raise run_checks.WorkflowCheckError("model files missing, nothing was run:\n  " + "\n  ".join(problems))
-    run_checks.check_models_once(host, prompt, say=reporter.line)
+    previous = host.progress_listener, host.event_listener
+    host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event  # the model loads: shown
+    try:
+        run_checks.check_models_once(host, prompt, say=reporter.line, names=reporter.names)
+    finally:
+        host.progress_listener, host.event_listener = previous
 
 
 class ChunkOptionError(ValueError):

@@ -140,6 +140,13 @@ class FleetConsole:
             self._clear()
 
 
+def trimmed_frames(outputs) -> list[str]:
+    """The notes of ``ZSVR_LoadVideo`` nodes (their UI text in the server's history) on frames their frame rule
+    trimmed: a unit that lost frames that way says so in its row."""
+    return [text for out in (outputs or {}).values() if isinstance(out, dict)
+            for text in out.get("text") or [] if isinstance(text, str) and " trimmed the last " in text]
+
+
 def format_summary(results: list[UnitResult], fleet: Fleet) -> str:
     """The table after a ``--servers`` run: a row per unit, then each server's share of the units."""
     short = lambda url: (url or "-").split("://", 1)[-1]  # noqa: E731
@@ -149,6 +156,8 @@ def format_summary(results: list[UnitResult], fleet: Fleet) -> str:
         a = r.final
         shown = [str(f) if f.exists() else f"{f.name} (stitched, removed)" for f in r.files]
         detail = ", ".join(shown) if r.ok else (r.error or "")
+        if r.ok:
+            detail += "".join(f" (warning: {note})" for note in trimmed_frames(r.outputs))
         if r.rerun_after:
             detail = "re-run after: " + "; ".join(x.reason for x in r.rerun_after) + (" -> " + detail if detail else "")
         compute = f"{a.compute_s:9.2f}" if r.ok and a else f"{'-':>9}"

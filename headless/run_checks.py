@@ -139,9 +139,10 @@ def _upstream(prompt: dict, node_id: str) -> set:
     return seen
 
 
-def check_models_once(host, prompt: dict, say=None) -> None:
+def check_models_once(host, prompt: dict, say=None, names: dict | None = None) -> None:
     """Run the model-dependent checks (:data:`MODEL_CHECK_NODES`) once, before any clip; raise
-    :class:`WorkflowCheckError` with the node's own message when one refuses its settings for this model."""
+    :class:`WorkflowCheckError` with the node's own message when one refuses its settings for this model.
+    ``names``: the console's node names (``console.node_names``), given the check's own nodes."""
     checks = [nid for nid, n in prompt.items() if n.get("class_type") in MODEL_CHECK_NODES]
     if not checks or "PreviewAny" not in host.nodes.NODE_CLASS_MAPPINGS:
         return
@@ -156,6 +157,8 @@ def check_models_once(host, prompt: dict, say=None) -> None:
         return
     for index, nid in enumerate(n for n in checks if n in part):
         part[f"{CHECK_SINK}_{index}"] = {"class_type": "PreviewAny", "inputs": {"source": [nid, 0]}}
+        if names is not None:
+            names[f"{CHECK_SINK}_{index}"] = ("Model check", "settings against the model")
     if say is not None:
         say("checking the workflow against the model (loading it once) ...")
     run = host.execute(part)

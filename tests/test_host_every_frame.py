@@ -100,6 +100,16 @@ def test_on_a_server_a_60_frame_clip_comes_back_with_60_frames_its_rate_and_soun
         (result,) = run.results
         (video,) = result.files
         _assert_whole(video, clip)
+        # a workflow that trims (Load Video at 4k+1, no padding): the unit's row says which frames were cut
+        from test_host_long_clips import passthrough
+
+        lines = []
+        run = asyncio.run(servers.run_remote_async(passthrough("4k+1"), [clip], tmp_path / "trimmed", [],
+                                                   [server.url], say=lines.append, stream=io.StringIO()))
+        assert run.code == 0, lines[-1]
+        (row,) = [line for line in lines[-1].splitlines() if line.startswith("rain60.mp4")]
+        assert "(warning: loaded 57 frames (source frames 0-56); frame_rule 4k+1 trimmed the last 3 of the 60 " \
+               "selected frames (source frames 57-59)" in row, row
     finally:
         server.stop()
 

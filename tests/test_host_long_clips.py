@@ -104,7 +104,8 @@ def test_tiny_wan_chunked_150_frames_keep_count_fps_size_and_sound(host, runner,
     with Counting(host) as count:
         (row,) = run(runner, host, tiny_wan(host), clips["sound"], out)
     assert row["ok"], row["error"]
-    assert count.calls == 4 and (row["chunks"], row["chunks_run"], row["chunks_reused"]) == (4, 4, 0)
+    # the model check before the first clip (blocks against the model: run_checks.py), then four chunks
+    assert count.calls == 5 and (row["chunks"], row["chunks_run"], row["chunks_reused"]) == (4, 4, 0)
     info = long_clips.video_info(out / "rain150.mp4")
     assert (info["frames"], info["rate"], info["width"], info["height"], info["audio"]) == (150, 8, 32, 32, "aac")
     source, rate = long_clips.decode_audio(clips["sound"])
