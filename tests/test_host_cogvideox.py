@@ -95,6 +95,29 @@ def test_loader_lists_folders_and_builds_a_comfy_model(host, cog):
     assert vae.latent_channels == 16 and vae.latent_dim == 3
 
 
+def test_loading_does_not_suggest_installing_accelerate(host, cog, capfd, monkeypatch):
+    """diffusers versions whose ``low_cpu_mem_usage`` defaults to True suggest ``pip install accelerate`` at every
+    model load (twice per CogVideoX: transformer and VAE) where accelerate is missing. The loader passes what
+    this install can do (True only with accelerate), so no version prints the hint (issue 25 item 7)."""
+    import diffusers
+    from diffusers.utils import is_accelerate_available
+
+    asked = []
+    for cls in (diffusers.CogVideoXTransformer3DModel, diffusers.AutoencoderKLCogVideoX):
+        real = cls.from_pretrained
+
+        def spy(klass, *args, _real=real, **kwargs):
+            asked.append(kwargs.get("low_cpu_mem_usage", "not passed"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    capfd.readouterr()
+    _module(host, "load_cogvideox").load_cogvideox(str(cog / FOLDER), "fp32")
+    out, err = capfd.readouterr()
+    assert asked == [is_accelerate_available()] * 2
+    assert "accelerate" not in out + err
+
+
 def test_schedule_is_diffusers_cogvideox_ddim(host, cog):
     """alphas_cumprod (SNR shift 3 + zero-terminal-SNR rescale) and the 'simple' = trailing timesteps."""
     import comfy.samplers
