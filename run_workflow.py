@@ -98,7 +98,10 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
               progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None) -> list[dict]:
     """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
 
-    A bad ``--set`` raises ``overrides.OverrideError`` before anything runs. Each clip is copied into
+    A bad ``--set`` raises ``overrides.OverrideError`` before anything runs; a model file that is missing or a
+    setting the model refuses (``blocks``) raises ``run_checks.WorkflowCheckError`` before any clip runs
+    (:func:`check_before_clips`). A loader whose frame rule trimmed frames adds a note to the row's
+    ``warnings``. Each clip is copied into
     ComfyUI's input folder for the run and removed afterwards, also when the run fails.
     """
     import torch
