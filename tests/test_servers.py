@@ -313,6 +313,11 @@ HOSTILE_OUTPUTS = [
     {"9": {"images": [{"filename": 7, "subfolder": "", "type": "output"}]}},
     {"9": {"images": [{"filename": "x.mp4", "subfolder": "out_link", "type": "output"}]}},  # a link leading out
     ["not", "a", "table"],
+    {"9": "not a table"},  # wrong JSON types where ComfyUI sends tables and lists
+    {"9": {"images": {"filename": "x.mp4", "subfolder": "", "type": "output"}}},
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": ["a"], "type": "output"}]}},
+    {"9": {"images": [{"filename": ["x.mp4"], "subfolder": "", "type": "output"}]}},
+    {},  # no file at all, though the prompt saves one
 ]
 
 
@@ -346,6 +351,58 @@ def test_a_server_answering_with_unsafe_file_names_writes_nothing_outside_output
     assert not pathlib.Path("/tmp/zsvr-escaped").exists()
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["a/a_00001_.mp4"], written  # only the good server's file
+
+
+HOSTILE_ANSWERS = [
+    ("history", "claims-huge"), ("history", "endless"), ("history", "trickle"), ("history", "silent"),
+    ("history", "not-json"), ("history", ("json", ["a", "list"])), ("history", ("json", lambda pid: {pid: "text"})),
+    ("history", ("json", lambda pid: {pid: {"outputs": 5}})),
+    ("view", "claims-huge"), ("view", "endless"), ("view", "trickle"), ("view", "silent"), ("view", "cut"),
+]
+
+
+@pytest.mark.parametrize("endpoint,how", HOSTILE_ANSWERS, ids=[f"{e}-{h if isinstance(h, str) else 'json' + str(i)}"
+                                                              for i, (e, h) in enumerate(HOSTILE_ANSWERS)])
+def test_a_server_answering_huge_endless_slow_or_mistyped_bodies_is_at_fault(tmp_path, monkeypatch, endpoint, how):
+    """/history and /view answers that claim 10^12 bytes, never end, trickle, fall silent, break off or have the
+    wrong JSON types: the server is at fault (reported, the unit run on the other server), memory and disk stay
+    bounded (the caps are made small here), no staged or partial file is left, nothing is written outside
+    ``--output``, and the result is the good server's."""
+    monkeypatch.setattr(server_client, "MAX_JSON_BYTES", 1 << 20)
+    monkeypatch.setattr(server_client, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(server_client, "TRANSFER_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(server_client, "REQUEST_TIMEOUT_S", 0.5)
+    clips = _clips(tmp_path / "in", ("a",))
+    out = tmp_path / "work" / "out"
+    out.mkdir(parents=True)
+
+    async def scenario():
+        hostile = await FakeComfy("hostile").start()
+        setattr(hostile, f"{endpoint}_answer", how)
+        good = await FakeComfy("good").start()
+        good.gate = asyncio.Event()
+        fleet = Fleet([hostile.url, good.url], depth=1)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
+        await _until(lambda: hostile.executed, "the hostile server ran the unit")
+        await _until(lambda: any(r[1] == f"/{endpoint}" or r[1].startswith(f"/{endpoint}/")
+                                 for r in hostile.requests), "the runner asked the hostile server")
+        await asyncio.sleep(0.2)
+        good.gate.set()
+        results = await asyncio.wait_for(run, 30)
+        await hostile.stop()
+        await good.stop()
+        return results, good.url
+
+    (result,), good_url = asyncio.run(scenario())
+    first = result.attempts[0]
+    assert result.ok and result.server == good_url
+    assert first.outcome == "server fault", first
+    assert ("history" in first.reason) if endpoint == "history" else ("fetching" in first.reason), first.reason
+    assert result.attempts[-1].outcome == "ok"
+    everything = sorted(p.relative_to(tmp_path / "work").as_posix() for p in (tmp_path / "work").rglob("*")
+                        if p.is_file())
+    assert everything == ["out/a/a_00001_.mp4"], everything  # the good server's file only; no .part left
+    assert (out / "a" / "a_00001_.mp4").read_bytes() == expected_output(clips[0].read_bytes(), "2")
 
 
 def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path):
