@@ -803,6 +803,7 @@ class ComfyServer:
         import socket
         import subprocess
 
+        self.base = base
         nodes_dir = base / "custom_nodes"
         nodes_dir.mkdir(parents=True)
         (base / "input").mkdir()
@@ -967,6 +968,67 @@ def test_a_server_without_the_pack_is_reported_at_start(comfy_servers):
     assert checks[0].line() == f"server {a.url}: ok (ComfyUI 0.3.64, cpu)"
     assert checks[1].line() == (f"server {bare.url}: NOT USED: does not have the ZSVR pack (no ZSVR_LoadVideo in "
                                 "/object_info): install comfyui-zsvr into its custom_nodes folder and restart it")
+
+
+def _post_prompt(url: str, prompt: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/prompt", data=json.dumps({"prompt": prompt}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hostile_video_names_through_post_prompt_are_refused_and_the_server_keeps_serving(comfy_servers, tmp_path):
+    """A real server's ``POST /prompt`` with ``video`` an absolute path, a '..' escape, a NUL byte or a link in input/
+    leading out: 400 with node_errors naming ``video`` (nothing runs); the server still answers, and a clip in a
+    subfolder of input then loads and runs."""
+    import time
+    import urllib.request
+
+    from zsvr.nodes import example_media
+
+    a = comfy_servers["a"]
+    input_dir = a.base / "input"
+    clip = pathlib.Path(example_media.EXAMPLE_DIR) / example_media.EXAMPLE_VIDEO
+    outside = tmp_path / "secret.mp4"
+    shutil.copyfile(clip, outside)
+    sub = input_dir / "zsvr_confined"
+    sub.mkdir()
+    shutil.copyfile(clip, sub / "ok.mp4")
+    (sub / "leak.mp4").symlink_to(outside)
+
+    def prompt(video: str) -> dict:
+        return {"1": {"class_type": "ZSVR_LoadVideo", "inputs": {
+            "video": video, "start_frame": 0, "frame_cap": 2, "every_nth": 1, "width": 64, "height": 64, "fit": "crop",
+            "frame_rule": "any", "size_multiple": 8, "best_effort": False, "pad_frames": False}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+
+    hostile = {str(outside): "is an absolute path", os.path.relpath(outside, input_dir): "steps out of its folder",
+               "zsvr_confined/ok.mp4\0": "holds a NUL byte",
+               "zsvr_confined/leak.mp4": "leads out of ComfyUI's input, output and temp folders"}
+    for video, says in hostile.items():
+        status, answer = _post_prompt(a.url, prompt(video))
+        assert status == 400, (video, answer)
+        (error,) = answer["node_errors"]["1"]["errors"]
+        assert error["extra_info"]["input_name"] == "video" and "ZSVR input 'video'" in error["details"], error
+        assert says in error["details"], (video, error["details"])
+    with urllib.request.urlopen(a.url + "/system_stats", timeout=10) as resp:
+        assert resp.status == 200
+    status, answer = _post_prompt(a.url, prompt("zsvr_confined/ok.mp4"))
+    assert status == 200 and answer["node_errors"] == {}, answer
+    pid, entry = answer["prompt_id"], None
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not entry:
+        with urllib.request.urlopen(f"{a.url}/history/{pid}", timeout=10) as resp:
+            entry = json.loads(resp.read()).get(pid)
+        time.sleep(0.2)
+    assert entry and entry["status"]["status_str"] == "success", entry
+    assert len(entry["outputs"]["2"]["images"]) == 2  # two previews: the two frames loaded
 
 
 CHUNKS = {"chunk_frames": 5, "overlap": 2}
