@@ -66,7 +66,8 @@ TRANSFER_READ_TIMEOUT_S = 300.0
 MAX_JSON_BYTES = 64 * 1024**2
 """Largest JSON answer read (64 MiB; ``/object_info`` of a ComfyUI with many node packs is a few MB)."""
 MAX_DOWNLOAD_BYTES = 64 * 1024**3
-"""Largest output file fetched from ``/view`` (64 GiB); the disk's free space less ``DISK_RESERVE_BYTES`` also caps it."""
+"""Largest output file fetched from ``/view`` (64 GiB); the disk's free space less ``DISK_RESERVE_BYTES``
+also caps it."""
 DISK_RESERVE_BYTES = 1024**3
 """Free space a download leaves on the disk it is written to."""
 MIN_TRANSFER_RATE = 64 * 1024

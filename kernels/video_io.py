@@ -458,7 +458,8 @@ def check_frame_size(name: str, width: int, height: int, what: str = "claims") -
         raise ParameterError(
             "path",
             f"'{name}' {what} frames of {width}x{height} ({width * height:,} pixels), above what ZSVR Load Video "
-            f"decodes: at most {MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_PIXELS:,} pixels a frame (8K is 7680x4320)",
+            f"decodes: at most {MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_PIXELS:,} pixels a frame "
+            "(8K is 7680x4320)",
             "downscale the video first (e.g. ffmpeg -i in.mp4 -vf scale=3840:-2 out.mp4), or choose another file",
         )
 

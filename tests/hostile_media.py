@@ -158,16 +158,18 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def decode_in_child(paths: list[str], extra_mb: int, timeout_s: float) -> tuple[list[dict], Optional[str], str]:
+def decode_in_child(paths: list[str], extra_mb: int, timeout_s: float,
+                    cwd: Optional[pathlib.Path] = None) -> tuple[list[dict], Optional[str], str]:
     """Decode ``paths`` at 64x64 in one child capped at its post-import size plus ``extra_mb``.
 
     Returns ``(results, crashed, stderr)``: one dict per finished case (``outcome``: ``frames``, ``clear error``,
     or something else that is a failure), the path the child died on (None when it exited cleanly), and the
     child's stderr tail. A child that runs past ``timeout_s`` counts as having died on the case it was on.
+    ``cwd``: the child's working folder (None: this process's).
     """
     try:
         done = subprocess.run([sys.executable, "-c", CHILD, str(PACK_DIR / "pack_import.py"), str(extra_mb), *paths],
-                              capture_output=True, text=True, timeout=timeout_s)
+                              capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
         stdout, stderr, code = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:
         stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
