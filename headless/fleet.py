@@ -420,13 +420,24 @@ class Fleet:
         if not isinstance(outputs, dict):
             raise ServerFault(s.url, "the finished prompt's history has no outputs table")
         prefix = f"{RUNNER_FOLDER}/{job.token}"
-        wanted = []  # every name is checked before anything is downloaded
+        wanted, listed = [], 0  # every name is checked before anything is downloaded
         for node_id in sorted(outputs, key=_node_order):
-            for items in (outputs[node_id] or {}).values() if isinstance(outputs[node_id], dict) else ():
+            node_outputs = outputs[node_id]
+            if not isinstance(node_outputs, dict):
+                raise ServerFault(s.url, f"its history's outputs of node {node_id} are a JSON "
+                                         f"{type(node_outputs).__name__}, not a table")
+            for key, items in node_outputs.items():
+                if isinstance(items, dict) and "filename" in items:
+                    raise ServerFault(s.url, f"its history's '{key}' of node {node_id} is one table, not a list")
                 for item in items if isinstance(items, list) else []:
+                    listed += isinstance(item, dict) and "filename" in item
                     if not (isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output"):
                         continue
                     wanted.append((item, self._local_path(s, job.task.unit.output_dir, prefix, item)))
+        saving = [n for n, node in job.task.unit.prompt.items()
+                  if isinstance(node, dict) and "filename_prefix" in (node.get("inputs") or {})]
+        if saving and not listed:  # a saving node that lists nothing at all (a temp file still counts)
+            raise ServerFault(s.url, f"its history lists no output file, though node {saving[0]} saves one")
         files = []
         for item, local in wanted:
             dest = self._free_name(local)
@@ -448,7 +459,7 @@ class Fleet:
         """
         try:
             filename = confined_paths.check_relative_name(item.get("filename"), "filename", folders=False)
-            sub = confined_paths.check_relative_name(str(item.get("subfolder", "")) or ".", "subfolder")
+            sub = confined_paths.check_relative_name(item.get("subfolder") or ".", "subfolder")
         except ParameterError as exc:
             raise ServerFault(s.url, f"its history names an unsafe output file ({exc})") from None
         sub = "" if sub == "." else sub

@@ -30,6 +30,17 @@ Failures are sorted for the scheduler (``headless/servers.py``):
 socket, a 5xx, a timeout; the work may run elsewhere) and
 :class:`PromptRejected` (the server read the prompt and refused it: validation,
 the input's fault). :class:`AccessDenied` is a 401/403 (a wrong or missing token).
+
+What a server answers is bounded before it is believed: a JSON answer is read
+up to ``MAX_JSON_BYTES`` and must be of the type the endpoint answers (a table
+where ComfyUI sends one); a file from ``/view`` is streamed into a staged
+``.part`` file (created fresh, never through a link) and renamed to its final
+name only when complete, up to ``MAX_DOWNLOAD_BYTES`` and the free space of the
+disk it lands on less ``DISK_RESERVE_BYTES`` (a ``Content-Length`` above that is
+refused before a byte is read). Every body must keep arriving: a silence longer
+than the read timeout, or a trickle slower than ``MIN_TRANSFER_RATE`` once
+``TRANSFER_READ_TIMEOUT_S`` has passed, ends it. Each of these is the server's
+fault (:class:`ServerFault`), and nothing of the answer is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import time
 import urllib.parse
 
 import aiohttp
@@ -50,6 +63,15 @@ CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 60.0
 TRANSFER_READ_TIMEOUT_S = 300.0
 """Longest silence while a file is being uploaded or downloaded."""
+MAX_JSON_BYTES = 64 * 1024**2
+"""Largest JSON answer read (64 MiB; ``/object_info`` of a ComfyUI with many node packs is a few MB)."""
+MAX_DOWNLOAD_BYTES = 64 * 1024**3
+"""Largest output file fetched from ``/view`` (64 GiB); the disk's free space less ``DISK_RESERVE_BYTES``
+also caps it."""
+DISK_RESERVE_BYTES = 1024**3
+"""Free space a download leaves on the disk it is written to."""
+MIN_TRANSFER_RATE = 64 * 1024
+"""Slowest average rate (bytes/s) an answer may arrive at once ``TRANSFER_READ_TIMEOUT_S`` has passed."""
 WS_HEARTBEAT_S = 20.0
 """Websocket ping interval: a server that stops answering pings (a dead machine) drops the socket."""
 
@@ -189,18 +211,50 @@ class ServerClient:
         if resp.status >= 400:
             raise ServerError(self.url, f"{what}: HTTP {resp.status} ({(await resp.text())[:200].strip()})")
 
-    async def _json(self, method: str, path: str, what: str, **kwargs):
+    async def _body(self, resp: aiohttp.ClientResponse, what: str, cap: int, sink) -> int:
+        """Stream ``resp``'s body into ``sink(block)``: at most ``cap`` bytes, never slower than ``MIN_TRANSFER_RATE``
+        once ``TRANSFER_READ_TIMEOUT_S`` has passed (a silence is the session's read timeout). Returns the bytes read;
+        raises :class:`ServerFault` for a body (or a declared ``Content-Length``) above ``cap`` or a trickle."""
+        if resp.content_length is not None and resp.content_length > cap:
+            raise ServerFault(self.url, f"{what}: the answer claims {resp.content_length:,} bytes, more than the "
+                                        f"{cap:,} accepted")
+        size, start = 0, time.monotonic()
+        async for block in resp.content.iter_chunked(1 << 20):
+            size += len(block)
+            if size > cap:
+                raise ServerFault(self.url, f"{what}: the answer goes on past the {cap:,} bytes accepted")
+            elapsed = time.monotonic() - start
+            if elapsed > TRANSFER_READ_TIMEOUT_S + size / MIN_TRANSFER_RATE:
+                raise ServerFault(self.url, f"{what}: the answer arrives too slowly ({size:,} bytes in "
+                                            f"{elapsed:.0f} s)")
+            sink(block)
+        return size
+
+    async def _json(self, method: str, path: str, what: str, expect: type | None = dict, **kwargs):
+        """The JSON answer of ``method path`` (at most ``MAX_JSON_BYTES``); it must be an ``expect`` (None: anything,
+        and a non-JSON answer is None)."""
         await self.open()
         try:
             async with self._session.request(method, self._endpoint(path), allow_redirects=False, **kwargs) as resp:
                 await self._check(resp, what)
-                if resp.content_type == "application/json":
-                    return await resp.json()
-                return None
+                if resp.content_type != "application/json" and expect is None:
+                    return None
+                parts: list[bytes] = []
+                await self._body(resp, what, MAX_JSON_BYTES, parts.append)
         except ServerError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self._fault(what, exc) from exc
+        try:
+            data = json.loads(b"".join(parts))
+        except (ValueError, UnicodeDecodeError):
+            if expect is None:
+                return None
+            raise ServerFault(self.url, f"{what}: the answer is not JSON") from None
+        if expect is not None and not isinstance(data, expect):
+            raise ServerFault(self.url, f"{what}: the answer is a JSON {type(data).__name__}, not a "
+                                        f"{'table' if expect is dict else expect.__name__}")
+        return data
 
     # -- read ---------------------------------------------------------------------
     async def system_stats(self) -> dict:
@@ -212,13 +266,23 @@ class ServerClient:
     async def history(self, prompt_id: str) -> dict | None:
         """The prompt's history entry (``outputs``, ``status``), or None while the server has none."""
         data = await self._json("GET", f"/history/{urllib.parse.quote(prompt_id)}", "GET /history")
-        return (data or {}).get(prompt_id)
+        entry = data.get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            raise ServerFault(self.url, f"GET /history: the prompt's entry is a JSON {type(entry).__name__}, "
+                                        "not a table")
+        return entry
 
     async def queue_state(self) -> tuple[list[str], list[str]]:
         """Prompt ids running and pending on the server (``GET /queue``)."""
-        data = await self._json("GET", "/queue", "GET /queue") or {}
-        return ([item[1] for item in data.get("queue_running", [])],
-                [item[1] for item in data.get("queue_pending", [])])
+        data = await self._json("GET", "/queue", "GET /queue")
+
+        def ids(key: str) -> list[str]:
+            items = data.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(i, list) and len(i) > 1 for i in items):
+                raise ServerFault(self.url, f"GET /queue: '{key}' is not a list of queue entries")
+            return [item[1] for item in items]
+
+        return ids("queue_running"), ids("queue_pending")
 
     # -- files --------------------------------------------------------------------
     async def upload(self, path: pathlib.Path, name: str, subfolder: str = "") -> str:
@@ -253,14 +317,20 @@ class ServerClient:
         return f"{answer.get('subfolder')}/{stored}" if answer.get("subfolder") else stored
 
     async def download(self, item: dict, dest: pathlib.Path) -> int:
-        """Fetch an output (``{"filename", "subfolder", "type"}`` from the history) into ``dest``; returns bytes."""
+        """Fetch an output (``{"filename", "subfolder", "type"}`` from the history) into ``dest``; returns bytes.
+
+        The body goes into ``dest.part`` (created anew, never through a link) and is renamed to ``dest`` only when
+        complete; see the module docstring for the bounds. On any failure the staged file is removed and ``dest``
+        is not written.
+        """
         await self.open()
         query = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                  "type": item.get("type", "output")}
         what = f"fetching {item['filename']}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")
-        size = 0
+        cap = min(MAX_DOWNLOAD_BYTES, max(0, shutil.disk_usage(dest.parent).free - DISK_RESERVE_BYTES))
+        done = False
         try:
             timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=TRANSFER_READ_TIMEOUT_S)
             async with self._session.get(self._endpoint("/view", query), timeout=timeout,
@@ -268,17 +338,25 @@ class ServerClient:
                 if resp.status == 404:
                     raise ServerFault(self.url, f"{what}: the server has no such output file any more")
                 await self._check(resp, what)
-                with open(partial, "wb") as f:
-                    async for block in resp.content.iter_chunked(1 << 20):
-                        f.write(block)
-                        size += len(block)
+                partial.unlink(missing_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+                try:
+                    f = os.fdopen(os.open(partial, flags, 0o644), "wb")
+                except OSError as exc:
+                    raise ServerError(self.url, f"{what}: cannot write {partial}: {exc.strerror or exc}") from None
+                with f:
+                    size = await self._body(resp, what, cap, f.write)
             os.replace(partial, dest)
+            done = True
         except ServerError:
-            partial.unlink(missing_ok=True)
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            partial.unlink(missing_ok=True)
             raise self._fault(what, exc) from exc
+        except OSError as exc:  # the local disk (full, read-only): not the server's doing
+            raise ServerError(self.url, f"{what}: writing {partial} failed: {exc.strerror or exc}") from exc
+        finally:
+            if not done:
+                partial.unlink(missing_ok=True)
         return size
 
     # -- prompts ------------------------------------------------------------------
@@ -303,11 +381,11 @@ class ServerClient:
     async def delete_queued(self, prompt_ids: list[str]) -> None:
         """Remove prompts that have not started from the server's queue (``POST /queue {"delete": [...]}``)."""
         if prompt_ids:
-            await self._json("POST", "/queue", "POST /queue", json={"delete": list(prompt_ids)})
+            await self._json("POST", "/queue", "POST /queue", expect=None, json={"delete": list(prompt_ids)})
 
     async def interrupt(self, prompt_id: str) -> None:
         """Stop ``prompt_id`` if it is the one running (``POST /interrupt {"prompt_id"}``; others are untouched)."""
-        await self._json("POST", "/interrupt", "POST /interrupt", json={"prompt_id": prompt_id})
+        await self._json("POST", "/interrupt", "POST /interrupt", expect=None, json={"prompt_id": prompt_id})
 
     async def websocket(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
         """The event socket for prompts queued under ``client_id`` (pinged every ``WS_HEARTBEAT_S``)."""

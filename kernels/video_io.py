@@ -49,6 +49,14 @@ What this module implements
   container's declared frame count, else from ``frame_cap``) and refused above
   the limit; when neither is known the same limit is enforced while decoding,
   before the kept frames could exceed it.
+* Claimed sizes are bounded before anything is sized from them: a stream whose
+  header claims frames above ``MAX_FRAME_SIDE`` pixels a side or
+  ``MAX_FRAME_PIXELS`` pixels is refused before a frame decodes (8K footage is
+  well inside), every decoded frame is checked again (a stream may change size
+  part-way), and a declared frame count larger than the file's byte count (a
+  frame takes at least one byte) is ignored with a warning instead of sizing
+  anything. Nothing is preallocated from a header count: frames are kept as
+  they decode, under the memory limit below.
 * Errors: every bad input raises :class:`~..errors.ParameterError` naming the
   input (the keyword names here are the node's input names).
 
@@ -85,6 +93,12 @@ MEMORY_FRACTION = 0.5
 """Share of the currently available RAM the decoded output may take by default."""
 
 BYTES_PER_VALUE = 4  # float32 output
+
+MAX_FRAME_SIDE = 16384
+"""Largest source frame side (pixels) the loader decodes; 8K UHD is 7680x4320, 8K DCI 8192x4320."""
+
+MAX_FRAME_PIXELS = 8192 * 8192
+"""Largest source frame area (67,108,864 pixels, about twice 8K): one decoded frame stays under ~200 MB as RGB24."""
 
 TRUNCATION_TOLERANCE = 2
 """Packets a stream may fall short of its declared frame count before it counts as truncated.
@@ -361,7 +375,7 @@ def format_bytes(n: int) -> str:
 
 
 def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, src_h: int, at_least: bool = False,
-                  frame_rule: str = "any") -> ParameterError:
+                  frame_rule: str = "any", claim: str = "") -> ParameterError:
     """The output does not fit in ``limit``: advise a frame_cap the frame rule accepts, or a smaller size when
     not even the rule's fewest frames fit."""
     need = estimate_output_bytes(frames, out_h, out_w)
@@ -380,7 +394,7 @@ def _memory_error(frames: int, out_w: int, out_h: int, limit: int, src_w: int, s
                f"{pixels:,} pixels per frame, and {out_w}x{out_h} is {out_w * out_h:,}")
     return ParameterError(
         name,
-        f"the output would need {'more than ' if at_least else ''}{format_bytes(need)} "
+        f"{claim + ': ' if claim else ''}the output would need {'more than ' if at_least else ''}{format_bytes(need)} "
         f"({count} frames x {out_h}x{out_w}x3 float32), above the memory limit of {format_bytes(limit)}",
         f"{fix} (source is {src_w}x{src_h})",
     )
@@ -427,6 +441,51 @@ def _open(path: str):
     return container, container.streams.video[0]
 
 
+def check_frame_size(name: str, width: int, height: int, what: str = "claims") -> None:
+    """Refuse a source frame size above ``MAX_FRAME_SIDE`` / ``MAX_FRAME_PIXELS`` (before anything is sized from it).
+
+    Args:
+        name: the file's name (for the message).
+        width: the frame width the header claims (or a decoded frame has).
+        height: the frame height.
+        what: the verb in the message (``claims`` for a header, ``has`` for a decoded frame).
+
+    Raises:
+        ParameterError: naming ``path``, the file, the size and the supported limits.
+    """
+    if width <= 0 or height <= 0:
+        raise ParameterError("path", f"'{name}' has a video stream without a frame size ({width}x{height})",
+                             "choose another file")
+    if max(width, height) > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise ParameterError(
+            "path",
+            f"'{name}' {what} frames of {width}x{height} ({width * height:,} pixels), above what ZSVR Load Video "
+            f"decodes: at most {MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_PIXELS:,} pixels a frame "
+            "(8K is 7680x4320)",
+            "downscale the video first (e.g. ffmpeg -i in.mp4 -vf scale=3840:-2 out.mp4), or choose another file",
+        )
+
+
+def plausible_frame_count(name: str, declared: Optional[int], file_bytes: int) -> tuple[Optional[int], Optional[str]]:
+    """A header's frame count, or None with a warning when the file is too small to hold that many frames.
+
+    Every frame takes at least one byte of the file, so a count above the file's size is a lie (a damaged or
+    crafted header); it is ignored and the frames are counted while decoding.
+
+    Args:
+        name: the file's name (for the warning).
+        declared: the container's declared frame count (None: not stored).
+        file_bytes: the file's size in bytes.
+
+    Returns:
+        ``(count, warning)``: the count to trust (None: unknown) and a warning when the declared count was dropped.
+    """
+    if declared is None or declared <= file_bytes:
+        return declared, None
+    return None, (f"ZSVR LoadVideo: '{name}' declares {declared:,} frames in a file of {format_bytes(file_bytes)}, "
+                  "which cannot hold that many; the count is ignored and the frames are counted while decoding")
+
+
 def _info(path: str, container, stream) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -460,12 +519,17 @@ def probe(path: str) -> VideoInfo:
         container.close()
 
 
-def _frame_to_uint8(frame, src_w: int, src_h: int, plan: ResizePlan) -> torch.Tensor:
-    """One decoded frame to an ``[out_h, out_w, 3]`` uint8 tensor (own memory) per the resize plan."""
-    if (plan.scaled_w, plan.scaled_h) == (src_w, src_h):
+def _frame_to_uint8(frame, src_w: int, src_h: int, plan: ResizePlan, name: str = "the video") -> torch.Tensor:
+    """One decoded frame to an ``[out_h, out_w, 3]`` uint8 tensor (own memory) per the resize plan.
+
+    A frame whose size differs from the header's (``src_w`` x ``src_h``) is checked against the size limits again
+    and scaled from its own size."""
+    if (frame.width, frame.height) != (src_w, src_h):  # the stream changed size part-way: check it again
+        check_frame_size(name, frame.width, frame.height, "has")
+    if (plan.scaled_w, plan.scaled_h) == (frame.width, frame.height):
         rgb = frame.to_ndarray(format="rgb24")
     else:
-        shrink = plan.scaled_w < src_w or plan.scaled_h < src_h
+        shrink = plan.scaled_w < frame.width or plan.scaled_h < frame.height
         interp = "AREA" if shrink else "BICUBIC"
         rgb = frame.reformat(width=plan.scaled_w, height=plan.scaled_h, format="rgb24", interpolation=interp).to_ndarray()
     if plan.fit == "crop" and not plan.identity:
@@ -801,6 +865,7 @@ def probe_clip(video: str, decode_audio: bool = True) -> ClipProbe:
     container, stream = _open(path)
     try:
         cc = stream.codec_context
+        check_frame_size(name, int(cc.width), int(cc.height))
         order = _presentation_order(container, stream, None)
         if order is None:
             raise ParameterError("path", f"'{name}' has video packets without timestamps", "re-encode it (e.g. to mp4)")
@@ -924,19 +989,22 @@ def load_video(
             f"set frame_cap to 0 (all) or at least {minimum}, choose frame_rule 'any', or turn on pad_frames",
         )
     limit = default_memory_limit() if memory_limit is None else int(memory_limit)
+    warnings: list[str] = []
 
     container, stream = _open(path)
     try:
         info = _info(path, container, stream)
         name = os.path.basename(path)
-        if info.width <= 0 or info.height <= 0:
-            raise ParameterError("path", f"'{name}' has a video stream without a frame size", "choose another file")
+        check_frame_size(name, info.width, info.height)
         out_w, out_h = target_size(info.width, info.height, width, height, size_multiple)
         plan = plan_resize(info.width, info.height, out_w, out_h, fit)
         per_frame = estimate_output_bytes(1, out_h, out_w)
 
         # --- plan: how many frames are needed, estimate memory before decoding.
-        declared = info.declared_frames
+        declared, doubt = plausible_frame_count(name, info.declared_frames, os.path.getsize(path))
+        if doubt is not None:
+            warnings.append(doubt)
+            log.warning(doubt)
         if declared is not None and start_frame >= declared:
             raise ParameterError(
                 "start_frame",
@@ -953,7 +1021,8 @@ def load_video(
         if selected_estimate is not None:
             out_estimate = rule_count(selected_estimate, frame_rule, pad_frames)
             if estimate_output_bytes(out_estimate, out_h, out_w) > limit:
-                raise _memory_error(out_estimate, out_w, out_h, limit, info.width, info.height, frame_rule=frame_rule)
+                raise _memory_error(out_estimate, out_w, out_h, limit, info.width, info.height, frame_rule=frame_rule,
+                                    claim=f"'{name}' declares {declared:,} frames" if declared is not None else "")
         # Keeping more than this many frames would exceed the limit: enforced while decoding.
         max_keep = limit // per_frame
         # Stop as soon as this many frames are kept (None: decode to the end).
@@ -976,7 +1045,7 @@ def load_video(
             every_nth=every_nth,
             stop_after=stop_after,
             max_keep=max_keep,
-            convert=lambda frame: _frame_to_uint8(frame, info.width, info.height, plan),
+            convert=lambda frame: _frame_to_uint8(frame, info.width, info.height, plan, name),
             too_many=lambda n: _memory_error(n, out_w, out_h, limit, info.width, info.height, at_least=True,
                                              frame_rule=frame_rule),
         )
@@ -994,7 +1063,6 @@ def load_video(
         container.close()
 
     kept, decoded, failure = decode.kept, decode.decoded, decode.failure
-    warnings: list[str] = []
     if failure is not None:
         if not best_effort:
             raise ParameterError(

@@ -11,6 +11,11 @@ prompt does is decided by ``script(fake, prompt_id, prompt)``:
 * ``"hang"``: runs until ``POST /interrupt`` names it, then ``execution_interrupted``;
 * ``"die"``: the server stops (sockets closed, connections refused), like a killed process.
 
+* ``("outputs", table)``: succeeds with ``table`` as the history's ``outputs`` (hostile or broken answers).
+
+Hostile answers of the endpoints themselves: ``history_answer`` (see :data:`HOSTILE_BODIES`; a JSON value is sent
+as the whole ``/history`` answer) and ``view_answer`` (one of :data:`HOSTILE_BODIES`, for every ``/view``).
+
 ``gate`` (an ``asyncio.Event``) holds every execution before it starts
 running nodes until the test sets it; ``ws_gate`` holds the websocket
 handshake (the runner sends a server nothing before its socket is open). Everything asked of it is recorded
@@ -46,6 +51,48 @@ REGISTRY = {
 }
 
 
+HOSTILE_BODIES = {
+    "claims-huge": "a Content-Length of 10^12, then a few bytes and the connection closed",
+    "endless": "a body without end, as fast as the client reads it",
+    "trickle": "one byte every 50 ms, without end",
+    "silent": "the headers, then nothing",
+    "cut": "a Content-Length of 100000, then 10 bytes and the connection closed",
+    "not-json": "bytes that are not JSON, labelled application/json",
+}
+"""Hostile ways to answer a request (``FakeComfy.history_answer`` / ``view_answer``)."""
+
+
+async def hostile_body(request, how: str) -> web.StreamResponse:
+    """Answer ``request`` the hostile way ``how`` (a key of :data:`HOSTILE_BODIES`)."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if how == "claims-huge":
+        resp.content_length = 10**12
+    elif how == "cut":
+        resp.content_length = 100_000
+    await resp.prepare(request)
+    try:
+        if how in ("claims-huge", "cut"):
+            await resp.write(b"0123456789")
+            request.transport.close()
+        elif how == "endless":
+            block = b"[" * 65536
+            while True:
+                await resp.write(block)
+        elif how == "trickle":
+            while True:
+                await resp.write(b"[")
+                await asyncio.sleep(0.05)
+        elif how == "silent":
+            while request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.05)
+        elif how == "not-json":
+            await resp.write(b"<html>not json</html>")
+            await resp.write_eof()
+    except (ConnectionError, RuntimeError, asyncio.CancelledError):
+        pass  # the client gave up on it, as it should
+    return resp
+
+
 def expected_output(clip_bytes: bytes, node_id: str) -> bytes:
     """What the fake saves for node ``node_id`` run on a clip with these bytes."""
     return b"restored:" + hashlib.sha256(clip_bytes).hexdigest().encode() + b":" + node_id.encode()
@@ -71,6 +118,10 @@ class FakeComfy:
         self.interrupted: list[str] = []
         self.executed: list[str] = []
         self.most_held = 0
+        self.history_answer = None
+        """None: ComfyUI's answer; a :data:`HOSTILE_BODIES` key, or a ``("json", value)`` sent as the answer."""
+        self.view_answer: str | None = None
+        """None: the file; a :data:`HOSTILE_BODIES` key for every ``/view``."""
         self._interrupt: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -196,10 +247,17 @@ class FakeComfy:
 
     async def _history(self, request):
         pid = request.match_info["pid"]
+        if isinstance(self.history_answer, tuple):
+            value = self.history_answer[1]
+            return web.json_response(value(pid) if callable(value) else value)
+        if self.history_answer is not None:
+            return await hostile_body(request, self.history_answer)
         return web.json_response({pid: self.history[pid]} if pid in self.history else {})
 
     async def _view(self, request):
         key = (request.query.get("subfolder", ""), request.query["filename"])
+        if self.view_answer is not None:
+            return await hostile_body(request, self.view_answer)
         if key not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[key], content_type="application/octet-stream")

@@ -313,6 +313,11 @@ HOSTILE_OUTPUTS = [
     {"9": {"images": [{"filename": 7, "subfolder": "", "type": "output"}]}},
     {"9": {"images": [{"filename": "x.mp4", "subfolder": "out_link", "type": "output"}]}},  # a link leading out
     ["not", "a", "table"],
+    {"9": "not a table"},  # wrong JSON types where ComfyUI sends tables and lists
+    {"9": {"images": {"filename": "x.mp4", "subfolder": "", "type": "output"}}},
+    {"9": {"images": [{"filename": "x.mp4", "subfolder": ["a"], "type": "output"}]}},
+    {"9": {"images": [{"filename": ["x.mp4"], "subfolder": "", "type": "output"}]}},
+    {},  # no file at all, though the prompt saves one
 ]
 
 
@@ -346,6 +351,58 @@ def test_a_server_answering_with_unsafe_file_names_writes_nothing_outside_output
     assert not pathlib.Path("/tmp/zsvr-escaped").exists()
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["a/a_00001_.mp4"], written  # only the good server's file
+
+
+HOSTILE_ANSWERS = [
+    ("history", "claims-huge"), ("history", "endless"), ("history", "trickle"), ("history", "silent"),
+    ("history", "not-json"), ("history", ("json", ["a", "list"])), ("history", ("json", lambda pid: {pid: "text"})),
+    ("history", ("json", lambda pid: {pid: {"outputs": 5}})),
+    ("view", "claims-huge"), ("view", "endless"), ("view", "trickle"), ("view", "silent"), ("view", "cut"),
+]
+
+
+@pytest.mark.parametrize("endpoint,how", HOSTILE_ANSWERS, ids=[f"{e}-{h if isinstance(h, str) else 'json' + str(i)}"
+                                                              for i, (e, h) in enumerate(HOSTILE_ANSWERS)])
+def test_a_server_answering_huge_endless_slow_or_mistyped_bodies_is_at_fault(tmp_path, monkeypatch, endpoint, how):
+    """/history and /view answers that claim 10^12 bytes, never end, trickle, fall silent, break off or have the
+    wrong JSON types: the server is at fault (reported, the unit run on the other server), memory and disk stay
+    bounded (the caps are made small here), no staged or partial file is left, nothing is written outside
+    ``--output``, and the result is the good server's."""
+    monkeypatch.setattr(server_client, "MAX_JSON_BYTES", 1 << 20)
+    monkeypatch.setattr(server_client, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(server_client, "TRANSFER_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(server_client, "REQUEST_TIMEOUT_S", 0.5)
+    clips = _clips(tmp_path / "in", ("a",))
+    out = tmp_path / "work" / "out"
+    out.mkdir(parents=True)
+
+    async def scenario():
+        hostile = await FakeComfy("hostile").start()
+        setattr(hostile, f"{endpoint}_answer", how)
+        good = await FakeComfy("good").start()
+        good.gate = asyncio.Event()
+        fleet = Fleet([hostile.url, good.url], depth=1)
+        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
+        await _until(lambda: hostile.executed, "the hostile server ran the unit")
+        await _until(lambda: any(r[1] == f"/{endpoint}" or r[1].startswith(f"/{endpoint}/")
+                                 for r in hostile.requests), "the runner asked the hostile server")
+        await asyncio.sleep(0.2)
+        good.gate.set()
+        results = await asyncio.wait_for(run, 30)
+        await hostile.stop()
+        await good.stop()
+        return results, good.url
+
+    (result,), good_url = asyncio.run(scenario())
+    first = result.attempts[0]
+    assert result.ok and result.server == good_url
+    assert first.outcome == "server fault", first
+    assert ("history" in first.reason) if endpoint == "history" else ("fetching" in first.reason), first.reason
+    assert result.attempts[-1].outcome == "ok"
+    everything = sorted(p.relative_to(tmp_path / "work").as_posix() for p in (tmp_path / "work").rglob("*")
+                        if p.is_file())
+    assert everything == ["out/a/a_00001_.mp4"], everything  # the good server's file only; no .part left
+    assert (out / "a" / "a_00001_.mp4").read_bytes() == expected_output(clips[0].read_bytes(), "2")
 
 
 def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path):
@@ -746,6 +803,7 @@ class ComfyServer:
         import socket
         import subprocess
 
+        self.base = base
         nodes_dir = base / "custom_nodes"
         nodes_dir.mkdir(parents=True)
         (base / "input").mkdir()
@@ -910,6 +968,67 @@ def test_a_server_without_the_pack_is_reported_at_start(comfy_servers):
     assert checks[0].line() == f"server {a.url}: ok (ComfyUI 0.3.64, cpu)"
     assert checks[1].line() == (f"server {bare.url}: NOT USED: does not have the ZSVR pack (no ZSVR_LoadVideo in "
                                 "/object_info): install comfyui-zsvr into its custom_nodes folder and restart it")
+
+
+def _post_prompt(url: str, prompt: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/prompt", data=json.dumps({"prompt": prompt}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hostile_video_names_through_post_prompt_are_refused_and_the_server_keeps_serving(comfy_servers, tmp_path):
+    """A real server's ``POST /prompt`` with ``video`` an absolute path, a '..' escape, a NUL byte or a link in input/
+    leading out: 400 with node_errors naming ``video`` (nothing runs); the server still answers, and a clip in a
+    subfolder of input then loads and runs."""
+    import time
+    import urllib.request
+
+    from zsvr.nodes import example_media
+
+    a = comfy_servers["a"]
+    input_dir = a.base / "input"
+    clip = pathlib.Path(example_media.EXAMPLE_DIR) / example_media.EXAMPLE_VIDEO
+    outside = tmp_path / "secret.mp4"
+    shutil.copyfile(clip, outside)
+    sub = input_dir / "zsvr_confined"
+    sub.mkdir()
+    shutil.copyfile(clip, sub / "ok.mp4")
+    (sub / "leak.mp4").symlink_to(outside)
+
+    def prompt(video: str) -> dict:
+        return {"1": {"class_type": "ZSVR_LoadVideo", "inputs": {
+            "video": video, "start_frame": 0, "frame_cap": 2, "every_nth": 1, "width": 64, "height": 64, "fit": "crop",
+            "frame_rule": "any", "size_multiple": 8, "best_effort": False, "pad_frames": False}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+
+    hostile = {str(outside): "is an absolute path", os.path.relpath(outside, input_dir): "steps out of its folder",
+               "zsvr_confined/ok.mp4\0": "holds a NUL byte",
+               "zsvr_confined/leak.mp4": "leads out of ComfyUI's input, output and temp folders"}
+    for video, says in hostile.items():
+        status, answer = _post_prompt(a.url, prompt(video))
+        assert status == 400, (video, answer)
+        (error,) = answer["node_errors"]["1"]["errors"]
+        assert error["extra_info"]["input_name"] == "video" and "ZSVR input 'video'" in error["details"], error
+        assert says in error["details"], (video, error["details"])
+    with urllib.request.urlopen(a.url + "/system_stats", timeout=10) as resp:
+        assert resp.status == 200
+    status, answer = _post_prompt(a.url, prompt("zsvr_confined/ok.mp4"))
+    assert status == 200 and answer["node_errors"] == {}, answer
+    pid, entry = answer["prompt_id"], None
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not entry:
+        with urllib.request.urlopen(f"{a.url}/history/{pid}", timeout=10) as resp:
+            entry = json.loads(resp.read()).get(pid)
+        time.sleep(0.2)
+    assert entry and entry["status"]["status_str"] == "success", entry
+    assert len(entry["outputs"]["2"]["images"]) == 2  # two previews: the two frames loaded
 
 
 CHUNKS = {"chunk_frames": 5, "overlap": 2}
