@@ -268,6 +268,7 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
                         copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
     return {
         "wan": models_dir / "diffusion_models" / tiny_models.WAN_FILE,
+        "wan_low": models_dir / "diffusion_models" / tiny_models.WAN_LOW_NOISE_FILE,
         "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,
         "hunyuan": models_dir / "diffusion_models" / tiny_models.HUNYUAN_FILE,
         "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,

@@ -7,6 +7,7 @@ temporary ComfyUI model folder:
 | file | folder | loader | detected as |
 | --- | --- | --- | --- |
 | ``tiny_wan21_t2v.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN21_T2V`` (flow, shift 8) |
+| ``tiny_wan21_t2v_low_noise.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN21_T2V``, other weights: the second expert of a Wan 2.2 A14B-style pair |
 | ``tiny_sd15_unet.safetensors`` | diffusion_models | ``UNETLoader`` | ``SD15`` (EPS) |
 | ``tiny_hunyuan_video.safetensors`` | diffusion_models | ``UNETLoader`` | ``HunyuanVideo`` (flow) |
 | ``tiny_taesd.safetensors`` | vae | ``VAELoader`` | TAESD (4 latent channels, 8x) |
@@ -35,6 +36,10 @@ import torch
 from safetensors.torch import save_file
 
 WAN_FILE = "tiny_wan21_t2v.safetensors"
+WAN_LOW_NOISE_FILE = "tiny_wan21_t2v_low_noise.safetensors"
+WAN_LOW_NOISE_SEED = 1
+"""The low-noise expert of the tiny pair: the tiny Wan's architecture with other random weights (Wan 2.2 A14B's
+two experts are both the Wan 2.1 architecture to ComfyUI)."""
 SD15_FILE = "tiny_sd15_unet.safetensors"
 TAESD_FILE = "tiny_taesd.safetensors"
 
@@ -190,6 +195,8 @@ def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     vae_dir.mkdir(parents=True, exist_ok=True)
     out["wan"] = diffusion / WAN_FILE
     _save(build_wan21().diffusion_model, out["wan"])
+    out["wan_low"] = diffusion / WAN_LOW_NOISE_FILE
+    _save(build_wan21(WAN_LOW_NOISE_SEED).diffusion_model, out["wan_low"])
     out["sd15"] = diffusion / SD15_FILE
     # fp16 on disk halves the file (88 MB); loaders upcast to the fp32 compute dtype.
     _save(build_sd15().diffusion_model, out["sd15"], torch.float16)

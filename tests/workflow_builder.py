@@ -183,7 +183,7 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     sched = g.add("BasicScheduler", (0, 0), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
     g.connect(*model, sched, "model")
     inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": cfg, "inversion_seed": 0, "step_rule": rule, "first_step": skip},
-                size=(340, 220))
+                size=(340, 250))
     g.connect(*model, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
@@ -193,7 +193,7 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     g.connect(inv, 0, rep, "inversion")
     switch = g.add("ZSVR_AttentionSwitch", (0, 0), {"blocks": "0-3,15-29"}, size=(340, 110))
     g.connect(*model, switch, "model")
-    editor = g.add("ZSVR_NegativePromptEditor", (0, 0), {"strength": 15.0}, size=(340, 100))
+    editor = g.add("ZSVR_NegativePromptEditor", (0, 0), {"strength": 15.0}, size=(340, 140))
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
@@ -305,7 +305,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
                       title="Inversion schedule")
     g.connect(ckpt, 0, inv_sched, "model")
     inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddim", "first_step": 0},
-                size=(340, 220), title="DDIM Inversion (ZSVR)")
+                size=(340, 250), title="DDIM Inversion (ZSVR)")
     g.connect(ckpt, 0, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
