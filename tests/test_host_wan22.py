@@ -224,3 +224,109 @@ def test_bad_input_low_noise_expert_of_another_kind(host, experts):
     res = host.run(g)
     assert not res.success and "'model_low_noise'" in res.error_message and "shift" in res.error_message, \
         res.error_message
+
+
+# -- the pair under core context windows ---------------------------------------------------------------------------
+
+def _windows(model_ref, length=4, overlap=2):
+    return {"class_type": "ContextWindowsManual", "inputs": {
+        "model": model_ref, "context_length": length, "context_overlap": overlap,
+        "context_schedule": "standard_static", "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid",
+        "dim": 2}}
+
+
+def test_pair_under_context_windows_reconstructs_and_needs_the_same_windows(host, experts):
+    """Both experts in the same windows (8 latent frames in windows of 4): switched over all blocks, the edit
+    is the reconstruction. Windows on one expert only are refused, naming model_low_noise."""
+    host.store["lat"] = {"samples": torch.randn((1, 16, 8, 4, 4), generator=torch.Generator().manual_seed(13))}
+    g = _pair_graph(host, "ddpm", 2, 0.5, strength=6.0, remove_seed=REMOVE_SEED, capture="pair_cw")
+    g["cw"], g["cwl"] = _windows(["m", 0]), _windows(["ml", 0])
+    for node in ("inv", "sig"):
+        g[node]["inputs"]["model"] = ["cw", 0]
+    g["inv"]["inputs"]["model_low_noise"] = ["cwl", 0]
+    g["sw"] = {"class_type": "ZSVR_AttentionSwitch", "inputs": {"model": ["cw", 0], "blocks": "all",
+                                                                 "start_percent": 0.0, "end_percent": 1.0}}
+    g["swl"] = {"class_type": "ZSVR_AttentionSwitch", "inputs": {"model": ["cwl", 0], "blocks": "all",
+                                                                  "start_percent": 0.0, "end_percent": 1.0}}
+    g["gd"]["inputs"].update(model=["sw", 0], model_low_noise=["swl", 0])
+    res = host.run(g)
+    assert res.success, res.error_message
+    assert _rel(host.captured["pair_cw"]["samples"], host.store["lat"]["samples"]) < 1e-5
+    g["inv"]["inputs"]["model_low_noise"] = ["ml", 0]
+    res = host.run(g)
+    assert not res.success and "'model_low_noise'" in res.error_message and "context windows" in res.error_message, \
+        res.error_message
+
+
+# -- Wan 2.2 TI2V 5B: WAN22_T2V, 48-channel latent, the Wan 2.2 VAE -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def wan22(host):
+    from host_harness import wan22_models
+
+    return wan22_models(host)
+
+
+def _graph_5b(host, skip, *, blocks=None, strength=1.0, windows=False, capture="out", steps=6):
+    g = _graph(host, "wan", "ddpm", skip, first_step=0, steps=steps, remove_seed=REMOVE_SEED if blocks is not None
+               or strength != 1.0 else None, strength=strength, capture=capture)
+    g["m"]["inputs"]["unet_name"] = host.models["wan22"].name
+    source = ["m", 0]
+    if windows:
+        g["cw"] = _windows(["m", 0])
+        source = ["cw", 0]
+        for node in ("inv", "sig", "gd"):
+            g[node]["inputs"]["model"] = source
+    if blocks is not None:
+        g["sw"] = {"class_type": "ZSVR_AttentionSwitch", "inputs": {"model": source, "blocks": blocks,
+                                                                     "start_percent": 0.0, "end_percent": 1.0}}
+        g["gd"]["inputs"]["model"] = ["sw", 0]
+    return g
+
+
+def test_5b_is_wan22_with_48_latent_channels(host, wan22):
+    import comfy.latent_formats
+    import comfy.sd
+
+    model = comfy.sd.load_diffusion_model(str(wan22["wan22"]))
+    assert type(model.model).__name__ == "WAN22"
+    assert type(model.model.latent_format) is comfy.latent_formats.Wan22
+    assert model.model.latent_format.latent_channels == 48
+    assert type(model.model.model_config).__name__ == "WAN22_T2V"
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["whole", "context-windows"])
+def test_5b_zsvd_chain_and_switch_reconstruct(host, wan22, windows):
+    """The ZSVD chain on the 5B model (48-channel latent, 8 latent frames): strength 1 reconstructs; switched over
+    all blocks the edit is the reconstruction; over one block it is an edit. With windows of 4 latent frames too."""
+    frames = 8 if windows else 3
+    host.store["lat"] = {"samples": torch.randn((1, 48, frames, 4, 4), generator=torch.Generator().manual_seed(14))}
+    tag = "cw" if windows else "whole"
+    for key, blocks, strength in ((f"5b_rec_{tag}", None, 1.0), (f"5b_all_{tag}", "all", 6.0),
+                                  (f"5b_one_{tag}", "1", 6.0)):
+        res = host.run(_graph_5b(host, 2, blocks=blocks, strength=strength, windows=windows, capture=key))
+        assert res.success, res.error_message
+    lat = host.store["lat"]["samples"]
+    assert _rel(host.captured[f"5b_rec_{tag}"]["samples"], lat) < 1e-5
+    assert _rel(host.captured[f"5b_all_{tag}"]["samples"], lat) < 1e-5
+    assert _rel(host.captured[f"5b_one_{tag}"]["samples"], lat) > 1e-4
+
+
+def test_wan22_vae_frame_rule_and_latent(host, wan22):
+    """The Wan 2.2 VAE: 4k+1 frames to k+1 latent frames of 48 channels at 1/16 size, and back to 4k+1 frames; the
+    5B model inverts and replays its latent exactly."""
+    host.store["frames"] = torch.rand((9, 32, 32, 3), generator=torch.Generator().manual_seed(15))
+    g = _graph_5b(host, 2, capture="vae_rec")
+    g["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": wan22["wan22_vae"].name}}
+    g["img"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "frames"}}
+    g["lat"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["vae", 0]}}
+    g["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["smp", 0], "vae": ["vae", 0]}}
+    g["cap_lat"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["lat", 0], "key": "vae_lat"}}
+    g["cap_img"] = {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["dec", 0], "key": "vae_img"}}
+    res = host.run(g)
+    assert res.success, res.error_message
+    latent = host.captured["vae_lat"]["samples"]
+    assert tuple(latent.shape) == (1, 48, 3, 2, 2)
+    assert _rel(host.captured["vae_rec"]["samples"], latent) < 1e-5
+    decoded = host.captured["vae_img"]
+    assert tuple(decoded.shape) == (9, 32, 32, 3) and torch.isfinite(decoded).all()
