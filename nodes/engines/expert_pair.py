@@ -205,7 +205,7 @@ def boundary_input():
         "expert_boundary", default=0.5, min=0.0, max=1.0, step=0.001, round=0.001, optional=True,
         tooltip="With model_low_noise: the fraction of the schedule where the low-noise expert takes over. 0.5 = "
                 "ComfyUI's Wan 2.2 A14B templates (two KSamplerAdvanced, switch at step 10 of 20; sigma 0.889 at "
-                "shift 8). The official Wan 2.2 boundary (timestep 875 of 1000 for t2v) is 0.533, for i2v (900) "
+                "shift 8). The official Wan 2.2 boundary (sigma 0.875, t2v) is 0.533 at shift 8, for i2v (0.900) "
                 "0.471. 0 = the low-noise expert alone, 1 = model alone. Use the same value on ZSVR DDPM Inversion "
                 "and ZSVR Negative Prompt Editor.")
 
