@@ -41,6 +41,11 @@ quality):
     (latent 21x60x104): the pack's ZSVD graph (100 steps, skip 40, rule ddpm)
     and, in the same prompt from the same inversion, a plain two-row CFG
     baseline (core ``CFGGuider``, cfg 15) over the same 60 steps.
+(f) ``--wan22``: the Wan 2.2 A14B way of running, two experts through one inversion and one edit
+    (``model_low_noise``, ``expert_boundary`` 0.5, one switch per expert), at the 1.3B size so that two random
+    experts fit the device's disk: the second expert is the same architecture with other random weights. With
+    ``--vram-cap-gb`` below two experts' weights it shows ComfyUI swapping them: the JSON keeps the model loads
+    per run (ComfyUI's "Requested to load" lines), the pair's times and, after ``--wan``, the ratio to one model.
 
 Totals exclude model building/loading from disk on both sides; the pack's
 times include ComfyUI moving weights to the GPU inside the first node that needs
@@ -80,6 +85,8 @@ runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as
 COG_FOLDER = "zsvr-bench-cogvideox"
 WAN_FILE = "zsvr_bench_wan21_1.3b_random.safetensors"
 WAN_VAE_FILE = "zsvr_bench_wan21_vae_random.safetensors"
+WAN_LOW_FILE = "zsvr_bench_wan21_1.3b_random_low_noise.safetensors"  # (f): the second expert
+WAN_LOW_SEED_OFFSET = 7
 
 # CogVideoX-2b's scheduler/scheduler_config.json (diffusers CogVideoXDDIMScheduler)
 COG_SCHEDULER = {
@@ -165,6 +172,30 @@ def build_cogvideox(folder: pathlib.Path, sizes: dict, device, dtype, seed: int 
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(COG_SCHEDULER, indent=2))
     marker.write_text(json.dumps({"digest": _digest(stamp), "stamp": stamp}, default=str))
     return transformer, vae, time.perf_counter() - start, True
+
+
+def build_wan_low_noise(models_dir: pathlib.Path, sizes: dict, device, dtype, seed: int = 0) -> tuple[float, bool]:
+    """(f)'s second expert: the Wan checkpoint of :func:`build_wan` with other random weights."""
+    from safetensors.torch import save_file
+
+    import comfy.supported_models
+
+    unet_file = models_dir / "diffusion_models" / WAN_LOW_FILE
+    stamp = {"wan": sizes["wan"], "dtype": str(dtype), "seed": seed + WAN_LOW_SEED_OFFSET}
+    marker = models_dir / "zsvr_bench_wan_low.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("digest") == _digest(stamp) and unet_file.is_file():
+        return 0.0, False
+    start = time.perf_counter()
+    unet_file.parent.mkdir(parents=True, exist_ok=True)
+    config = comfy.supported_models.WAN21_T2V(dict(WAN_BASE, **sizes["wan"]))
+    config.set_inference_dtype(dtype, None)
+    model = config.get_model({}, device=device)
+    randomize_(model.diffusion_model, seed + WAN_LOW_SEED_OFFSET)
+    save_file({k: v.detach().to(dtype).contiguous().cpu() for k, v in model.diffusion_model.state_dict().items()},
+              str(unet_file))
+    del model
+    marker.write_text(json.dumps({"digest": _digest(stamp)}))
+    return time.perf_counter() - start, True
 
 
 def build_wan(models_dir: pathlib.Path, sizes: dict, device, dtype, seed: int = 0) -> tuple[float, bool]:
@@ -271,7 +302,8 @@ def zsvd_prompt(loader: dict, video, text, args, blocks: str, rule: str, baselin
                 inversion_cfg: float) -> dict:
     """API-format prompt of the pack's ZSVD workflow (plus an optional plain-CFG branch from the same inversion).
 
-    ``loader`` holds the model/VAE source nodes: {"nodes": {...}, "model": link, "vae": link}.
+    ``loader`` holds the model/VAE source nodes: {"nodes": {...}, "model": link, "vae": link}, and for a pair of
+    experts (f) "low_noise": the second expert's link (wired as ``model_low_noise``, with its own switch).
     """
     frames, height, width = video
     tokens, text_width = text
@@ -295,6 +327,12 @@ def zsvd_prompt(loader: dict, video, text, args, blocks: str, rule: str, baselin
                    "inputs": {"model": model, "blocks": blocks, "start_percent": 0.0, "end_percent": 1.0}}
     p["editor"] = {"class_type": "ZSVR_NegativePromptEditor", "inputs": {
         "model": _link("switch"), "null": _link("null"), "remove": _link("remove"), "strength": args.strength}}
+    low = loader.get("low_noise")
+    if low is not None:
+        p["invert"]["inputs"].update(model_low_noise=low, expert_boundary=0.5)
+        p["switch_low"] = {"class_type": "ZSVR_AttentionSwitch",
+                           "inputs": {"model": low, "blocks": blocks, "start_percent": 0.0, "end_percent": 1.0}}
+        p["editor"]["inputs"].update(model_low_noise=_link("switch_low"), expert_boundary=0.5)
     p["edit"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
         "noise": _link("replay", 0), "guider": _link("editor"), "sampler": _link("replay", 1),
         "sigmas": _link("replay", 2), "latent_image": _link("encode")}}
@@ -464,6 +502,7 @@ def main(argv=None) -> int:
     parser.add_argument("--decode", default="auto", choices=["auto", "tiled"],
                         help="pack: core VAEDecode (falls back to tiles on out-of-memory) or VAEDecodeTiled")
     parser.add_argument("--wan", action="store_true", help="also run (e): Wan 2.1 1.3B")
+    parser.add_argument("--wan22", action="store_true", help="also run (f): a pair of experts, Wan 2.2 A14B's way")
     parser.add_argument("--no-cogvideox", action="store_true", help="skip (a)-(d) (with --wan: Wan only)")
     parser.add_argument("--no-switch-bench", action="store_true", help="skip (c)")
     parser.add_argument("--seed", type=int, default=0)
@@ -498,7 +537,7 @@ def main(argv=None) -> int:
     sizes = SMALL if args.small else FULL
     device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
     name = "zsvd_end_to_end_cpu_small.json" if args.small else f"zsvd_end_to_end_{device_slug(device_name)}.json"
-    if args.no_cogvideox and args.wan:
+    if args.no_cogvideox and (args.wan or args.wan22):
         name = name.replace("zsvd_end_to_end_", "zsvd_end_to_end_wan_")
     out_path = args.out / name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -555,6 +594,8 @@ def main(argv=None) -> int:
             run_cogvideox(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save)
         if args.wan:
             run_wan(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save)
+        if args.wan22:
+            run_wan22_pair(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save)
     finally:
         if temp_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -709,11 +750,69 @@ def run_wan(args, host, mm, sizes, device, dtype, models_dir, result, sink, meml
     free_everything(host)
 
 
+def expert_loads(lines: list[str]) -> dict:
+    """From ComfyUI's log of one prompt: how often an expert (``WAN21``) was asked for, and how often that moved
+    its weights to the device ("loaded completely/partially"; an expert already there logs no such line)."""
+    requested = moved = 0
+    for i, line in enumerate(lines):
+        if line.startswith("Requested to load WAN21"):
+            requested += 1
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            moved += following.startswith(("loaded completely", "loaded partially"))
+    return {"expert_load_requests": requested, "expert_loads_moving_weights": moved}
+
+
+def run_wan22_pair(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save) -> None:
+    """(f): two experts through one inversion and one edit; the loads per run and the cost over one model."""
+    cuda = device.type == "cuda"
+    log("building the random Wan checkpoints (two experts) and VAE")
+    seconds = build_wan(models_dir, sizes, device, dtype, args.seed)[0]
+    seconds += build_wan_low_noise(models_dir, sizes, device, dtype, args.seed)[0]
+    result["wan22_pair_build_s"] = r(seconds, 2)
+    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
+    loader = {"nodes": {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
+        "unet_low": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_LOW_FILE, "weight_dtype": "default"}},
+        "vae_loader": {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}},
+        "model": _link("unet", 0), "low_noise": _link("unet_low", 0), "vae": _link("vae_loader", 0)}
+    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
+                         baseline=False, decode=args.decode, inversion_cfg=1.0)
+    log("pack workflow on a pair of Wan experts (Wan 2.2 A14B's way): one inversion, one edit")
+    memlog.lines.clear()
+    sink.clear()
+    timed = run_timed(host, prompt, device)
+    release_vram_cap(mm, device, cap)
+    if not timed["ok"]:
+        result["wan22_pair_error"] = timed["error"]
+        save()
+        raise SystemExit(f"Wan pair workflow failed: {timed['error']}")
+    pair = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
+                                  "vae_decode": ["decode"], "load": ["unet", "unet_low", "vae_loader"]})
+    pair.update(expert_loads(memlog.lines))
+    pair["settings"] = {"video_frames_h_w": list(sizes["wan_video"]), "text_tokens_width": list(sizes["wan_text"]),
+                        "blocks": sizes["wan_blocks"], "inversion_rule": "ddpm", "model": sizes["wan"],
+                        "expert_boundary": 0.5}
+    one = result.get("wan21_1_3b")
+    if one:
+        pair["transformer_vs_one_model"] = r(pair["transformer_s"] / one["transformer_s"], 4)
+    pair["comfy_memory_log"] = memlog.lines[:40]
+    if cuda:
+        pair["peak_allocated_gb"] = r(timed["peak_allocated_gb"], 2)
+        pair["peak_reserved_gb"] = r(timed["peak_reserved_gb"], 2)
+        if cap:
+            pair["vram_cap_gb"] = args.vram_cap_gb
+            pair["ran_under_cap"] = bool(timed["peak_reserved_gb"] <= args.vram_cap_gb)
+    result["wan22_pair_1_3b_size"] = pair
+    save()
+    free_everything(host)
+
+
 def print_table(result: dict) -> None:
     rows = []
     off, pack, wan = result.get("official"), result.get("pack"), result.get("wan21_1_3b")
     for model, side, part in (("CogVideoX-2b", "official", off), ("CogVideoX-2b", "pack", pack),
-                              ("Wan 2.1 1.3B", "pack ZSVD", wan)):
+                              ("Wan 2.1 1.3B", "pack ZSVD", wan),
+                              ("Wan pair", "pack ZSVD", result.get("wan22_pair_1_3b_size"))):
         if part:
             rows.append((model, side, part["inversion_s"], part["edit_s"], part["transformer_s"], part["vae_s"],
                          part["total_s"]))
@@ -728,6 +827,10 @@ def print_table(result: dict) -> None:
                 "peak_vram_gb_wan21_1_3b"):
         if key in result:
             print(f"{key} = {result[key]}")
+    pair = result.get("wan22_pair_1_3b_size")
+    if pair:
+        print(f"wan pair expert_load_requests = {pair['expert_load_requests']}, expert_loads_moving_weights = "
+              f"{pair['expert_loads_moving_weights']}, transformer_vs_one_model = {pair.get('transformer_vs_one_model')}")
     if wan and wan.get("edit_vs_plain_cfg") is not None:
         print(f"wan edit_vs_plain_cfg = {wan['edit_vs_plain_cfg']}")
     print(f"({result['device']}, {result['dtype']}, torch {result['torch']}; {result['note'].split(';')[0]})")

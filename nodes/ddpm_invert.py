@@ -20,6 +20,7 @@ from ..kernels import inversion as inv_kernel
 from .errors import InputError
 from . import host
 from . import switch_protocol as protocol
+from .engines.expert_pair import ExpertPairCFGGuider, boundary_input, low_noise_input, make_pair, same_windows
 from .engines.inversion import InversionRunner
 from .errors import kernel_inputs
 from .shared_inputs import check_finite, validate_widgets
@@ -40,7 +41,8 @@ class DDPMInvert(io.ComfyNode):
                 "settings downstream without re-running it."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan, HunyuanVideo, CogVideoX, SD...)."),
+                io.Model.Input("model", tooltip="The diffusion model (Wan, HunyuanVideo, CogVideoX, SD...); with "
+                               "model_low_noise, the high-noise expert (Wan 2.2 A14B)."),
                 io.Conditioning.Input("positive", tooltip="Inversion prompt. ZSVD inverts with the null (empty) prompt."),
                 io.Conditioning.Input("negative", tooltip="Inversion negative prompt. ZSVD uses the null prompt here too; "
                                       "when it equals positive the model runs once per step."),
@@ -63,18 +65,21 @@ class DDPMInvert(io.ComfyNode):
                 io.Int.Input("first_step", default=0, min=0, max=10000,
                              tooltip="Invert only from this step on (saves model calls). The sampler's skip must be "
                                      "at least this; 0 serves every skip."),
+                low_noise_input(),
+                boundary_input(),
             ],
             outputs=[Inversion.Output(display_name="inversion")],
         )
 
     @classmethod
-    def validate_inputs(cls, cfg=None):
-        """Before anything runs: cfg is a finite number in its range."""
-        return validate_widgets(cls, cfg=cfg)
+    def validate_inputs(cls, cfg=None, expert_boundary=None):
+        """Before anything runs: cfg and expert_boundary are finite numbers in their ranges."""
+        return validate_widgets(cls, cfg=cfg, expert_boundary=expert_boundary)
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, latent, sigmas, inversion_seed, step_rule, first_step) -> io.NodeOutput:
-        check_finite(cls, cfg=cfg)
+    def execute(cls, model, positive, negative, cfg, latent, sigmas, inversion_seed, step_rule, first_step,
+                model_low_noise=None, expert_boundary=0.5) -> io.NodeOutput:
+        check_finite(cls, cfg=cfg, expert_boundary=expert_boundary)
         seed = inversion_seed
         host.check_conditioning(positive, "positive", model)
         host.check_conditioning(negative, "negative", model)
@@ -93,7 +98,14 @@ class DDPMInvert(io.ComfyNode):
         # mark the passes as inversion: an attention switch on this model stays inactive here
         model = model.clone()
         protocol.mark_pass(model.model_options.setdefault("transformer_options", {}), protocol.Pass.INVERSION)
-        guider = comfy.samplers.CFGGuider(model)
+        pair = None
+        if model_low_noise is not None:
+            low = model_low_noise.clone()
+            protocol.mark_pass(low.model_options.setdefault("transformer_options", {}), protocol.Pass.INVERSION)
+            pair = make_pair(model, low, expert_boundary)
+            same_windows(model.model_options, low.model_options, samples)
+        guider = ExpertPairCFGGuider(model)
+        guider.set_experts(pair)
         # equal conds: CFG is the identity for any scale, and scale 1 lets the host skip the second row
         guider.set_conds(positive, positive if same else negative)
         guider.set_cfg(1.0 if same else cfg)
@@ -111,4 +123,7 @@ class DDPMInvert(io.ComfyNode):
         result = runner.result
         result.meta = dict(host.model_family(model), latent_shape=tuple(samples.shape), cfg=1.0 if same else cfg,
                            context_windows=window_settings(model.model_options, samples))
+        if pair is not None:
+            result.meta["experts"] = pair.describe()
         return io.NodeOutput(result)
+

@@ -248,26 +248,12 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     one left behind. ``$ZSVR_TEST_CACHE``, when set, names a folder where a developer keeps them between
     runs, keyed by this generator's source and the ComfyUI version.
     """
-    import comfyui_version
     import tiny_models
 
-    cache_root = os.environ.get("ZSVR_TEST_CACHE")
-    if not cache_root:
-        tiny_models.write_all(models_dir)
-    else:
-        source = (TESTS_DIR / "tiny_models.py").read_bytes() + comfyui_version.__version__.encode()
-        cache = pathlib.Path(cache_root) / f"tiny-models-{hashlib.sha256(source).hexdigest()[:16]}"
-        if not (cache / "done").is_file():
-            tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tiny_models.write_all(tmp)
-            (tmp / "done").write_text("ok")
-            shutil.rmtree(cache, ignore_errors=True)
-            tmp.rename(cache)
-        shutil.copytree(cache, models_dir, dirs_exist_ok=True,
-                        copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
+    _write_cached(models_dir, "tiny-models", tiny_models.write_all)
     return {
         "wan": models_dir / "diffusion_models" / tiny_models.WAN_FILE,
+        "wan_low": models_dir / "diffusion_models" / tiny_models.WAN_LOW_NOISE_FILE,
         "sd15": models_dir / "diffusion_models" / tiny_models.SD15_FILE,
         "hunyuan": models_dir / "diffusion_models" / tiny_models.HUNYUAN_FILE,
         "taesd": models_dir / "vae" / tiny_models.TAESD_FILE,
@@ -275,6 +261,41 @@ def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         "sd15_ckpt": models_dir / "checkpoints" / tiny_models.SD15_CKPT_FILE,
         "controlnet_sd15": models_dir / "controlnet" / tiny_models.CONTROLNET_SD15_FILE,
     }
+
+
+def _write_cached(models_dir: pathlib.Path, tag: str, write) -> None:
+    """``write(folder)`` into ``models_dir``, through the developer's cache ``$ZSVR_TEST_CACHE`` when it is set
+    (keyed by ``tag``, this generator's source and the ComfyUI version)."""
+    import comfyui_version
+
+    cache_root = os.environ.get("ZSVR_TEST_CACHE")
+    if not cache_root:
+        write(models_dir)
+        return
+    source = (TESTS_DIR / "tiny_models.py").read_bytes() + comfyui_version.__version__.encode()
+    cache = pathlib.Path(cache_root) / f"{tag}-{hashlib.sha256(source).hexdigest()[:16]}"
+    if not (cache / "done").is_file():
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        (tmp / "done").write_text("ok")
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    shutil.copytree(cache, models_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("done"),
+                    copy_function=os.link if _same_fs(cache, models_dir) else shutil.copy2)
+
+
+def wan22_models(host: "Host") -> dict[str, pathlib.Path]:
+    """The tiny Wan 2.2 5B model and the random Wan 2.2 VAE in the host's model folders, written on first use
+    (1.4 GB: only the Wan 2.2 tests need them); also added to ``host.models``."""
+    import tiny_models
+
+    paths = {"wan22": host.models_dir / "diffusion_models" / tiny_models.WAN22_FILE,
+             "wan22_vae": host.models_dir / "vae" / tiny_models.WAN22_VAE_FILE}
+    if not all(p.is_file() for p in paths.values()):
+        _write_cached(host.models_dir, "wan22-models", tiny_models.write_wan22)
+    host.models.update(paths)
+    return paths
 
 
 def _same_fs(a: pathlib.Path, b: pathlib.Path) -> bool:

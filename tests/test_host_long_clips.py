@@ -59,11 +59,10 @@ def passthrough(frame_rule="4k+1"):
     }
 
 
-def tiny_wan(host):
+def tiny_wan(host, name="ZSVD rain removal - Wan 2.1.json"):
     import importlib
 
     wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
-    name = "ZSVD rain removal - Wan 2.1.json"
     data = json.loads((PACK_DIR / "workflows" / name).read_text())
     return _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), TINY[name]), TINY[name])
 
@@ -116,6 +115,18 @@ def test_tiny_wan_chunked_150_frames_keep_count_fps_size_and_sound(host, runner,
                                                                                        (121, 29)]
     assert manifest["output"]["frames"] == 150
     assert sorted(p.name for p in out.iterdir()) == ["rain150.mp4", "rain150.zsvr.json"]  # chunks removed
+
+
+def test_wan22_14b_pair_workflow_runs_chunked(host, runner, clips, tmp_path):
+    """The shipped Wan 2.2 14B workflow (the tiny pair of experts) through the runner in chunks: a 30-frame clip in
+    17-frame chunks overlapping by 4 is two prompts and 30 frames out."""
+    out = tmp_path / "out"
+    with Counting(host) as count:
+        (row,) = run(runner, host, tiny_wan(host, "ZSVD rain removal - Wan 2.2 14B.json"), clips["short"], out,
+                     chunk_frames=17, overlap=4)
+    assert row["ok"], row["error"]
+    assert count.calls == 2 and row["chunks"] == 2
+    assert long_clips.video_info(out / "rain30.mp4")["frames"] == 30
 
 
 def test_stitching_passthrough_chunks_gives_back_the_source(host, runner, clips, tmp_path):

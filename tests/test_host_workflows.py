@@ -45,6 +45,32 @@ TINY = {
         },
         "text_width": 4096,
     },
+    "ZSVD rain removal - Wan 2.2 14B.json": {
+        # node titles: the two experts' loaders differ; the tiny pair (two random Wan 2.1-architecture models)
+        "files": {"High-noise expert": ("unet_name", "wan"), "Low-noise expert": ("unet_name", "wan_low"),
+                  "VAELoader": ("vae_name", "wan_vae")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
+            "BasicScheduler": {"steps": 6},
+            "ZSVR_DDPMInvert": {"first_step": 2},
+            "ZSVR_InversionSampler": {"skip": 2},
+            "ZSVR_AttentionSwitch": {"blocks": "0-1"},
+        },
+        "text_width": 4096,
+    },
+    "ZSVD rain removal - Wan 2.2 5B.json": {
+        # the tiny WAN22_T2V (48-channel latent) and the random full-size Wan 2.2 VAE, written on first use
+        "files": {"UNETLoader": ("unet_name", "wan22"), "VAELoader": ("vae_name", "wan22_vae")},
+        "settings": {
+            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
+            "BasicScheduler": {"steps": 6},
+            "ZSVR_DDPMInvert": {"first_step": 2},
+            "ZSVR_InversionSampler": {"skip": 2},
+            "ZSVR_AttentionSwitch": {"blocks": "0-1"},
+        },
+        "text_width": 4096,
+        "models": "wan22",
+    },
     "ZSVD rain removal (paper settings) - CogVideoX-2b.json": {
         "files": {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
         "settings": {
@@ -137,10 +163,16 @@ def test_workflow_nodes_and_links_match_the_registry(host, path):
 
 
 def _substitute_files(host, prompt: dict, tiny: dict) -> dict:
+    if tiny.get("models") == "wan22":
+        from host_harness import wan22_models
+
+        wan22_models(host)
     for node in prompt.values():
         ct = node["class_type"]
-        if ct in tiny["files"]:
-            key, model = tiny["files"][ct]
+        title = node.get("_meta", {}).get("title")
+        found = tiny["files"].get(title) or tiny["files"].get(ct)
+        if found:
+            key, model = found
             node["inputs"][key] = model[len("folder:"):] if model.startswith("folder:") else host.models[model].name
         if ct == "ZSVR_LoadVideo":
             node["inputs"]["video"] = "42.mp4"

@@ -938,6 +938,22 @@ def in_process_frames(host, wan_prompt, clips):
     return {r["video"]: _frames(pathlib.Path(r["outputs"][0])) for r in rows}
 
 
+def test_wan22_14b_pair_workflow_runs_on_a_server(host, comfy_servers, clips, tmp_path):
+    """The shipped Wan 2.2 14B workflow (the tiny pair of experts) as a --servers unit: the server runs both
+    experts through its inversion and edit and the fetched video has the clip's 5 frames."""
+    from test_host_workflows import TINY, _substitute_files, _tiny_run_prompt
+
+    name = "ZSVD rain removal - Wan 2.2 14B.json"
+    prompt = _tiny_run_prompt(_substitute_files(host, host.comfy.to_api(json.loads(
+        (PACK_DIR / "workflows" / name).read_text())), TINY[name]), TINY[name])
+    lines = []
+    run = asyncio.run(servers.run_remote_async(prompt, clips[:1], tmp_path / "out", [], [comfy_servers["a"].url],
+                                               say=lines.append, stream=io.StringIO()))
+    assert run.code == 0, lines[-1]
+    ((file,),) = [r.files for r in run.results]
+    assert _frames(file).shape == (5, 32, 32, 3)
+
+
 def test_two_servers_restore_a_folder_like_the_in_process_run(comfy_servers, wan_prompt, clips, in_process_frames,
                                                                tmp_path):
     """Whole-clip units: the workflow's own Save Video output, fetched, matches the in-process one (up to H.264)."""

@@ -7,12 +7,18 @@ temporary ComfyUI model folder:
 | file | folder | loader | detected as |
 | --- | --- | --- | --- |
 | ``tiny_wan21_t2v.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN21_T2V`` (flow, shift 8) |
+| ``tiny_wan21_t2v_low_noise.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN21_T2V``, other weights: the second expert of a Wan 2.2 A14B-style pair |
 | ``tiny_sd15_unet.safetensors`` | diffusion_models | ``UNETLoader`` | ``SD15`` (EPS) |
 | ``tiny_hunyuan_video.safetensors`` | diffusion_models | ``UNETLoader`` | ``HunyuanVideo`` (flow) |
 | ``tiny_taesd.safetensors`` | vae | ``VAELoader`` | TAESD (4 latent channels, 8x) |
 | ``rand_wan21_vae.safetensors`` | vae | ``VAELoader`` | Wan 2.1 VAE (full size: the loader accepts no smaller; bf16, 254 MB) |
+| ``tiny_wan22_ti2v_5b.safetensors`` | diffusion_models | ``UNETLoader`` | ``WAN22_T2V`` (Wan 2.2 TI2V 5B's class: 48-channel latent) |
+| ``rand_wan22_vae.safetensors`` | vae | ``VAELoader`` | Wan 2.2 VAE (48 channels, 16x; full size: the loader hard-codes dim 160; bf16, 1.4 GB) |
 | ``tiny_sd15_all.safetensors`` | checkpoints | ``CheckpointLoaderSimple`` | SD15 (the tiny U-Net) + TAESD VAE + random full-size CLIP-L (fp16, 345 MB) |
 | ``tiny_controlnet_sd15.safetensors`` | controlnet | ``ControlNetLoader`` | ``cldm.ControlNet`` of the tiny SD15 U-Net (21 M params, fp16) |
+
+The two Wan 2.2 5B files are large (the VAE) and only the Wan 2.2 tests need them, so they are written on
+first use (:func:`write_wan22`), not by :func:`write_all`.
 
 Each architecture is built by ComfyUI's own model classes (so the layouts are
 exactly what the loaders expect), initialised here with a seeded generator
@@ -35,6 +41,10 @@ import torch
 from safetensors.torch import save_file
 
 WAN_FILE = "tiny_wan21_t2v.safetensors"
+WAN_LOW_NOISE_FILE = "tiny_wan21_t2v_low_noise.safetensors"
+WAN_LOW_NOISE_SEED = 1
+"""The low-noise expert of the tiny pair: the tiny Wan's architecture with other random weights (Wan 2.2 A14B's
+two experts are both the Wan 2.1 architecture to ComfyUI)."""
 SD15_FILE = "tiny_sd15_unet.safetensors"
 TAESD_FILE = "tiny_taesd.safetensors"
 
@@ -181,6 +191,39 @@ def _save(module: torch.nn.Module, path: pathlib.Path, dtype: torch.dtype | None
     save_file(state, str(path))
 
 
+WAN22_FILE = "tiny_wan22_ti2v_5b.safetensors"
+WAN22_VAE_FILE = "rand_wan22_vae.safetensors"
+WAN22_UNET_CONFIG = dict(WAN_UNET_CONFIG, in_dim=48, out_dim=48)
+"""Wan 2.2 TI2V 5B's layout at the tiny size: a Wan 2.1 block stack on the 48-channel latent of the Wan 2.2 VAE
+(ComfyUI detects ``out_dim`` 48 as ``WAN22_T2V``)."""
+
+
+def build_wan22(seed: int = 2):
+    """A ``model_base.WAN22`` (flow, shift 8, ``Wan22`` latent format) with the tiny config."""
+    return _build("WAN22_T2V", WAN22_UNET_CONFIG, seed)
+
+
+def build_wan22_vae(seed: int = 0):
+    """The full-size Wan 2.2 VAE architecture (VAELoader hard-codes dim 160: 705 M parameters), random weights."""
+    import comfy.ldm.wan.vae2_2
+
+    vae = comfy.ldm.wan.vae2_2.WanVAE(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                      temperal_downsample=[False, True, True], dropout=0.0)
+    return randomize_(vae, seed, gain=0.5)
+
+
+def write_wan22(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Write the tiny Wan 2.2 5B model and the random Wan 2.2 VAE into ``models_dir/<folder>/`` (on first use)."""
+    out = {"wan22": models_dir / "diffusion_models" / WAN22_FILE, "wan22_vae": models_dir / "vae" / WAN22_VAE_FILE}
+    for path in out.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _save(build_wan22().diffusion_model, out["wan22"])
+    vae = build_wan22_vae()
+    _save(vae, out["wan22_vae"], torch.bfloat16)
+    del vae
+    return out
+
+
 def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     """Write every tiny model into ``models_dir/<folder>/`` and return their paths."""
     out = {}
@@ -190,6 +233,8 @@ def write_all(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     vae_dir.mkdir(parents=True, exist_ok=True)
     out["wan"] = diffusion / WAN_FILE
     _save(build_wan21().diffusion_model, out["wan"])
+    out["wan_low"] = diffusion / WAN_LOW_NOISE_FILE
+    _save(build_wan21(WAN_LOW_NOISE_SEED).diffusion_model, out["wan_low"])
     out["sd15"] = diffusion / SD15_FILE
     # fp16 on disk halves the file (88 MB); loaders upcast to the fp32 compute dtype.
     _save(build_sd15().diffusion_model, out["sd15"], torch.float16)

@@ -174,7 +174,8 @@ def _sample_decode_save(g: Graph, noise, guider, sampler, sigmas, latent, vae, l
 
 
 def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict], steps: int, cfg: float, rule: str,
-               skip: int, prefix: str, tiled=False, pad_rule=None) -> tuple[int, int]:
+               skip: int, prefix: str, tiled=False, pad_rule=None, blocks: str = "0-3,15-29", low_noise=None,
+               beside_prompts: list[dict] = ()) -> tuple[int, int]:
     """The ZSVD chain shared by every ZSVD workflow: encode -> invert -> replay with switch + editor -> save.
 
     Lays the graph out in six columns: Load Video (room for its preview below); ``loaders`` (the caller's
@@ -185,6 +186,9 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     ``model`` and ``vae`` are (node, output slot) pairs; ``tiled``: core VAEEncodeTiled / VAEDecodeTiled;
     ``pad_rule``: the frames are padded to this frame rule before encoding (ZSVR_PadFrames) and the padding is cut
     off after decoding (ZSVR_TrimPadding), so the video keeps every source frame.
+    ``low_noise``: the (node, slot) of a second expert (Wan 2.2 A14B), wired into the inversion and, through its own
+    attention switch, into the editor, as ``model_low_noise``; ``beside_prompts``: the caller's nodes placed above
+    the prompts (the third column).
     """
     enc = g.add("VAEEncodeTiled", (0, 0), VAE_TILES, size=(320, 160)) if tiled else \
         g.add("VAEEncode", (0, 0), size=(320, 60))
@@ -197,7 +201,7 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     sched = g.add("BasicScheduler", (0, 0), {"scheduler": "simple", "steps": steps, "denoise": 1.0})
     g.connect(*model, sched, "model")
     inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": cfg, "inversion_seed": 0, "step_rule": rule, "first_step": skip},
-                size=(340, 220))
+                size=(340, 250))
     g.connect(*model, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
@@ -205,17 +209,27 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
     g.connect(sched, 0, inv, "sigmas")
     rep = g.add("ZSVR_InversionSampler", (0, 0), {"skip": skip, "start_noise": 0.0}, size=(340, 150))
     g.connect(inv, 0, rep, "inversion")
-    switch = g.add("ZSVR_AttentionSwitch", (0, 0), {"blocks": "0-3,15-29"}, size=(340, 110))
+    switch = g.add("ZSVR_AttentionSwitch", (0, 0), {"blocks": blocks}, size=(340, 110),
+                   title="Attention Switch (ZSVR): high-noise expert" if low_noise else None)
     g.connect(*model, switch, "model")
-    editor = g.add("ZSVR_NegativePromptEditor", (0, 0), {"strength": 15.0}, size=(340, 100))
+    switches = [switch]
+    if low_noise:
+        g.connect(*low_noise, inv, "model_low_noise")
+        low_switch = g.add("ZSVR_AttentionSwitch", (0, 0), {"blocks": blocks}, size=(340, 110),
+                           title="Attention Switch (ZSVR): low-noise expert")
+        g.connect(*low_noise, low_switch, "model")
+        switches.append(low_switch)
+    editor = g.add("ZSVR_NegativePromptEditor", (0, 0), {"strength": 15.0}, size=(340, 140))
     g.connect(switch, 0, editor, "model")
     g.connect(null, 0, editor, "null")
     g.connect(remove, 0, editor, "remove")
+    if low_noise:
+        g.connect(switches[1], 0, editor, "model_low_noise")
     smp, dec, video, save, *trim = _sample_decode_save(g, (rep, 0), (editor, 0), (rep, 1), (rep, 2), (enc, 0), vae,
                                                        load, prefix, tiled=tiled, pad=pad)
     return arrange(load, [*loaders, *([] if tiled else [enc])],  # the tiled encoder is taller
-                   [null, remove, sched, *([pad] if pad is not None else []), *([enc] if tiled else [])],
-                   [inv, switch, editor], [rep, smp, *trim], [dec, video, save])
+                   [*beside_prompts, null, remove, sched, *([pad] if pad is not None else []), *([enc] if tiled else [])],
+                   [inv, *switches, editor], [rep, smp, *trim], [dec, video, save])
 
 
 def _wan_inputs(g: Graph, frame_cap: int, frame_rule: str = "4k+1"):
@@ -296,6 +310,81 @@ def zsvd_wan21_long(g: Graph) -> Graph:
     return g
 
 
+# ComfyUI's Wan 2.2 templates: model files under diffusion_models/, the UMT5 text encoder, and ModelSamplingSD3
+# shift 8 on every Wan 2.2 model
+WAN22_HIGH_NOISE_FILE = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_LOW_NOISE_FILE = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+WAN22_5B_FILE = "wan2.2_ti2v_5B_fp16.safetensors"
+WAN22_SHIFT = 8.0
+
+
+def _shifted(g: Graph, unet: dict) -> dict:
+    """ModelSamplingSD3 at the Wan 2.2 templates' shift after a model loader."""
+    node = g.add("ModelSamplingSD3", (0, 0), {"shift": WAN22_SHIFT}, size=(320, 60))
+    g.connect(unet, 0, node, "model")
+    return node
+
+
+def zsvd_wan22_14b(g: Graph) -> Graph:
+    """ZSVD deraining on Wan 2.2 A14B: the high-noise expert for the noisy half of the schedule, the low-noise one
+    for the rest, in one inversion and one edit."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 832, "height": 480,
+                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    high = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_HIGH_NOISE_FILE}, size=(320, 100),
+                 title="High-noise expert")
+    low = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_LOW_NOISE_FILE}, size=(320, 100), title="Low-noise expert")
+    high_s, low_s = _shifted(g, high), _shifted(g, low)
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                 size=(320, 110))
+    vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
+    null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
+    note_at = _zsvd_edit(g, load, (high_s, 0), (vae, 0), null, remove,
+                         loaders=[high, low, clip, vae], steps=40, cfg=1.0, rule="ddpm", skip=16,
+                         prefix="zsvr/derained_wan22_14b", blocks="0-4,20-39", low_noise=(low_s, 0),
+                         beside_prompts=[high_s, low_s])
+    g.note(
+        "ZSVD deraining on Wan 2.2 A14B (two experts)\n\n"
+        f"Models: diffusion_models/{WAN22_HIGH_NOISE_FILE}, diffusion_models/{WAN22_LOW_NOISE_FILE}, text_encoders/"
+        "umt5_xxl_fp8_e4m3fn_scaled.safetensors, vae/wan_2.1_vae.safetensors (the 14B models use the Wan 2.1 "
+        "VAE). Both experts get ModelSamplingSD3 shift 8, as in ComfyUI's Wan 2.2 templates.\n\n"
+        "How it runs: the high-noise expert denoises the noisy part of the schedule, the low-noise expert the rest, "
+        "in the inversion and in the edit alike. expert_boundary (on DDPM Inversion and on the Editor: keep them "
+        "equal) is where the low-noise expert takes over, as a fraction of the steps: 0.5 = the templates' switch "
+        "at step 10 of 20; the official Wan code's boundary (timestep 875) is 0.533. Each expert is loaded when "
+        "the run reaches it (14 GB each in fp8), so one GPU holds one at a time if it must.\n\n"
+        "What to tweak: skip, strength, remove prompt as in ZSVD rain removal - Wan 2.1.json. blocks (one switch "
+        "per expert, keep them equal): the 14B models have 40 blocks; 0-4,20-39 is the paper's 0-3,15-29 "
+        "(30 blocks) scaled to 40.",
+        note_at, size=(680, 300), title="ZSVD on Wan 2.2 14B: what to tweak")
+    return g
+
+
+def zsvd_wan22_5b(g: Graph) -> Graph:
+    """ZSVD deraining on Wan 2.2 TI2V 5B (one model, the Wan 2.2 VAE's 48-channel latent)."""
+    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 1280, "height": 704,
+                                           "frame_rule": "4k+1", "size_multiple": 32}, size=(320, 380))
+    unet = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_5B_FILE}, size=(320, 100))
+    shifted = _shifted(g, unet)
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                 size=(320, 110))
+    vae = g.add("VAELoader", (0, 0), {"vae_name": "wan2.2_vae.safetensors"}, size=(320, 70))
+    null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
+    note_at = _zsvd_edit(g, load, (shifted, 0), (vae, 0), null, remove, loaders=[unet, clip, vae], steps=50,
+                         cfg=1.0, rule="ddpm", skip=20, prefix="zsvr/derained_wan22_5b", beside_prompts=[shifted])
+    g.note(
+        "ZSVD deraining on Wan 2.2 TI2V 5B\n\n"
+        f"Models: diffusion_models/{WAN22_5B_FILE}, text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, "
+        "vae/wan2.2_vae.safetensors (the 5B model's own VAE: 48 channels, 16x smaller frames). ModelSamplingSD3 "
+        "shift 8 as in ComfyUI's template.\n\n"
+        "Size: 1280x704 is the model's native size; width and height must be multiples of 32 (size_multiple). "
+        "Frames: 4k+1 (each latent frame is 4 video frames).\n\n"
+        "What to tweak: as in ZSVD rain removal - Wan 2.1.json (skip, strength, remove prompt); the 5B model has "
+        "30 blocks like Wan 2.1 1.3B, so the paper's blocks 0-3,15-29 apply as they are. expert_boundary does "
+        "nothing here (one model).",
+        note_at, size=(680, 320), title="ZSVD on Wan 2.2 5B: what to tweak")
+    return g
+
+
 TDM_TASK_PROMPT = "remove the rain"
 
 
@@ -323,7 +412,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
                       title="Inversion schedule")
     g.connect(ckpt, 0, inv_sched, "model")
     inv = g.add("ZSVR_DDPMInvert", (0, 0), {"cfg": 1.0, "inversion_seed": 0, "step_rule": "ddim", "first_step": 0},
-                size=(340, 220), title="DDIM Inversion (ZSVR)")
+                size=(340, 250), title="DDIM Inversion (ZSVR)")
     g.connect(ckpt, 0, inv, "model")
     g.connect(null, 0, inv, "positive")
     g.connect(null, 0, inv, "negative")
@@ -459,6 +548,8 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
 WORKFLOWS = {
     "ZSVD rain removal - Wan 2.1.json": zsvd_wan21,
     "ZSVD rain removal (whole long clip) - Wan 2.1.json": zsvd_wan21_long,
+    "ZSVD rain removal - Wan 2.2 14B.json": zsvd_wan22_14b,
+    "ZSVD rain removal - Wan 2.2 5B.json": zsvd_wan22_5b,
     "ZSVD rain removal (paper settings) - CogVideoX-2b.json": zsvd_cogvideox,
     "TDM video restoration (SW-CFA) - SD1.5.json": tdm_swcfa_sd15,
     "ZVRD video restoration (SLR) - SD1.5.json": zvrd_slr_sd15,

@@ -23,6 +23,7 @@ from ...kernels import inversion as inv_kernel
 from ..errors import InputError
 from .. import host
 from ..errors import kernel_inputs
+from .expert_pair import experts_of
 from ..frame_layout import check_window_schedule, context_handler, describe_windows, window_settings, with_sample_sigmas
 
 
@@ -105,6 +106,7 @@ class ReplaySampler(comfy.samplers.Sampler):
                disable_pbar=False):
         inv = self.inversion
         host.check_family(inv.meta, model_wrap.inner_model)
+        check_same_experts(inv.meta.get("experts"), experts_of(model_wrap))
         if latent_image is not None and tuple(latent_image.shape) != tuple(inv.x0.shape):
             raise InputError("latent_image", f"has shape {tuple(latent_image.shape)} but the inversion was made from "
                              f"a latent of shape {tuple(inv.x0.shape)}",
@@ -152,3 +154,15 @@ class ReplaySampler(comfy.samplers.Sampler):
         full = inv.sigmas.to(device=sigmas.device, dtype=sigmas.dtype) if own else sigmas
         check_window_schedule(options, inv.x0, len(full) - 1, "ZSVR Inversion Sampler")
         return with_sample_sigmas(extra_args, full) if own else extra_args
+
+
+def check_same_experts(made: dict | None, now: dict | None) -> None:
+    """A replay must route its levels to the experts the inversion used (Wan 2.2 A14B), else strength 1 would not
+    give the clip back."""
+    if made == now:
+        return
+    def said(pair):
+        return "one model" if pair is None else f"two experts switching at {pair['boundary']:g} of the schedule"
+    raise InputError("model_low_noise", f"of the guider gives {said(now)}, but the inversion was made with "
+                     f"{said(made)}", "connect the same model_low_noise and expert_boundary to ZSVR DDPM Inversion "
+                     "and ZSVR Negative Prompt Editor")

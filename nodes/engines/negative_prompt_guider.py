@@ -17,10 +17,14 @@ import comfy.model_patcher
 from ...kernels.guidance import negative_prompt_edit
 from .. import switch_protocol as protocol
 from ..adapters import require_context_windows
+from .expert_pair import ExpertPairGuiderMixin, same_windows
 
 
-class NegativePromptGuider(comfy.samplers.CFGGuider):
+class NegativePromptGuider(ExpertPairGuiderMixin, comfy.samplers.CFGGuider):
     """CFGGuider over (null, remove) that names its rows for attention patches.
+
+    With a pair of experts (``set_experts``, Wan 2.2 A14B) every call goes to the expert owning its noise level
+    (``expert_pair``), each with its own switch.
 
     Under core context windows the host splits each of the two passes of a switched step into one model call per
     window (all of the null pass, then all of the remove pass); the pass cache keeps one set of null values per
@@ -30,6 +34,11 @@ class NegativePromptGuider(comfy.samplers.CFGGuider):
     def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
         if protocol.settings(self.model_options.get("transformer_options")) is not None:
             require_context_windows(self.model_patcher, self.model_options, "ZSVR attention switching")
+        if self.experts is not None:
+            low = self.experts.low_noise
+            if protocol.settings(low.model_options.get("transformer_options")) is not None:
+                require_context_windows(low, low.model_options, "ZSVR attention switching", "model_low_noise")
+            same_windows(self.model_options, low.model_options, latent_image)
         return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
