@@ -125,7 +125,8 @@ def test_wan22_14b_pair_workflow_runs_chunked(host, runner, clips, tmp_path):
         (row,) = run(runner, host, tiny_wan(host, "ZSVD rain removal - Wan 2.2 14B.json"), clips["short"], out,
                      chunk_frames=17, overlap=4)
     assert row["ok"], row["error"]
-    assert count.calls == 2 and row["chunks"] == 2
+    # the model check before the first clip (blocks against both experts: run_checks.py), then two chunks
+    assert count.calls == 3 and row["chunks"] == 2
     assert long_clips.video_info(out / "rain30.mp4")["frames"] == 30
 
 
