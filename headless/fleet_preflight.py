@@ -36,7 +36,7 @@ class Registry:
         return class_type in self.info
 
 
-def _combo_options(spec) -> Optional[list]:
+def combo_options(spec) -> Optional[list]:
     """The option list of a combo input spec (V1 ``[[...], {}]`` or V3 ``["COMBO", {"options": [...]}]``)."""
     if not isinstance(spec, (list, tuple)) or not spec:
         return None
@@ -61,7 +61,7 @@ def missing_on(registry: Registry, prompt: dict, uploaded: Iterable[tuple] = ())
             if (node_id, name) in skip or not isinstance(value, str):
                 continue
             spec = (spec_groups.get("required") or {}).get(name) or (spec_groups.get("optional") or {}).get(name)
-            options = _combo_options(spec)
+            options = combo_options(spec)
             if options is None or value in options or (
                     isinstance(spec[-1], dict) and any(k.endswith("_upload") for k in spec[-1])):
                 continue

@@ -20,6 +20,7 @@ import pathlib
 import re
 
 from ..nodes.errors import InputError
+from .fleet_preflight import combo_options
 
 LOADER = "ZSVR_LoadVideo"
 FRAME_RULE_WIDGET = 7
@@ -73,16 +74,6 @@ def check_chunk_options(chunks, workflow: dict, sets=()) -> None:
         raise _option_error(exc) from None
 
 
-def _combo_options(spec):
-    if not isinstance(spec, (list, tuple)) or not spec:
-        return None
-    if isinstance(spec[0], (list, tuple)):
-        return list(spec[0])
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        return list(spec[1].get("options") or [])
-    return None
-
-
 def download_row(name: str, readme: pathlib.Path = README) -> str:
     """The README's download-table row for a model file name, as words ("" when the README has none)."""
     try:
@@ -113,7 +104,7 @@ def missing_model_files(host, prompt: dict) -> list[str]:
             if not isinstance(value, str):
                 continue
             spec = (types.get("required") or {}).get(name) or (types.get("optional") or {}).get(name)
-            options = _combo_options(spec)
+            options = combo_options(spec)
             if options is None or value in options:
                 continue
             if isinstance(spec[-1], dict) and any(k.endswith("_upload") for k in spec[-1]):
