@@ -10,7 +10,9 @@ Signature (:func:`frame_signature`, one frame at a time, so a runner can compute
 * a hue histogram (``HUE_BINS`` bins, each pixel weighted by its saturation, so grey pixels with an
   undefined hue do not vote), a saturation histogram and a value histogram (``SV_BINS`` bins each),
   each normalised to sum 1;
-* a luma thumbnail (``THUMB x THUMB`` area means of Rec.601 luma, 0..1).
+* a luma thumbnail (``THUMB x THUMB`` area means of Rec.601 luma, 0..1);
+
+computed on the frame area-averaged to at most ``WORK_SIDE`` pixels on its longer side.
 
 Distance between two signatures (:func:`signature_distance`, 0..1):
 ``d = HIST_WEIGHT * mean(TV(hue), TV(sat), TV(value)) + (1 - HIST_WEIGHT) * min(1, THUMB_GAIN * mean|dluma|)``
@@ -42,6 +44,7 @@ last frame of a shot reads as a one-frame shot (its neighbours belong to differe
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -54,6 +57,9 @@ SV_BINS = 8
 """Saturation and value histogram bins each."""
 THUMB = 8
 """Side of the luma thumbnail (``THUMB x THUMB`` cells)."""
+WORK_SIDE = 128
+"""Frames whose longer side exceeds this are first area-averaged by a whole factor down to at most it (speed:
+a 720x480 frame costs about 100x less; histograms of a shrunk frame are nearly the same)."""
 SIGNATURE_SIZE = HUE_BINS + 2 * SV_BINS + THUMB * THUMB
 """Length of a :func:`frame_signature`."""
 HIST_WEIGHT = 0.5
@@ -90,10 +96,7 @@ def _as_float_frame(frame, name: str) -> torch.Tensor:
     if frame.dtype == torch.uint8:
         x = frame.float() / 255.0
     elif frame.is_floating_point():
-        x = frame.float()
-        if not bool(torch.isfinite(x).all()):
-            raise ParameterError(name, "has NaN or infinite values", "pass a decoded frame with values in 0..1")
-        x = x.clamp(0.0, 1.0)
+        x = frame.float()  # checked for NaN and clamped to 0..1 after shrinking (cheaper; NaN survives the mean)
     else:
         raise ParameterError(name, f"has dtype {frame.dtype}", "pass float values in 0..1 or uint8 values in 0..255")
     x = x[..., :3] if x.shape[-1] >= 3 else x.expand(-1, -1, 3)
@@ -114,6 +117,12 @@ def frame_signature(frame: torch.Tensor) -> torch.Tensor:
         ParameterError: naming ``frame`` (not a tensor, wrong shape or dtype, non-finite values).
     """
     x = _as_float_frame(frame, "frame").detach().to("cpu")
+    factor = -(-max(x.shape[0], x.shape[1]) // WORK_SIDE)
+    if factor > 1:
+        x = torch.nn.functional.avg_pool2d(x.permute(2, 0, 1)[None], factor, ceil_mode=True)[0].permute(1, 2, 0)
+    if not bool(torch.isfinite(x).all()):
+        raise ParameterError("frame", "has NaN or infinite values", "pass a decoded frame with values in 0..1")
+    x = x.clamp(0.0, 1.0)
     r, g, b = x[..., 0].reshape(-1), x[..., 1].reshape(-1), x[..., 2].reshape(-1)
     mx = torch.maximum(torch.maximum(r, g), b)
     mn = torch.minimum(torch.minimum(r, g), b)
@@ -306,3 +315,75 @@ def shot_bounds(cuts: list[int], total: int) -> list[tuple[int, int]]:
         return []
     edges = [0] + c + [int(total)]
     return [(edges[k], edges[k + 1]) for k in range(len(edges) - 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShotCuts:
+    """Where the shots of a loaded clip change: the value of the ``ZSVR_SHOT_CUTS`` socket.
+
+    ``cuts`` are the frames (indices into the ``frames`` frames of the loaded IMAGE, after its start frame, frame
+    cap, every-nth and padding) where a new shot starts; ``frames`` is that IMAGE's frame count, so a node can map
+    the cuts onto a latent (:func:`latent_shot_starts`). Empty ``cuts``: one shot.
+    """
+
+    cuts: tuple
+    frames: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "cuts", tuple(check_cuts(list(self.cuts), self.frames)))
+
+    @property
+    def shots(self) -> int:
+        return len(self.cuts) + 1 if self.frames > 0 else 0
+
+
+def latent_shot_starts(cuts: Sequence[int], image_frames: int, latent_frames: int) -> list[int]:
+    """The latent frames where a new shot starts, from the cuts of the ``image_frames``-frame video it encodes.
+
+    * ``image_frames == latent_frames`` (an image model: one latent per frame): the cuts themselves.
+    * ``image_frames == (latent_frames - 1) * r + 1`` (a causal video VAE with temporal compression ``r``: Wan,
+      HunyuanVideo, CogVideoX 1.5 use 4): latent 0 is frame 0 alone and latent ``t >= 1`` covers frames
+      ``r(t-1)+1 .. rt``. A cut at frame ``c`` starts a shot at latent ``ceil(c / r)``: the latent that holds
+      frame ``c``. When ``c = r(t-1)+1`` that latent begins exactly at the cut. Otherwise it **straddles** the
+      cut: its first frames are the old shot's, its last ones the new shot's. It is counted with the new shot
+      (the shot it ends in; its representative frame ``rt``, the one the flow is measured on
+      (``optical_flow.image_frames_for``), is the new shot's), so nothing is warped or shared into it from the
+      old shot; the VAE has already mixed both shots inside it, which nothing downstream can undo (cut the clip
+      at a frame ``4k+1`` to avoid it). Two cuts inside one latent frame give one start (the short shot between
+      them lives only inside that latent).
+
+    Args:
+        cuts: sorted frame indices in ``1..image_frames-1`` where a shot starts (:func:`find_cuts`).
+        image_frames: the video's frame count.
+        latent_frames: the latent's frame count.
+
+    Returns:
+        Sorted distinct latent frame indices in ``1..latent_frames-1``.
+
+    Raises:
+        ParameterError: naming ``cuts`` (out of range) or ``latent_frames`` (no mapping from ``image_frames``).
+    """
+    c = check_cuts(cuts, image_frames)
+    if isinstance(latent_frames, bool) or int(latent_frames) != latent_frames or latent_frames < 1:
+        raise ParameterError("latent_frames", f"is {latent_frames!r}", "pass the latent's frame count (1 or more)")
+    if image_frames == latent_frames:
+        return c
+    if latent_frames > 1 and image_frames > latent_frames and (image_frames - 1) % (latent_frames - 1) == 0:
+        r = (image_frames - 1) // (latent_frames - 1)
+        return sorted({-(-x // r) for x in c})
+    if latent_frames == 1:
+        return []
+    raise ParameterError("latent_frames", f"is {latent_frames}, which does not fit a video of {image_frames} frames",
+                         f"the shot cuts must come from the video the latent was encoded from: {latent_frames} "
+                         f"frames (one per latent frame) or (T-1)*r+1 frames for a video VAE with temporal "
+                         f"compression r (e.g. {4 * (latent_frames - 1) + 1} for r = 4)")
+
+
+def straddling_latents(cuts: Sequence[int], image_frames: int, latent_frames: int) -> list[int]:
+    """The latent frames that hold frames of two shots (see :func:`latent_shot_starts`); empty for 1:1."""
+    c = check_cuts(cuts, image_frames)
+    starts = latent_shot_starts(c, image_frames, latent_frames)
+    if image_frames == latent_frames or not starts:
+        return []
+    r = (image_frames - 1) // (latent_frames - 1)
+    return sorted({-(-x // r) for x in c if (x - 1) % r != 0})

@@ -201,3 +201,46 @@ def test_parameter_errors(call, name):
         call()
     assert info.value.parameter == name
     assert str(info.value).startswith(name) and info.value.fix
+
+
+@needs_realrain
+def test_full_size_frames_are_shrunk_first():
+    # 720x480 source frames are area-averaged below WORK_SIDE before the histograms: same cuts, close signatures
+    big = [video_io.load_video(str(REALRAIN_DIR / f"{n}.mp4"), frame_cap=8).images for n in ("42", "152", "437")]
+    assert big[0].shape[1:] == (480, 720, 3)
+    frames, cuts = join(big)
+    assert sc.find_cuts(frames) == cuts == [8, 16]
+    small = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(80, 120), mode="area")
+    s_big = torch.stack([sc.frame_signature(f) for f in frames])
+    s_small = torch.stack([sc.frame_signature(f) for f in small.permute(0, 2, 3, 1)])
+    assert float(sc.signature_distance(s_big, s_small).max()) < 0.02
+
+
+def test_latent_shot_starts():
+    # one latent per frame (image models): the cuts themselves
+    assert sc.latent_shot_starts([3, 7], 10, 10) == [3, 7]
+    # 4x temporal compression, first frame alone: latent t >= 1 covers frames 4t-3..4t
+    assert sc.latent_shot_starts([5], 49, 13) == [2]  # frame 5 is latent 2's first frame: no straddle
+    assert sc.straddling_latents([5], 49, 13) == []
+    assert sc.latent_shot_starts([12], 49, 13) == [3]  # latent 3 = frames 9..12: straddles, counted with the new shot
+    assert sc.straddling_latents([12], 49, 13) == [3]
+    assert sc.latent_shot_starts([1], 49, 13) == [1]  # a cut right after frame 0 (latent 0 is frame 0 alone)
+    assert sc.latent_shot_starts([10, 11], 49, 13) == [3]  # two cuts inside one latent: one start
+    assert sc.latent_shot_starts([48], 49, 13) == [12]
+    assert sc.latent_shot_starts([], 49, 13) == []
+    assert sc.latent_shot_starts([2], 9, 1) == []
+    with pytest.raises(ParameterError) as info:
+        sc.latent_shot_starts([5], 48, 13)
+    assert info.value.parameter == "latent_frames" and "49" in info.value.fix
+    with pytest.raises(ParameterError) as info:
+        sc.latent_shot_starts([60], 49, 13)
+    assert info.value.parameter == "cuts"
+
+
+def test_shot_cuts_value():
+    value = sc.ShotCuts([4, 9], 12)
+    assert value.cuts == (4, 9) and value.frames == 12 and value.shots == 3
+    assert sc.ShotCuts((), 5).shots == 1
+    with pytest.raises(ParameterError) as info:
+        sc.ShotCuts([12], 12)
+    assert info.value.parameter == "cuts"
