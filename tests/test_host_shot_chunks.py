@@ -10,7 +10,8 @@ pixels in every file). 9-frame chunks (frame rule 4k+1) overlapping by 4:
   runs of each shot alone: nothing of one shot reached another;
 * with ``--no-scene-cuts`` chunks straddle the cuts and the frames next to them differ from the single-shot runs;
 * the same command again scans nothing and runs nothing; a threshold between the two cuts' scores drops one cut
-  and re-runs only the chunks of the shots it joins (the other shot's chunks keep their keys).
+  and re-runs only the chunks of the shots it joins (the other shot's chunks keep their keys);
+* the ``--servers`` executor plans the same per-shot chunks (the one clip job), down to the chunk keys.
 """
 
 from __future__ import annotations
@@ -149,3 +150,27 @@ def test_resume_reuses_the_scan_and_a_changed_threshold_reruns_only_the_joined_s
     assert count.calls == 1 + len(after) - len(same)  # the model check, then only the re-planned chunks
     reused = {(c["start"], c["frames"]) for c in manifest["chunks"].values()}
     assert reused == {(c.start, c.frames) for c in after}
+
+
+def test_the_server_executor_plans_the_same_shot_chunks(host, clips, tmp_path):
+    """``remote_chunks.plan_units`` (no server needed to plan): one unit per chunk of the per-shot plan, each unit's
+    loader set to its chunk (the short shot padded), under the keys the in-process run uses."""
+    from zsvr.headless import chunked_run, clip_job, remote_chunks
+    from zsvr.headless.fleet_preflight import Registry
+
+    prompt = tiny_wan(host)
+    registry = Registry({name: {"output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+                         for name, cls in host.nodes.NODE_CLASS_MAPPINGS.items()})
+    options = ChunkOptions(**CHUNKS)
+    units, (job,) = remote_chunks.plan_units(registry, prompt, [clips["joined"]], tmp_path / "remote", options)
+    plan = chunking.plan_shot_chunks(30, CUTS, 9, 4, "4k+1")
+    assert job.plan == plan and job.shots == 3 and len(units) == len(plan) == 5
+    loaders = [nid for nid, n in prompt.items() if n["class_type"] == "ZSVR_LoadVideo"]
+    for unit, chunk in zip(units, plan):
+        for nid in loaders:
+            inputs = unit.prompt[nid]["inputs"]
+            assert (inputs["start_frame"], inputs["frame_cap"], inputs["pad_frames"]) == \
+                (chunk.start, chunk.frames, chunk.padded)
+    local = clip_job.open_job(chunked_run.prepare(host.comfy, prompt, options), clips["joined"], tmp_path / "local",
+                              options)
+    assert local.plan == job.plan and local.keys == job.keys
