@@ -226,6 +226,8 @@ def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], outpu
 
         start = time.perf_counter()
         row = {"video": video.name, "ok": True, "frames": None, "error": None, "outputs": [], "warnings": []}
+        if report is not None and options.scene_cuts:  # the scan decodes the whole clip (small): say so first
+            report(f"clip {number}/{len(videos)} {video.name}: finding shot cuts (or reusing the manifest's)")
         try:
             summary = run_clip(host, workflow, video, output_dir, options, on_chunk)
             row.update(frames=summary["frames"], outputs=[summary["output"]], warnings=summary["warnings"],

@@ -40,7 +40,7 @@ the chunks are put back together with a crossfade over each overlap.
 
 Frame indices are the loader's source-frame indices (``every_nth`` 1).
 Errors raise :class:`~.errors.ParameterError` naming ``chunk_frames``,
-``overlap`` or ``total_frames``.
+``overlap``, ``total_frames`` or ``cuts``.
 """
 
 from __future__ import annotations
