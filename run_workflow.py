@@ -255,7 +255,8 @@ def _chunk_options(args):
     from zsvr.headless.clip_job import ChunkOptions  # imports torch and PyAV: only chunked runs need them
 
     return ChunkOptions(chunk_frames=args.chunk_frames, overlap=args.overlap, color_match=args.color_match,
-                        keep_chunks=args.keep_chunks)
+                        keep_chunks=args.keep_chunks, scene_cuts=not args.no_scene_cuts,
+                        **({} if args.scene_threshold is None else {"scene_threshold": args.scene_threshold}))
 
 
 def early_problem(args, workflow: dict, sets) -> str:
@@ -264,6 +265,11 @@ def early_problem(args, workflow: dict, sets) -> str:
     if args.output.exists() and not args.output.is_dir():
         return (f"--output {args.output} is a file; --output names a folder for the results "
                 "(it is created if missing): choose a folder")
+    if args.chunk_frames is None and (args.no_scene_cuts or args.scene_threshold is not None):
+        return ("--no-scene-cuts and --scene-threshold plan the chunks of a chunked run: add --chunk-frames N, "
+                "or leave them out (a run without chunks takes each clip whole)")
+    if args.no_scene_cuts and args.scene_threshold is not None:
+        return "--scene-threshold sets where cuts are found, --no-scene-cuts turns them off: use one of them"
     if args.chunk_frames is not None:
         from zsvr.nodes.errors import InputError
 
@@ -315,6 +321,11 @@ def main(argv=None) -> int:
     long.add_argument("--color-match", nargs="?", const="low_frequency", default=None, metavar="METHOD",
                       help="give every chunk the source's colour (ZSVR_ColorMatch: low_frequency, the default, or mean_std)")
     long.add_argument("--keep-chunks", action="store_true", help="keep the lossless chunk files after stitching")
+    long.add_argument("--no-scene-cuts", action="store_true",
+                      help="plan chunks over the whole clip; by default each clip is scanned once for hard cuts and "
+                           "chunked shot by shot, so no chunk or crossfade spans a cut")
+    long.add_argument("--scene-threshold", type=float, default=None, metavar="X",
+                      help="shot-cut threshold in (0, 1], higher finds fewer cuts (default 0.25)")
     fleet = parser.add_argument_group("several GPUs or machines (see the README's \"Several GPUs or machines\")")
     fleet.add_argument("--servers", default=None, metavar="URL[,URL...]",
                        help="send every clip (or chunk) to these running ComfyUI servers through their API instead "

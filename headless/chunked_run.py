@@ -38,7 +38,7 @@ from typing import Callable, Optional
 from ..kernels import chunking, color_match
 from ..kernels.errors import ParameterError
 from ..nodes.errors import InputError
-from . import clip_job
+from . import clip_job, shots
 from .clip_job import ChunkOptions
 
 log = logging.getLogger("zsvr")
@@ -51,7 +51,8 @@ SINK_CLASS = "ZSVRHeadless_ChunkOutput"
 RUNNER_FOLDER = "zsvr_runner"
 """The subfolder of ComfyUI's output folder the in-process run's chunk files pass through."""
 
-OPTION_FLAGS = {"chunk_frames": "--chunk-frames", "overlap": "--overlap", "method": "--color-match"}
+OPTION_FLAGS = {"chunk_frames": "--chunk-frames", "overlap": "--overlap", "method": "--color-match",
+                "threshold": "--scene-threshold"}
 
 
 def _option_error(exc: ParameterError) -> InputError:
@@ -121,6 +122,8 @@ def prepare(host, base_prompt: dict, options: ChunkOptions) -> ChunkedWorkflow:
         chunking.check_chunking(options.chunk_frames, options.overlap, frame_rule)
         if options.color_match is not None and options.color_match not in color_match.METHODS:
             raise ParameterError("method", f"is {options.color_match!r}", f"use one of {', '.join(color_match.METHODS)}")
+        if options.scene_cuts:
+            shots.check_threshold(options.scene_threshold)
     except ParameterError as exc:
         raise _option_error(exc) from None
     template = copy.deepcopy(base_prompt)
@@ -161,7 +164,7 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
     """
     job = clip_job.open_job(workflow, video, output_dir, options)
     summary = {"frames": job.probe.frames, "chunks": len(job.plan), "chunks_run": 0, "chunks_reused": job.reused,
-               "output": str(job.final), "warnings": job.warnings}
+               "output": str(job.final), "warnings": job.warnings, "shots": job.shots}
     if job.reused_output:
         summary["reused_output"] = True
         return summary
@@ -223,11 +226,13 @@ def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], outpu
 
         start = time.perf_counter()
         row = {"video": video.name, "ok": True, "frames": None, "error": None, "outputs": [], "warnings": []}
+        if report is not None and options.scene_cuts:  # the scan decodes the whole clip (small): say so first
+            report(f"clip {number}/{len(videos)} {video.name}: finding shot cuts (or reusing the manifest's)")
         try:
             summary = run_clip(host, workflow, video, output_dir, options, on_chunk)
             row.update(frames=summary["frames"], outputs=[summary["output"]], warnings=summary["warnings"],
                        chunks=summary["chunks"], chunks_run=summary["chunks_run"],
-                       chunks_reused=summary["chunks_reused"])
+                       chunks_reused=summary["chunks_reused"], shots=summary["shots"])
         except Exception as exc:  # one clip's failure must not stop the batch
             row.update(ok=False, error=str(exc) if isinstance(exc, (InputError, RuntimeError)) else
                        f"{type(exc).__name__}: {exc}")

@@ -6,7 +6,8 @@ as its own prompt and stitches the chunk files. Where a chunk runs is the execut
 (``headless/remote_chunks.py``). Everything else is here, once, so a clip started in one mode resumes in the
 other:
 
-* the plan (``kernels/chunking.plan_chunks`` under the workflow's frame rule) and the checks of the clip;
+* the plan (``kernels/chunking.plan_shot_chunks`` under the workflow's frame rule: per shot, the cuts from
+  ``headless/shots.py``, so no chunk straddles a cut; one shot with ``--no-scene-cuts``) and the checks of the clip;
 * each chunk's key (:func:`chunk_key`: the in-process chunk prompt on the staged name ``zsvr_batch_<clip>``,
   the source's digest, the chunk-file format and :data:`RUN_VERSION`) and the output's key;
 * the chunk file's name (:meth:`ClipJob.chunk_file`) in ``<output>/<stem>.zsvr-chunks/``;
@@ -28,7 +29,8 @@ from typing import Optional
 from ..kernels import chunk_files, chunking, video_io
 from ..kernels.errors import ParameterError
 from ..nodes.errors import InputError
-from . import manifest, stitch
+from ..kernels.shot_cuts import DEFAULT_THRESHOLD
+from . import manifest, shots, stitch
 
 RUN_VERSION = 2
 """Bumped when the meaning of a chunk key changes (forces re-runs). 2: one sink node for both executors."""
@@ -38,13 +40,18 @@ STAGED_PREFIX = "zsvr_batch_"
 
 @dataclasses.dataclass
 class ChunkOptions:
-    """What ``--chunk-frames``, ``--overlap``, ``--color-match`` and ``--keep-chunks`` ask for."""
+    """What ``--chunk-frames``, ``--overlap``, ``--color-match``, ``--keep-chunks``, ``--no-scene-cuts`` and
+    ``--scene-threshold`` ask for."""
 
     chunk_frames: int
     overlap: int = 8
     color_match: Optional[str] = None
     """A ``ZSVR_ColorMatch`` method applied to every chunk, or None."""
     keep_chunks: bool = False
+    scene_cuts: bool = True
+    """Plan chunks per shot (``headless/shots.py``); False: the clip as one shot."""
+    scene_threshold: float = DEFAULT_THRESHOLD
+    """The shot-cut threshold (``kernels/shot_cuts.py``; higher finds fewer cuts)."""
 
 
 def staged_name(video: pathlib.Path) -> str:
@@ -102,6 +109,8 @@ class ClipJob:
     frames: Optional[int] = None
     error: Optional[str] = None
     reused_output: bool = False
+    shots: int = 1
+    """Shots the plan has (cuts + 1)."""
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     """Held while a chunk is recorded: several servers finish chunks of one clip at once."""
 
@@ -165,7 +174,7 @@ class ClipJob:
         """The clip's summary row (fields of the runner's per-clip table)."""
         return {"video": self.video.name, "ok": self.error is None, "frames": self.frames, "error": self.error,
                 "outputs": [str(self.final)] if self.error is None else [], "warnings": self.warnings,
-                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused}
+                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused, "shots": self.shots}
 
 
 def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions) -> ClipJob:
@@ -180,8 +189,12 @@ def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: C
     except ParameterError as exc:
         raise InputError("video", exc.problem, exc.fix) from None
     _check_clip(video, probe)
-    plan = chunking.plan_chunks(probe.frames, options.chunk_frames, options.overlap, workflow.frame_rule)
-    if probe.frames <= options.chunk_frames:
+    digest = manifest.file_digest(video)
+    record = manifest.Manifest.load(output_dir / f"{video.stem}.zsvr.json")
+    cuts = shots.clip_cuts(video, probe.frames, digest, record, options, warnings)
+    plan = chunking.plan_shot_chunks(probe.frames, cuts, options.chunk_frames, options.overlap, workflow.frame_rule)
+    warnings.extend(shots.describe(cuts, plan, options.scene_threshold))
+    if len(plan) == 1:
         note = f"{probe.frames} frames, not more than one chunk ({options.chunk_frames}): run whole"
         if plan[0].padded:
             note += f" (on {plan[0].run_frames} frames for frame rule {workflow.frame_rule}, the extra dropped)"
@@ -194,17 +207,19 @@ def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: C
     if final.resolve() == video.resolve():
         raise InputError("--output", f"would overwrite the source '{video}'", "choose another output folder")
 
-    digest = manifest.file_digest(video)
     has_audio = probe.audio is not None and probe.audio.error is None
     audio_copy = not has_audio or probe.audio.codec in stitch.MP4_COPY_CODECS
     keys = [chunk_key(workflow, video, c, probe.fps, digest) for c in plan]
     output_key = manifest.settings_key({"chunks": keys, "crf": stitch.VIDEO_CRF, "audio": has_audio,
                                         "audio_copy": audio_copy, "version": RUN_VERSION})
-    record = manifest.Manifest.load(output_dir / f"{video.stem}.zsvr.json")
     job = ClipJob(video, probe, plan, keys, output_key, record, final, output_dir / f"{video.stem}.zsvr-chunks",
-                  has_audio, audio_copy, warnings)
+                  has_audio, audio_copy, warnings, shots=len(cuts) + 1)
+    known_shots = record.data.get("shots")
+    shots.record_shots(record, options, cuts, probe.frames)
     if record.output_done(output_key) == final:
         job.reused, job.reused_output, job.frames = len(plan), True, probe.frames
+        if record.data["shots"] != known_shots:  # the same plan at another threshold: keep the scan's record
+            record.save()
         return job
     _record_plan(record, video, digest, probe, options, workflow, keys)
     job.chunk_dir.mkdir(exist_ok=True)

@@ -4,8 +4,13 @@ One small JSON file beside the output (``<stem>.zsvr.json``)::
 
     {"version": 1, "source": {"name", "sha256", "frames", "rate"},
      "plan": {"chunk_frames", "overlap", "frame_rule"},
+     "shots": {"scene_cuts", "threshold", "scan", "count", "cuts", "bounds"},
      "chunks": {"<key>": {"index", "start", "frames", "file", "done", "seconds"}},
      "output": {"file", "key"} or null}
+
+``shots`` is what the shot scan found (``headless/shots.py``): the frames where a new shot starts (``cuts``), each
+shot's ``[start, end)`` (``bounds``), at which ``threshold``; ``{"scene_cuts": false, ...}`` with
+``--no-scene-cuts``. A resumed run at the same threshold reuses it instead of scanning the clip again.
 
 A chunk's key (:func:`settings_key`) hashes everything that decides its
 frames: the prompt the runner sends for it (every node's settings, the

@@ -70,6 +70,10 @@ def check_chunk_options(chunks, workflow: dict, sets=()) -> None:
         chunking.check_chunking(chunks.chunk_frames, chunks.overlap, rule)
         if chunks.color_match is not None and chunks.color_match not in color_match.METHODS:
             raise ParameterError("method", f"is {chunks.color_match!r}", f"use one of {', '.join(color_match.METHODS)}")
+        if chunks.scene_cuts:
+            from .shots import check_threshold
+
+            check_threshold(chunks.scene_threshold)
     except ParameterError as exc:
         raise _option_error(exc) from None
 

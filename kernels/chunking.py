@@ -13,6 +13,13 @@ the chunks are put back together with a crossfade over each overlap.
   more). A clip no longer than one chunk is one chunk; when its length breaks
   the rule, that chunk runs on the last frame repeated up to the next
   conforming count (``run_frames``) and only its first ``frames`` outputs are used.
+* :func:`plan_shot_chunks` does the same per shot (issue 26): given the frames where a new shot starts
+  (``kernels/shot_cuts.py``), each shot is planned on its own by :func:`plan_chunks` and the plans are put
+  end to end, so no chunk straddles a cut and no crossfade crosses one (the last chunk of a shot and the
+  first of the next abut, sharing no frame: ``trail`` / ``lead`` 0 there, each frame from one shot's chunk).
+  A shot shorter than the frame rule allows is one padded chunk (``run_frames`` above ``frames``: the
+  last frame repeated, the extra outputs dropped), as a short clip is. A chunk's range depends only on its
+  shot's range, so changing a cut re-plans only the shots it touches.
 * :func:`crossfade_weights` are raised-cosine weights over an overlap of
   ``n`` frames, ``w[j] = (1 - cos(pi (j + 1) / (n + 1))) / 2``: the incoming
   chunk gets ``w``, the outgoing one ``1 - w``, so the two sum to 1 on every
@@ -33,7 +40,7 @@ the chunks are put back together with a crossfade over each overlap.
 
 Frame indices are the loader's source-frame indices (``every_nth`` 1).
 Errors raise :class:`~.errors.ParameterError` naming ``chunk_frames``,
-``overlap`` or ``total_frames``.
+``overlap``, ``total_frames`` or ``cuts``.
 """
 
 from __future__ import annotations
@@ -164,6 +171,38 @@ def plan_chunks(total_frames: int, chunk_frames: int, overlap: int, frame_rule: 
         lead = max(0, spans[i - 1][0] + spans[i - 1][1] - start) if i else 0
         trail = max(0, start + frames - spans[i + 1][0]) if i + 1 < len(spans) else 0
         chunks.append(Chunk(i, start, frames, frames, min(lead, frames), min(trail, frames)))
+    return chunks
+
+
+def plan_shot_chunks(total_frames: int, cuts: Sequence[int], chunk_frames: int, overlap: int,
+                     frame_rule: str = "any") -> list[Chunk]:
+    """Chunks covering frames ``0 .. total_frames - 1`` shot by shot: :func:`plan_chunks` within every shot.
+
+    Args:
+        total_frames: the clip's frame count (at least 1).
+        cuts: the frames where a new shot starts, sorted, distinct, in ``1 .. total_frames - 1`` (``[]``: one shot,
+            the plan of :func:`plan_chunks`).
+        chunk_frames: frames per chunk.
+        overlap: frames neighbouring chunks of one shot share; chunks of different shots share none.
+        frame_rule: the workflow's frame rule, one of ``FRAME_RULES``.
+
+    Returns:
+        The :class:`Chunk` list in order (indices 0, 1, ... over the whole clip), every frame covered, no chunk
+        holding frames of two shots.
+
+    Raises:
+        ParameterError: naming ``cuts`` (unsorted, repeated or outside the clip), ``total_frames``, or what
+            :func:`check_chunking` refuses.
+    """
+    from .shot_cuts import shot_bounds
+
+    check_chunking(chunk_frames, overlap, frame_rule)
+    if isinstance(total_frames, bool) or int(total_frames) != total_frames or total_frames < 1:
+        raise ParameterError("total_frames", f"is {total_frames}", "pass the clip's frame count (at least 1)")
+    chunks: list[Chunk] = []
+    for first, end in shot_bounds(list(cuts), int(total_frames)):
+        for c in plan_chunks(end - first, chunk_frames, overlap, frame_rule):
+            chunks.append(dataclasses.replace(c, index=len(chunks), start=first + c.start))
     return chunks
 
 

@@ -26,6 +26,8 @@ What this module implements
   with its sample rate (ComfyUI's AUDIO). No audio stream gives None; a
   stream that cannot be decoded gives None and a warning, and the frames
   still load.
+* Whole-clip scan at small size (:func:`iter_thumbnails`, for chunked runs' shot cuts): every frame in
+  order, shrunk, one at a time.
 * Whole-clip probe (:func:`probe_clip`, for chunked runs): the frame count and
   the frame timing from the packets alone, whether the rate is constant, and
   whether the audio decodes.
@@ -708,6 +710,40 @@ def _decode_from_keyframe(
 
 AUDIO_PREROLL_S = 0.5
 """Audio decoded before the wanted span after a seek, so the decoder's state (e.g. AAC's overlap) is settled."""
+
+
+def iter_thumbnails(video: str, longest_side: int = 64):
+    """Every frame of ``video`` in presentation order, shrunk (AREA) so its longer side is ``longest_side``, as a
+    uint8 ``[h, w, 3]`` tensor, one at a time (a whole-clip scan at small size: shot cuts for chunked runs).
+
+    Frames are never enlarged; a frame's index is its position in decode order, as everywhere here. Memory holds
+    one frame. Raises ParameterError naming ``path`` (not a video, or decoding fails part-way: the frame is said)
+    or ``longest_side`` (below 1).
+    """
+    if isinstance(longest_side, bool) or int(longest_side) != longest_side or longest_side < 1:
+        raise ParameterError("longest_side", f"is {longest_side!r}", "pass a side in pixels, e.g. 64")
+    path = os.fspath(video)
+    name = os.path.basename(path)
+    container, stream = _open(path)
+    decoded = 0
+    try:
+        check_frame_size(name, int(stream.codec_context.width), int(stream.codec_context.height))
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if decoded == 0 or (frame.width, frame.height) != (src_w, src_h):
+                    src_w, src_h = frame.width, frame.height
+                    check_frame_size(name, src_w, src_h, "has")
+                    scale = min(1.0, longest_side / max(src_w, src_h))
+                    w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+                rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                decoded += 1
+                yield torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise ParameterError("path", f"'{name}': decoding failed at frame {decoded} ({exc})",
+                                 "re-encode the clip (e.g. ffmpeg -i in.mp4 out.mp4)") from None
+    finally:
+        container.close()
 
 
 def _audio_samples(frame) -> np.ndarray:

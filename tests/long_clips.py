@@ -6,6 +6,7 @@
   Matroska file, which MP4 cannot take as it is), as AAC whose packets are
   overwritten with noise (undecodable), or none; optionally with variable
   frame timing.
+* :func:`clip_frames` takes frames of one realrain clip (one shot): joined, they make a clip with known cuts.
 * :func:`decode_frames` / :func:`decode_audio` read a file back with PyAV
   alone (independent of the pack's loader), for comparisons.
 """
@@ -40,6 +41,21 @@ def realrain_frames(count: int, width: int, height: int) -> list[np.ndarray]:
     return frames
 
 
+def clip_frames(name: str, count: int, width: int, height: int, first: int = 0) -> list[np.ndarray]:
+    """Frames ``first .. first + count - 1`` of the realrain clip ``<name>.mp4`` (uint8 RGB, one shot each)."""
+    frames = []
+    with av.open(str(REALRAIN_DIR / f"{name}.mp4")) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= first:
+                frames.append(frame.reformat(width=width, height=height, format="rgb24",
+                                             interpolation="AREA").to_ndarray())
+            if len(frames) == count:
+                break
+    if len(frames) < count:
+        raise ValueError(f"{name}.mp4 has fewer than {first + count} frames")
+    return frames
+
+
 def sine(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Stereo float32 ``[2, samples]``: 440 Hz left, 660 Hz right."""
     t = np.arange(int(round(seconds * rate))) / rate
@@ -47,15 +63,16 @@ def sine(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def write_clip(path: pathlib.Path, count: int, width: int = 176, height: int = 120, fps: int = 8, gop: int = 16,
-               audio: str | None = "aac", variable_rate: bool = False, frames: list[np.ndarray] | None = None
-               ) -> pathlib.Path:
-    """Write a ``count``-frame clip; ``audio`` is "aac", "pcm", "broken" (AAC packets overwritten) or None."""
+               audio: str | None = "aac", variable_rate: bool = False, frames: list[np.ndarray] | None = None,
+               crf: int = 20) -> pathlib.Path:
+    """Write a ``count``-frame clip; ``audio`` is "aac", "pcm", "broken" (AAC packets overwritten) or None.
+    ``crf`` 0 is lossless (of the yuv420p frames): clips holding the same frames decode to the same pixels."""
     path = pathlib.Path(path)
     frames = frames if frames is not None else realrain_frames(count, width, height)
     container = av.open(str(path), "w")
     video = container.add_stream("libx264", rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"g": str(gop), "keyint_min": str(gop), "crf": "20"}
+    video.options = {"g": str(gop), "keyint_min": str(gop), "crf": str(crf)}
     if variable_rate:
         video.codec_context.time_base = video.time_base = fractions.Fraction(1, 1000)
     sound = None

@@ -98,7 +98,8 @@ def run(runner, host, prompt, clip, out, sets=(), **chunks):
 
 def test_tiny_wan_chunked_150_frames_keep_count_fps_size_and_sound(host, runner, clips, tmp_path):
     """The shipped Wan workflow (tiny models, 32x32) on a 150-frame clip with sound, 49-frame chunks overlapping
-    by 8: four prompts, 150 frames out at 8 fps, and the source's audio track sample for sample."""
+    by 8: four prompts, 150 frames out at 8 fps, and the source's audio track sample for sample. The clip is
+    three 49-frame realrain shots and 3 frames of a fourth: chunked per shot (the last shot run on 5 frames)."""
     out = tmp_path / "out"
     with Counting(host) as count:
         (row,) = run(runner, host, tiny_wan(host), clips["sound"], out)
@@ -111,8 +112,10 @@ def test_tiny_wan_chunked_150_frames_keep_count_fps_size_and_sound(host, runner,
     restored, out_rate = long_clips.decode_audio(out / "rain150.mp4")
     assert out_rate == rate and restored.shape == source.shape and np.array_equal(restored, source)
     manifest = json.loads((out / "rain150.zsvr.json").read_text())
-    assert sorted((c["start"], c["frames"]) for c in manifest["chunks"].values()) == [(0, 49), (41, 49), (82, 49),
-                                                                                       (121, 29)]
+    assert sorted((c["start"], c["frames"]) for c in manifest["chunks"].values()) == [(0, 49), (49, 49), (98, 49),
+                                                                                       (147, 3)]
+    assert manifest["shots"]["cuts"] == [49, 98, 147] and manifest["shots"]["count"] == 4
+    assert row["shots"] == 4 and any(w.startswith("4 shots (new shot at frame 49, 98, 147") for w in row["warnings"])
     assert manifest["output"]["frames"] == 150
     assert sorted(p.name for p in out.iterdir()) == ["rain150.mp4", "rain150.zsvr.json"]  # chunks removed
 
@@ -145,7 +148,8 @@ def test_stitching_passthrough_chunks_gives_back_the_source(host, runner, clips,
     manifest = json.loads((out / "rain150.zsvr.json").read_text())
     chunks = sorted(manifest["chunks"].values(), key=lambda c: c["start"])
     assert all((out / c["file"]).parent == out / "rain150.zsvr-chunks" for c in chunks)
-    plan = chunking.plan_chunks(150, 49, 8, "4k+1")
+    assert manifest["shots"]["cuts"] == [49, 98, 147]  # the realrain clips the test clip is made of
+    plan = chunking.plan_shot_chunks(150, [49, 98, 147], 49, 8, "4k+1")
     assert [(c["start"], c["frames"]) for c in chunks] == [(c.start, c.frames) for c in plan]
     source = long_clips.decode_frames(clips["sound"])
     stitched = np.stack(list(stitch.iter_stitched(plan, [out / c["file"] for c in chunks])))

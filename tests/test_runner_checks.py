@@ -53,6 +53,11 @@ def test_chunk_options_are_checked_against_the_files_frame_rule():
         run_checks.check_chunk_options(ChunkOptions(chunk_frames=49, overlap=49), _workflow(WAN))
     with pytest.raises(InputError, match=r"'--color-match': is 'median'"):
         run_checks.check_chunk_options(ChunkOptions(chunk_frames=49, color_match="median"), _workflow(WAN))
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(InputError, match=rf"'--scene-threshold': is {bad}.*pass a number in \(0, 1\]"):
+            run_checks.check_chunk_options(ChunkOptions(chunk_frames=49, scene_threshold=bad), _workflow(WAN))
+    # with cuts off the threshold is not used, hence not checked
+    run_checks.check_chunk_options(ChunkOptions(chunk_frames=49, scene_cuts=False, scene_threshold=5.0), _workflow(WAN))
 
 
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
@@ -69,7 +74,13 @@ def test_a_bad_command_line_is_one_line_before_comfyui_boots(tmp_path):
             (["--output", tmp_path / "out", "--chunk-frames", "30"],
              "error: ZSVR input '--chunk-frames': 30 breaks the workflow's frame rule '4k+1'"),
             (["--output", tmp_path / "out", "--chunk-frames", "49", "--overlap", "60"],
-             "error: ZSVR input '--overlap': 60 is not below chunk_frames (49)")):
+             "error: ZSVR input '--overlap': 60 is not below chunk_frames (49)"),
+            (["--output", tmp_path / "out", "--chunk-frames", "49", "--scene-threshold", "1.5"],
+             "error: ZSVR input '--scene-threshold': is 1.5"),
+            (["--output", tmp_path / "out", "--no-scene-cuts"],
+             "error: --no-scene-cuts and --scene-threshold plan the chunks of a chunked run: add --chunk-frames N"),
+            (["--output", tmp_path / "out", "--chunk-frames", "49", "--no-scene-cuts", "--scene-threshold", "0.3"],
+             "error: --scene-threshold sets where cuts are found, --no-scene-cuts turns them off")):
         proc = _runner(tmp_path, workflow, "--input", clip, "--comfyui", comfy_dir, *extra)
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(first), proc.stderr

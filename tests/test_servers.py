@@ -1116,9 +1116,9 @@ def test_two_servers_run_three_clips_in_three_chunks_each_bit_identically_to_in_
     done = {url[7:]: sum(r.server == url for r in run.results) for url in (a.url, b.url)}
     assert sum(done.values()) == 9 and min(done.values()) >= 1, table
     assert rows == {name: [str(n), f"{100 * n / 9:.0f}%"] for name, n in done.items()}, table
-    clip_rows = [line.split()[:6] for line in table.splitlines() if line.startswith("rain")
+    clip_rows = [line.split()[:7] for line in table.splitlines() if line.startswith("rain")
                  and " chunk " not in line]
-    assert clip_rows == [[c.name, "ok", "11", "3", "3", "0"] for c in chunk_clips], table
+    assert clip_rows == [[c.name, "ok", "11", "1", "3", "3", "0"] for c in chunk_clips], table  # one shot each
     assert table.splitlines()[-2:] == ["9 ok, 0 failed", "clips: 3 ok, 0 failed"], table
 
 
@@ -1154,9 +1154,9 @@ def test_the_resume_manifest_is_shared_by_the_in_process_and_the_server_runs(
     assert again == chunk_files[1] and np.array_equal(np.stack(list(stitch.iter_chunk(again))), np.stack(
         list(stitch.iter_chunk(reference / f"{clip.stem}.zsvr-chunks" / again.name))))
     assert _same_up_to_the_encoder(long_clips.decode_frames(out / f"{clip.stem}.mp4"), expected)
-    assert [line.split()[:6] for line in lines[-1].splitlines()
+    assert [line.split()[:7] for line in lines[-1].splitlines()
             if line.startswith(clip.name + " ") and " chunk " not in line] == [
-        [clip.name, "ok", "11", "3", "1", "2"]]
+        [clip.name, "ok", "11", "1", "3", "1", "2"]]
     # and once the output is there, a second run sends nothing at all
     lines.clear()
     run = asyncio.run(servers.run_remote_async(

@@ -653,3 +653,21 @@ def test_probe_counts_frames_and_checks_their_timing(seek_clips, sound_clips):
     assert (a.audio.codec, a.audio.sample_rate, a.audio.channels, a.audio.error) == ("aac", 44100, 2, None)
     b = video_io.probe_clip(sound_clips["broken"])
     assert b.audio.error and b.frames == 40
+
+
+@pytest.mark.skipif(not REALRAIN, reason="shared/data/realrain not found")
+def test_thumbnails_stream_every_frame_small_and_in_order():
+    """iter_thumbnails (the shot scan's decode): every frame, in the loader's order, shrunk to 64 on the longer
+    side, equal to the loader's own frames at that size (both AREA through swscale); bad input names itself."""
+    path = REALRAIN[0]
+    thumbs = list(video_io.iter_thumbnails(str(path), 64))
+    loaded = video_io.load_video(str(path), width=64, height=43, fit="stretch", size_multiple=1)
+    assert len(thumbs) == loaded.images.shape[0] == video_io.probe_clip(str(path)).frames
+    assert all(t.dtype == torch.uint8 and tuple(t.shape) == (43, 64, 3) for t in thumbs)
+    assert torch.equal(torch.stack(thumbs), (loaded.images * 255).round().to(torch.uint8))
+    with pytest.raises(ParameterError) as info:
+        next(video_io.iter_thumbnails(str(path), 0))
+    assert info.value.parameter == "longest_side"
+    with pytest.raises(ParameterError) as info:
+        next(video_io.iter_thumbnails(str(path.with_suffix(".none")), 64))
+    assert info.value.parameter == "path"
