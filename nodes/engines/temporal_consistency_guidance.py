@@ -204,7 +204,8 @@ class TCGPatch(run_state.Config):
             grad, loss = tcg.x0_gradient(denoised, flow, valid, self.frames_per_video,
                                          feature_loss=self.feature_loss, shot_starts=starts)
         else:
-            grad, loss = self._through_model(args, flow, valid, starts)
+            # (shot starts passed only when there are some: the three-argument call stays as it was)
+            grad, loss = self._through_model(args, flow, valid, *((starts,) if starts else ()))
         observer = run_state.observer_of(transformer_options)
         if observer is not None:  # reading sigma and the loss back is a host sync: debug only
             observer("tcg.guided", {"sigma": None if sigma is None else float(sigma.flatten()[0]),
