@@ -53,6 +53,10 @@ awareness, on two models:
   graph, with and without ``shot_cuts``; figures: the bleed at the cut frames (relative difference from each shot
   sampled alone; 0 = no blend), the seam (the step at each cut over the median step) and the flicker next to it.
 
+* **the tests' tiny Wan** (random weights): ZSVD on 12 latent frames of three 4-frame "shots" under core context
+  windows (4, overlap 2) vs each shot alone; the bleed at the cut frames and the seam (step at a cut over the
+  median step inside the shots).
+
 The in-graph ZVRD nodes take ``shot_cuts``; the core context windows themselves do not know shots, so the
 with-awareness arm of the test bed is the per-shot run. Writes ``bench/results/long_clip_cuts_cpu.json``::
 
@@ -312,6 +316,52 @@ def tiny_cuts_worker(spec: dict) -> dict:
     return {"cuts_found": found, "cuts_expected": [10, 17], "frames": int(images.shape[0]), "nodes": results}
 
 
+def wan_cuts_worker(spec: dict) -> dict:
+    """The tests' tiny Wan (random weights): ZSVD on a 12-latent-frame clip of three 4-frame "shots" (each its own
+    random picture with small changes per frame), under core context windows of 4 overlapping 2 (straddling both
+    cuts) vs each shot alone. Figures on the latents: the bleed at the cut frames (relative difference from the
+    shots alone) and the seam (the step at each cut over the median step inside the shots)."""
+    import torch
+
+    _tests_on_path()
+    import host_harness
+    from test_host_context_windows import _windowed_zsvd
+    from test_host_inversion import _graph as zsvd_graph
+
+    host = host_harness.Host(pathlib.Path(spec["comfyui"]), pathlib.Path(spec["work"]) / "host")
+    gen = torch.Generator().manual_seed(0)
+    shots, per = 3, 4
+    latent = torch.cat([torch.randn(1, 16, 1, 4, 4, generator=gen) * 2 + 0.4 * torch.randn(1, 16, per, 4, 4,
+                                                                                            generator=gen)
+                        for _ in range(shots)], dim=2)
+    cuts = [per * k for k in range(1, shots)]
+
+    def run(lat, windows, key):
+        host.store[key] = {"samples": lat.contiguous()}
+        g = zsvd_graph(host, "wan", "ddpm", 8, steps=20, remove_seed=99, strength=6.0, latent_key=key, capture=key)
+        if windows:
+            g = _windowed_zsvd(g, length=4, overlap=2)
+        res = host.run(g)
+        if not res.success:
+            raise RuntimeError(res.error_message)
+        return host.captured[key]["samples"].float()
+
+    joined = run(latent, True, "wan_joined")
+    alone = torch.cat([run(latent[:, :, a:a + per], False, f"wan_alone{k}") for k, a in enumerate([0] + cuts)], 2)
+
+    def figures(out):
+        x = out[0].permute(1, 0, 2, 3)  # [T, C, h, w]
+        step = (x[1:] - x[:-1]).pow(2).mean(dim=(1, 2, 3))
+        inside = [s for s in range(len(step)) if s + 1 not in cuts]
+        near = sorted({i for c in cuts for i in (c - 1, c)})
+        ref = alone[0].permute(1, 0, 2, 3)
+        return {"bleed_at_cut_frames": round(max(float((x[i] - ref[i]).norm() / ref[i].norm()) for i in near), 4),
+                "seam_at_cuts": round(float(step[[c - 1 for c in cuts]].mean() / step[inside].median()), 3)}
+
+    return {"latent_frames": int(latent.shape[2]), "cuts": cuts, "windows": {"length": 4, "overlap": 2},
+            "windows_across_cuts": figures(joined), "per_shot": figures(alone)}
+
+
 def cuts_main(comfyui: pathlib.Path, out_dir: pathlib.Path, command: str) -> int:
     import datetime
 
@@ -319,7 +369,7 @@ def cuts_main(comfyui: pathlib.Path, out_dir: pathlib.Path, command: str) -> int
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="zsvr_bench_cuts_"))
     parts = {}
-    for part in ("testbed", "tiny"):
+    for part in ("testbed", "tiny", "wan"):
         print(f"running: {part} ...", flush=True)
         proc = subprocess.run([sys.executable, __file__, "--cuts-worker", part,
                                json.dumps({"comfyui": str(comfyui), "work": str(work / part)})],
@@ -335,7 +385,7 @@ def cuts_main(comfyui: pathlib.Path, out_dir: pathlib.Path, command: str) -> int
         "runner_per_shot_chunks": "not measured here: the chunked runner's per-shot planning (issue 26 item 2) was "
                                   "not on main when this ran; the per-shot arm of the test bed is the same "
                                   "computation (each shot restored on its own)",
-        "testbed": parts["testbed"], "tiny_sd15_in_graph": parts["tiny"],
+        "testbed": parts["testbed"], "tiny_sd15_in_graph": parts["tiny"], "tiny_wan_windows": parts["wan"],
     }
     tb = parts["testbed"]
     print(f"\ntest bed, {tb['frames']} frames, cuts {tb['cuts']}:")
@@ -351,6 +401,11 @@ def cuts_main(comfyui: pathlib.Path, out_dir: pathlib.Path, command: str) -> int
         for arm, f in arms.items():
             print(f"{node:<32} {arm:<18} {f['bleed_at_cut_frames']:>8.4f} {f['seam_at_cuts']:>6.2f} "
                   f"{f['flicker_next_to_cuts']:>8.2f}")
+    wan = parts["wan"]
+    print(f"\ntiny Wan ZSVD, {wan['latent_frames']} latent frames, cuts {wan['cuts']}:")
+    for arm in ("windows_across_cuts", "per_shot"):
+        f = wan[arm]
+        print(f"{arm:<24} bleed {f['bleed_at_cut_frames']:.4f}  seam {f['seam_at_cuts']:.2f}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "long_clip_cuts_cpu.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
@@ -378,7 +433,7 @@ def main(argv=None) -> int:
         return 0
     if args.cuts_worker:
         part, spec = args.cuts_worker
-        run = testbed_cuts_worker if part == "testbed" else tiny_cuts_worker
+        run = {"testbed": testbed_cuts_worker, "tiny": tiny_cuts_worker, "wan": wan_cuts_worker}[part]
         print(json.dumps(run(json.loads(spec))))
         return 0
 
