@@ -14,7 +14,9 @@ workflows through the host's executor:
   an upload flag (``image_upload``/``video_upload``/``audio_upload``) adds an
   upload button *after all other widgets*, whose value ("image") is the last
   entry and is ignored (checked against frontend 1.27.10 in a real browser:
-  ``tests/test_browser_workflows.py``). A dict ``widgets_values`` maps by name.
+  ``tests/test_browser_workflows.py``); it is dropped before the widgets are
+  filled, so a file saved before a widget was appended gives that widget its
+  default (not the button's value). A dict ``widgets_values`` maps by name.
 * A linked input becomes ``[source_id, output_slot]``, after following
   ``Reroute`` nodes and bypassed (mode 4) nodes, which pass their first input
   of the link's type through; a muted (mode 2) source drops the input.
@@ -149,6 +151,10 @@ def ui_to_api(workflow: dict, input_types: Callable[[str], dict | None]) -> dict
                     inputs[name] = values[name]
         else:
             values = list(values or [])
+            if values and has_upload_button(types):
+                # the upload button's value is always the last entry: drop it, so a widget appended to the node
+                # later (an older file has one value fewer) takes its default instead of the button's value
+                values = values[:-1]
             position = 0
             for name, width in widget_slots(types):
                 inputs[name] = values[position] if position < len(values) else _default(specs[name])

@@ -167,6 +167,7 @@ def blend_noise(
     mask: Optional[torch.Tensor],
     lam: float,
     frame_axis: int,
+    shot_starts: Sequence[int] = (),
 ) -> torch.Tensor:
     """ZVRD eq. 11 applied sequentially over frames, renormalised to unit variance.
 
@@ -181,6 +182,11 @@ def blend_noise(
     ``lam``: lambda in [0, 1], the weight of the frame's own noise (1 = no
     blending, 0 = noise transported along the flow).
 
+    ``shot_starts``: frames where a new shot starts (``kernels.shot_cuts``):
+    such a frame takes no blend (``M = 0``: its own noise, bit for bit, like
+    frame 0), so noise never travels across a cut and every shot gets exactly
+    the noise it would get as a video of its own.
+
     Returns a new tensor of ``z``'s shape, dtype and device. Frame 0 is never
     changed. See the module docstring for the exact normaliser.
 
@@ -190,6 +196,7 @@ def blend_noise(
         mask: ``[F-1, 1, H, W]`` or ``[F-1, H, W]`` reliability of the backward flow, or None.
         lam: lambda in [0, 1], the weight of each frame's own noise.
         frame_axis: the axis of ``z`` the frames are on.
+        shot_starts: frame indices where a new shot starts (no blend into them); indices outside 1..F-1 are ignored.
 
     Returns:
         The blended, unit-variance noise (a new tensor; frame 0 unchanged).
@@ -209,6 +216,10 @@ def blend_noise(
     frames = z.movedim(axis, 0)
     n_frames, h, w = frames.shape[0], frames.shape[-2], frames.shape[-1]
     flow_bw, mask = _check_flow_mask(flow_bw, mask, n_frames, h, w)
+    cut_pairs = [int(i) - 1 for i in _check_starts(shot_starts) if 1 <= int(i) < n_frames]
+    if cut_pairs:
+        mask = mask.clone()
+        mask[cut_pairs] = 0.0  # a shot's first frame: no blend from the previous shot
     if lam == 1.0 or n_frames < 2:
         return z.clone()
 
@@ -267,6 +278,17 @@ def _frame_axis(frame_axis: int, ndim: int) -> int:
     if isinstance(frame_axis, bool) or not isinstance(frame_axis, int) or not -ndim <= frame_axis < ndim:
         raise ParameterError("frame_axis", f"is {frame_axis!r} for a {ndim}-d tensor", f"use an axis in 0..{ndim - 1}")
     return frame_axis % ndim
+
+
+def _check_starts(shot_starts) -> list[int]:
+    try:
+        starts = list(shot_starts)
+    except TypeError:
+        starts = None
+    if starts is None or any(isinstance(i, bool) or not isinstance(i, int) and not hasattr(i, "__index__")
+                             for i in starts):
+        raise ParameterError("shot_starts", f"is {shot_starts!r}", "pass whole frame indices where shots start")
+    return [int(i) for i in starts]
 
 
 def _check_flow_mask(flow_bw, mask, n_frames: int, h: int, w: int):

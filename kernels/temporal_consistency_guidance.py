@@ -77,7 +77,8 @@ Choices (the paper text is not available, so each is ours) and why
   each evaluation.
 * **Videos in one batch**: ``frames_per_video`` splits the batch into videos
   of consecutive frames (0 = one video); pairs across a video boundary are
-  never compared.
+  never compared. **Shots**: ``shot_starts`` (``kernels.shot_cuts``) leave out
+  the pair across each cut too, so every shot is guided as a video of its own.
 
 Gradients under ComfyUI: nodes and sampling run under
 ``torch.inference_mode()``, where autograd is off and tensors are "inference
@@ -95,7 +96,7 @@ frame ``i``). Pure torch: no ComfyUI import.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -107,29 +108,37 @@ NORMS = ("l2", "l1")
 FeatureLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def consecutive_pairs(frames: int, frames_per_video: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(prev, cur)`` frame indices of every consecutive pair inside one video (never across videos).
+def consecutive_pairs(frames: int, frames_per_video: int = 0, device=None,
+                      shot_starts: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prev, cur)`` frame indices of every consecutive pair inside one video (never across videos or cuts).
 
     Args:
         frames: the batch's frame count ``F``.
         frames_per_video: frames of each video in the batch (0: the whole batch is one video).
         device: device of the result (None: the CPU).
+        shot_starts: frames where a new shot starts (``kernels.shot_cuts``): the pair ending there is left out, so
+            each shot is guided exactly as a video of its own. Indices outside 1..F-1 are ignored.
 
     Returns:
         ``(prev, cur)``: int64 ``[P]`` each, ``cur = prev + 1``, one entry per pair within a video.
 
     Raises:
-        ParameterError: naming ``frames_per_video`` when it is negative or does not divide ``frames``.
+        ParameterError: naming ``frames_per_video`` when it is negative or does not divide ``frames``, or
+            ``shot_starts`` when it holds something other than whole frame indices.
     """
     video, _ = video_layout(frames, frames_per_video)
+    keep = video[1:] == video[:-1]
+    for start in _starts(shot_starts):
+        if 1 <= start < frames:
+            keep[start - 1] = False
     cur = torch.arange(1, frames)
-    cur = cur[video[1:] == video[:-1]]
+    cur = cur[keep]
     return (cur - 1).to(device), cur.to(device)
 
 
 def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch.Tensor] = None,
                   frames_per_video: int = 0, norm: str = "l2",
-                  feature_loss: Optional[FeatureLoss] = None) -> torch.Tensor:
+                  feature_loss: Optional[FeatureLoss] = None, shot_starts: Sequence[int] = ()) -> torch.Tensor:
     """Eq. 8 (plus the optional feature term): the scalar loss, differentiable in ``x0``.
 
     ``x0``: ``[F, C, h, w]``. ``flow_bw``: ``[F-1, 2, h, w]``, entry ``i-1`` the flow from frame ``i`` to
@@ -143,6 +152,7 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
         frames_per_video: frames of each video in the batch (0: one video).
         norm: ``"l2"`` (half squared L2) or ``"l1"``.
         feature_loss: optional ``feature_loss(x0, prev, cur) -> scalar`` added to the pixel loss.
+        shot_starts: frames where a new shot starts; pairs across a cut are left out (:func:`consecutive_pairs`).
 
     Returns:
         0-d tensor: the loss (float32, float64 for float64 ``x0``), 0 without pairs plus any feature term.
@@ -155,7 +165,7 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
     frames = _check_x0(x0)
     flow_bw, valid = _check_flow(flow_bw, valid, x0)
     work = _work_dtype(x0)
-    prev, cur = consecutive_pairs(frames, frames_per_video, x0.device)
+    prev, cur = consecutive_pairs(frames, frames_per_video, x0.device, shot_starts)
     x = x0.to(work)
     loss = x.new_zeros(())
     if prev.numel():
@@ -172,13 +182,14 @@ def temporal_loss(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch
 
 def x0_gradient(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch.Tensor] = None,
                 frames_per_video: int = 0, norm: str = "l2",
-                feature_loss: Optional[FeatureLoss] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                feature_loss: Optional[FeatureLoss] = None,
+                shot_starts: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode ``"x0"``: ``(grad_{x0} L, L)``, the gradient with ``x0``'s shape in float32 (float64 for float64 input).
 
     Safe under inference mode.
 
     Args:
-        x0, flow_bw, valid, frames_per_video, norm, feature_loss: as in :func:`temporal_loss`.
+        x0, flow_bw, valid, frames_per_video, norm, feature_loss, shot_starts: as in :func:`temporal_loss`.
 
     Returns:
         ``(grad, loss)``: detached ``[F, C, h, w]`` gradient (zeros when nothing is compared) and the detached
@@ -190,14 +201,15 @@ def x0_gradient(x0: torch.Tensor, flow_bw: torch.Tensor, valid: Optional[torch.T
     _check_x0(x0)
     with torch.inference_mode(False), torch.enable_grad():
         x = _normal(x0).to(_work_dtype(x0)).requires_grad_(True)
-        loss = temporal_loss(x, _normal(flow_bw), _normal(valid), frames_per_video, norm, feature_loss)
+        loss = temporal_loss(x, _normal(flow_bw), _normal(valid), frames_per_video, norm, feature_loss, shot_starts)
         grad = _grad(loss, x)
     return grad, loss.detach()
 
 
 def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, flow_bw: torch.Tensor,
                            valid: Optional[torch.Tensor] = None, frames_per_video: int = 0, norm: str = "l2",
-                           feature_loss: Optional[FeatureLoss] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           feature_loss: Optional[FeatureLoss] = None,
+                           shot_starts: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode ``"through model"``: ``(grad_{x_t} L(denoise(x_t)), L)`` -- one forward of ``denoise`` with autograd
     recording and one backward. ``denoise`` maps the noisy input ``[F, C, h, w]`` to the x0 prediction; it runs
     outside inference mode with gradients on, so every tensor it saves for backward must be a normal tensor.
@@ -205,7 +217,7 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
     Args:
         denoise: callable mapping the noisy input ``[F, C, h, w]`` to the x0 prediction ``[F, C, h, w]``.
         x: ``[F, C, h, w]`` float noisy input ``x_t``.
-        flow_bw, valid, frames_per_video, norm, feature_loss: as in :func:`temporal_loss`.
+        flow_bw, valid, frames_per_video, norm, feature_loss, shot_starts: as in :func:`temporal_loss`.
 
     Returns:
         ``(grad, loss)``: detached gradient with ``x``'s shape (float32, float64 for float64 ``x``; zeros when
@@ -219,7 +231,8 @@ def through_model_gradient(denoise: Callable[[torch.Tensor], torch.Tensor], x: t
     with torch.inference_mode(False), torch.enable_grad():
         xt = _normal(x).requires_grad_(True)
         pred = denoise(xt)
-        loss = temporal_loss(pred, _normal(flow_bw), _normal(valid), frames_per_video, norm, feature_loss)
+        loss = temporal_loss(pred, _normal(flow_bw), _normal(valid), frames_per_video, norm, feature_loss,
+                             shot_starts)
         grad = _grad(loss, xt)
     return grad, loss.detach()
 
@@ -241,6 +254,17 @@ def guided(denoised: torch.Tensor, grad: torch.Tensor, weight: float) -> torch.T
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _starts(shot_starts) -> list[int]:
+    try:
+        starts = list(shot_starts)
+    except TypeError:
+        starts = None
+    if starts is None or any(isinstance(i, bool) or not isinstance(i, int) and not hasattr(i, "__index__")
+                             for i in starts):
+        raise ParameterError("shot_starts", f"is {shot_starts!r}", "pass whole frame indices where shots start")
+    return [int(i) for i in starts]
 
 
 def _normal(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

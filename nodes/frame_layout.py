@@ -164,8 +164,11 @@ def spatial_window(extra_options) -> tuple | None:
     return dim, tuple(index_list)
 
 
-def call_layout(rows: int, extra_options, frames_per_video: int, who: str = "ZSVR") -> BatchLayout:
+def call_layout(rows: int, extra_options, frames_per_video: int, who: str = "ZSVR",
+                shot_starts=None) -> BatchLayout:
     """The :class:`~..kernels.frame_layout.BatchLayout` of an attention call with ``rows`` batch rows.
+
+    ``shot_starts``: latent frames where a new shot starts (each shot becomes a video of its own), or None.
 
     Raises:
         InputError: ``frames_per_video`` does not divide the batch (no context window).
@@ -179,7 +182,7 @@ def call_layout(rows: int, extra_options, frames_per_video: int, who: str = "ZSV
     window = window_frames(extra_options)
     if window is None or len(window) != rows // chunks:
         check_frames_per_video_divides(frames_per_video, rows // chunks)
-    return fl.batch_layout(rows, chunk_values, frames_per_video, window)
+    return fl.batch_layout(rows, chunk_values, frames_per_video, window, shot_starts)
 
 
 def layout_key(rows: int, extra_options, device) -> tuple:

@@ -1,9 +1,10 @@
-"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps, frame count and AUDIO (docs/nodes.md).
+"""``ZSVR_LoadVideo``: a video file to IMAGE frames, fps, frame count, AUDIO and shot cuts (docs/nodes.md).
 
 The node only parses inputs, wires ComfyUI's progress bar and interrupt check
 into the kernel's per-frame callback, and wraps the outputs; decoding, resizing,
 the frame rule, the memory guard and every input check live in
-``kernels/video_io.py``.
+``kernels/video_io.py``; the shot cuts (where the loaded frames change shot) are
+``kernels/shot_cuts.py``'s rule on the loaded frames.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
+from ..kernels import shot_cuts as sc
 from ..kernels import video_io
 from .errors import InputError
 from . import example_media
 from .errors import kernel_inputs
-from .types import CATEGORY
+from .shared_inputs import check_finite, validate_widgets
+from .types import CATEGORY, ShotCuts
 
 log = logging.getLogger("zsvr")
 
@@ -57,6 +60,32 @@ def frames_note(result: video_io.LoadedVideo, start_frame: int, every_nth: int, 
     return note
 
 
+def find_shot_cuts(images, threshold: float, step=None) -> sc.ShotCuts:
+    """The loaded frames' shot cuts (``kernels.shot_cuts``): one signature per frame, then the cut rule; 0 = off
+    (one shot). ``step(i, total)`` is called after each frame (progress and interrupt)."""
+    frames = int(images.shape[0])
+    if threshold <= 0.0 or frames < 2:
+        return sc.ShotCuts((), frames)
+    signatures = []
+    for i in range(frames):
+        signatures.append(sc.frame_signature(images[i]))
+        if step is not None:
+            step(i + 1, frames)
+    with kernel_inputs(threshold="shot_threshold"):
+        return sc.ShotCuts(tuple(sc.cuts_from_signatures(signatures, threshold)), frames)
+
+
+def shots_note(cuts: sc.ShotCuts, threshold: float) -> str:
+    """The loader's UI text on shots: how many it found and where (its second line)."""
+    if threshold <= 0.0:
+        return "shot cuts off (shot_threshold 0): the clip counts as one shot"
+    if not cuts.cuts:
+        return f"1 shot (no cut found at shot_threshold {threshold:g})"
+    shown = ", ".join(str(c) for c in cuts.cuts[:20]) + (", ..." if len(cuts.cuts) > 20 else "")
+    return (f"{cuts.shots} shots: cuts at frames {shown} (shot_threshold {threshold:g}); connect shot_cuts to the "
+            "flow-based nodes so they do not blend across them")
+
+
 class LoadVideo(io.ComfyNode):
     """Load a video from the input folder (or an upload) as ComfyUI IMAGE frames."""
 
@@ -71,8 +100,9 @@ class LoadVideo(io.ComfyNode):
             description=(
                 "Decodes a video with PyAV, streaming: only the selected frames are kept, each resized as it "
                 "is decoded; a start_frame past the beginning seeks to the keyframe before it instead of decoding "
-                "everything before it. Outputs IMAGE [frames, height, width, 3] in 0..1, the fps, the frame count "
-                "and the sound of the selected span (AUDIO)."
+                "everything before it. Outputs IMAGE [frames, height, width, 3] in 0..1, the fps, the frame count, "
+                "the sound of the selected span (AUDIO) and where the shots change (shot_cuts: hard cuts found in "
+                "the loaded frames, see shot_threshold)."
             ),
             inputs=[
                 io.Combo.Input(
@@ -130,6 +160,12 @@ class LoadVideo(io.ComfyNode):
                     tooltip="For the frame rule, repeat the last frame up to the next valid count instead of trimming "
                     "(adds frames that are not in the video).",
                 ),
+                io.Float.Input(
+                    "shot_threshold", default=sc.DEFAULT_THRESHOLD, min=0.0, max=1.0, step=0.01, optional=True,
+                    tooltip="How different two consecutive frames must be, compared with the frames around them, "
+                    "to count as a cut to a new shot (0..1; higher finds fewer cuts; 0 = off, one shot). Found on "
+                    "the loaded frames; fades and dissolves are not found, a flash of one or two frames is not a cut.",
+                ),
             ],
             outputs=[
                 io.Image.Output("images", tooltip="Frames as IMAGE [frames, height, width, 3], float 0..1."),
@@ -140,6 +176,12 @@ class LoadVideo(io.ComfyNode):
                     tooltip="The file's sound under the selected frames (from the first selected frame, for the "
                     "output's duration), as ComfyUI AUDIO; empty (None) when the file has no audio track or it "
                     "cannot be decoded (a warning says so; the frames still load).",
+                ),
+                ShotCuts.Output(
+                    "shot_cuts", display_name="shot_cuts",
+                    tooltip="Where the shots change in the loaded frames (after start_frame, frame_cap, every_nth "
+                    "and padding): connect it to Noise Sharing, SLR Temporal Attention or Temporal Consistency "
+                    "Guidance so they treat each shot as a video of its own.",
                 ),
             ],
         )
@@ -158,9 +200,14 @@ class LoadVideo(io.ComfyNode):
         size_multiple: int = 8,
         best_effort: bool = False,
         pad_frames: bool = False,
+        shot_threshold: float = sc.DEFAULT_THRESHOLD,
     ) -> io.NodeOutput:
         if not video:
             raise InputError("video", "no file chosen", "upload a video or put one in ComfyUI's input folder")
+        check_finite(cls, shot_threshold=shot_threshold)
+        if not (0.0 <= shot_threshold <= 1.0):
+            raise InputError("shot_threshold", f"is {shot_threshold}",
+                             f"use 0 (off) or a number up to 1 (default {sc.DEFAULT_THRESHOLD}; higher = fewer cuts)")
         path = example_media.video_path(video)
         bar: list[comfy.utils.ProgressBar] = []
 
@@ -187,8 +234,18 @@ class LoadVideo(io.ComfyNode):
                 audio=True,
             )
         audio = result.audio.as_comfy() if result.audio is not None else None
-        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio,
-                             ui={"text": [frames_note(result, start_frame, every_nth, frame_rule)]})
+        shot_bar: list[comfy.utils.ProgressBar] = []
+
+        def shot_step(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if not shot_bar:
+                shot_bar.append(comfy.utils.ProgressBar(total))
+            shot_bar[0].update_absolute(done, total)
+
+        cuts = find_shot_cuts(result.images, float(shot_threshold), shot_step)
+        return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio, cuts,
+                             ui={"text": [frames_note(result, start_frame, every_nth, frame_rule),
+                                          shots_note(cuts, float(shot_threshold))]})
 
     @classmethod
     def fingerprint_inputs(cls, video: str, **kwargs):
@@ -199,7 +256,10 @@ class LoadVideo(io.ComfyNode):
             return float("nan")
 
     @classmethod
-    def validate_inputs(cls, video: str):
+    def validate_inputs(cls, video: str, shot_threshold=None):
+        problem = validate_widgets(cls, shot_threshold=shot_threshold)
+        if problem is not True:
+            return problem
         if not video:
             return "ZSVR input 'video': no file chosen. Fix: upload a video or put one in ComfyUI's input folder."
         try:

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ..kernels.errors import a_or_an
 from .errors import InputError
 from .engines.noise_sharing import NoiseSharingSampler, SharedNoise
-from .shared_inputs import video_frames
+from .shared_inputs import check_shot_cuts, shot_cuts_input, video_frames
 from .types import CATEGORY
 
 WORKS_WITH = ("a KSAMPLER: KSamplerSelect or any core Sampler... node (euler_ancestral, dpmpp_2s_ancestral, "
@@ -59,15 +59,17 @@ class NoiseSharing(io.ComfyNode):
                                tooltip="Optional: the input video, for the flow of lambda < 1. One frame per "
                                        "latent frame, or (T-1)*r+1 frames for a video VAE with temporal "
                                        "compression r (e.g. 4k+1 frames for Wan)."),
+                shot_cuts_input("carry noise along the flow (lambda < 1)"),
             ],
             outputs=[io.Noise.Output(display_name="noise"), io.Sampler.Output(display_name="sampler")],
         )
 
     @classmethod
-    def execute(cls, noise_seed, sampler, image=None, **kwargs) -> io.NodeOutput:
+    def execute(cls, noise_seed, sampler, image=None, shot_cuts=None, **kwargs) -> io.NodeOutput:
         lam = check_lambda(kwargs.get("lambda", 1.0))
         if not isinstance(sampler, comfy.samplers.KSAMPLER):
             raise InputError("sampler", f"is {a_or_an(type(sampler).__name__)}, which has no per-step noise hook",
                              f"connect {WORKS_WITH}; wrap the result in ZSVR Early Stop afterwards if needed")
         frames = None if image is None else video_frames(image, "image")
-        return io.NodeOutput(SharedNoise(noise_seed), NoiseSharingSampler(sampler, noise_seed, lam, frames))
+        cuts = check_shot_cuts(shot_cuts)
+        return io.NodeOutput(SharedNoise(noise_seed), NoiseSharingSampler(sampler, noise_seed, lam, frames, cuts))

@@ -7,6 +7,8 @@
   :func:`check_frames_per_video_divides` (when the batch is known, at sampling time).
 * **IMAGE as video frames**: :func:`video_frames` (``kernels.optical_flow.as_nchw``, its errors naming the node
   input, float32 on the CPU).
+* **shot_cuts** (``ZSVR_SHOT_CUTS`` from ``ZSVR_LoadVideo``): :func:`shot_cuts_input`, :func:`check_shot_cuts`
+  (when the node runs) and :func:`shot_starts_for` (the latent frames where shots start, at sampling time).
 * **Numbers typed into widgets**: :func:`validate_widgets` (a node's ``validate_inputs``: before anything runs)
   and :func:`check_finite` (the first line of ``execute``: values that arrive through a link).
 
@@ -21,6 +23,8 @@ import weakref
 import torch
 
 from ..kernels import optical_flow as of
+from ..kernels import shot_cuts as sc
+from ..kernels.errors import ParameterError
 from .errors import InputError
 from .errors import kernel_inputs
 
@@ -76,6 +80,48 @@ def check_frames_per_video_divides(frames_per_video: int, frames: int) -> None:
         raise InputError("frames_per_video",
                          f"is {frames_per_video}, which does not divide the batch of {frames} frames",
                          FRAMES_PER_VIDEO_FIX)
+
+
+# -- shot_cuts --------------------------------------------------------------------------------------------------
+
+
+def shot_cuts_input(what: str):
+    """The optional ``shot_cuts`` input of the flow-based nodes; ``what`` says what the node does not do across a
+    cut (e.g. "warp or blend noise")."""
+    from .types import ShotCuts
+
+    return ShotCuts.Input(
+        "shot_cuts", optional=True,
+        tooltip=f"Optional: where the video's shots change (ZSVR Load Video's shot_cuts output, from the same "
+                f"video the latent was encoded from). Each shot is treated as a video of its own: the node does not "
+                f"{what} across a cut. Unconnected: the whole batch is one continuous shot (as before).")
+
+
+def check_shot_cuts(value, input_name: str = "shot_cuts"):
+    """When the node runs: None or a ``kernels.shot_cuts.ShotCuts``."""
+    if value is None or isinstance(value, sc.ShotCuts):
+        return value
+    raise InputError(input_name, f"is {type(value).__name__}, not shot cuts",
+                     "connect ZSVR Load Video's shot_cuts output, or leave it unconnected")
+
+
+def shot_starts_for(shot_cuts, latent_frames: int, input_name: str = "shot_cuts") -> tuple:
+    """The latent frames where a new shot starts (``kernels.shot_cuts.latent_shot_starts``); () without cuts.
+
+    Raises:
+        InputError: naming ``input_name`` when the cuts' clip does not fit the latent's frame count.
+    """
+    if shot_cuts is None or not shot_cuts.cuts:
+        return ()
+    try:
+        return tuple(sc.latent_shot_starts(shot_cuts.cuts, shot_cuts.frames, int(latent_frames)))
+    except ParameterError:
+        raise InputError(input_name, f"are the cuts of a {shot_cuts.frames}-frame video, which does not fit a latent "
+                         f"of {latent_frames} frames",
+                         f"connect the shot_cuts of the video the latent was encoded from (the same Load Video "
+                         f"settings): {latent_frames} frames, one per latent frame, or (T-1)*r+1 frames for a video "
+                         f"VAE with temporal compression r (e.g. {4 * (int(latent_frames) - 1) + 1} for r = 4)"
+                         ) from None
 
 
 # -- schedule window -------------------------------------------------------------------------------------------

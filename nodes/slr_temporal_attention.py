@@ -19,9 +19,11 @@ from .engines.slr_temporal_attention import SLRPatch
 from .shared_inputs import (
     check_finite,
     check_frames_per_video,
+    check_shot_cuts,
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
+    shot_cuts_input,
     validate_widgets,
     video_frames,
     window_check,
@@ -69,6 +71,7 @@ class SLRTemporalAttention(io.ComfyNode):
                                        "and 8x8 patches guide the trajectories. Without it they come from the "
                                        "model's own x0 prediction of the previous step."),
                 *schedule_window_inputs("Apply SLR attention"),
+                shot_cuts_input("attend to neighbour frames or follow trajectories"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
@@ -81,7 +84,7 @@ class SLRTemporalAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, trajectory_start, frames_per_video, image=None, start_percent=0.0,
-                end_percent=1.0) -> io.NodeOutput:
+                end_percent=1.0, shot_cuts=None) -> io.NodeOutput:
         check_finite(cls, trajectory_start=trajectory_start, start_percent=start_percent, end_percent=end_percent)
         adapter = require(model, "self_attention_patch", PURPOSE)
         if not (0.0 <= trajectory_start <= 1.0):
@@ -101,7 +104,7 @@ class SLRTemporalAttention(io.ComfyNode):
         trajectory_sigma = None if trajectory_start >= 1.0 else float(sampling.percent_to_sigma(trajectory_start))
         patch = SLRPatch(frames_per_video, frozenset(layer[1] for layer in decoder),
                          gate=gate, trajectory_sigma=trajectory_sigma,
-                         image=frames, latent_rgb=_latent_rgb(model))
+                         image=frames, latent_rgb=_latent_rgb(model), shot_cuts=check_shot_cuts(shot_cuts))
         patched = model.clone()
         adapter.install_attn1_patch(patched, patch)
         if trajectory_sigma is not None:

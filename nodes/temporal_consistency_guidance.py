@@ -16,9 +16,11 @@ from .engines.temporal_consistency_guidance import WORKS_WITH, TCGPatch, install
 from .shared_inputs import (
     check_finite,
     check_frames_per_video,
+    check_shot_cuts,
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
+    shot_cuts_input,
     validate_widgets,
     video_frames,
     window_check,
@@ -72,6 +74,7 @@ class TemporalConsistencyGuidance(io.ComfyNode):
                                        "4x the compute and training-like memory; not with a ControlNet)."),
                 frames_per_video_input(),
                 *schedule_window_inputs("Guide"),
+                shot_cuts_input("compare a frame with the warped previous frame"),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
@@ -84,7 +87,7 @@ class TemporalConsistencyGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image, weight, mode, frames_per_video, start_percent=0.0,
-                end_percent=1.0) -> io.NodeOutput:
+                end_percent=1.0, shot_cuts=None) -> io.NodeOutput:
         check_finite(cls, weight=weight, start_percent=start_percent, end_percent=end_percent)
         check_model(model)
         if not (isinstance(weight, (int, float)) and weight >= 0.0 and weight == weight):
@@ -94,10 +97,11 @@ class TemporalConsistencyGuidance(io.ComfyNode):
         check_frames_per_video(frames_per_video)
         gate = schedule_window(model, start_percent, end_percent)
         frames = video_frames(image, "image")
+        cuts = check_shot_cuts(shot_cuts)
         patched = model.clone()
         if weight == 0.0:
             return io.NodeOutput(patched)  # off: nothing installed, so sampling equals the unpatched model exactly
-        patch = TCGPatch(frames, weight, mode, frames_per_video, gate=gate)
+        patch = TCGPatch(frames, weight, mode, frames_per_video, gate=gate, shot_cuts=cuts)
         patched.set_model_sampler_post_cfg_function(patch.post_cfg)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, patch.outer_sample)
         if mode == "through model":

@@ -312,7 +312,8 @@ def test_converter_handles_core_template_rules(host, wf):
     assert set(api) == {"1", "4", "8", "9"}
     assert api["1"]["inputs"] == {"video": "42.mp4", "start_frame": 2, "frame_cap": 9, "every_nth": 1, "width": 64,
                                   "height": 48, "fit": "pad", "frame_rule": "any", "size_multiple": 8,
-                                  "best_effort": False, "pad_frames": False}
+                                  "best_effort": False, "pad_frames": False,
+                                  "shot_threshold": 0.25}  # saved before it was appended: its default, not "image"
     assert api["8"]["inputs"]["images"] == ["1", 0]  # through the reroute and the bypassed node
     assert api["4"]["inputs"]["noise_seed"] == 77  # the primitive's value
     assert "images" not in api["9"]["inputs"]  # its source is muted

@@ -244,3 +244,36 @@ def test_shot_cuts_value():
     with pytest.raises(ParameterError) as info:
         sc.ShotCuts([12], 12)
     assert info.value.parameter == "cuts"
+
+
+def test_shot_starts_in_the_flow_kernels():
+    from zsvr.kernels import frame_layout, noise_sharing, temporal_consistency_guidance as tcg
+
+    # batch layout: each shot a video of its own, positions from its first frame; with cond/uncond chunks
+    layout = frame_layout.batch_layout(12, [0, 1], 0, shot_starts=[2, 4])
+    assert layout.video[:6] == [0, 0, 1, 1, 2, 2] and layout.position[:6] == [0, 1, 0, 1, 0, 1]
+    assert layout.video[6:] == [3, 3, 4, 4, 5, 5]
+    # with frames_per_video 3 (videos 0-2, 3-5) and a cut at 4: segments 0-2 | 3 | 4-5
+    layout = frame_layout.batch_layout(6, [0], 3, shot_starts=[4])
+    assert layout.video == [0, 0, 0, 1, 2, 2] and layout.position == [0, 1, 2, 0, 0, 1]
+    # a context window (frames 2..5 of the batch) that straddles the cut at 4
+    layout = frame_layout.batch_layout(4, [0], 0, window=[2, 3, 4, 5], shot_starts=[4])
+    assert layout.video == [0, 0, 1, 1] and layout.position == [2, 3, 0, 1]
+    # temporal consistency guidance: the pair across a cut is left out
+    prev, cur = tcg.consecutive_pairs(6, 0, shot_starts=[3])
+    assert prev.tolist() == [0, 1, 3, 4] and cur.tolist() == [1, 2, 4, 5]
+    # noise sharing: a shot's first frame keeps its own noise; the rest equals the shot blended alone
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 2, 4, 4, generator=gen)
+    flow = torch.full((5, 2, 4, 4), -1.0)
+    joined = noise_sharing.blend_noise(z, flow, None, 0.3, 0, shot_starts=[3])
+    assert torch.equal(joined[3], z[3])
+    assert torch.equal(joined[:3], noise_sharing.blend_noise(z[:3], flow[:2], None, 0.3, 0))
+    assert torch.equal(joined[3:], noise_sharing.blend_noise(z[3:], flow[:2], None, 0.3, 0))
+    assert not torch.equal(noise_sharing.blend_noise(z, flow, None, 0.3, 0)[3], z[3])
+    for call in (lambda: frame_layout.batch_layout(4, [0], 0, shot_starts=[1.5]),
+                 lambda: tcg.consecutive_pairs(4, 0, shot_starts=["2"]),
+                 lambda: noise_sharing.blend_noise(z, flow, None, 0.3, 0, shot_starts=[True])):
+        with pytest.raises(ParameterError) as info:
+            call()
+        assert info.value.parameter == "shot_starts"

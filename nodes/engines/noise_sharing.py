@@ -59,6 +59,15 @@ Choices
   hop). Any other count is refused.
 * **lambda < 1 without an image**: nothing to blend with; the noise is shared
   only, and a warning is logged once.
+* **Shot cuts** (``shot_cuts``, from ``ZSVR_LoadVideo``): mapped to latent
+  frames (``kernels.shot_cuts.latent_shot_starts``: one to one, or for a video
+  VAE the latent that holds the cut's frame, a latent that straddles a cut
+  counting with the new shot), the first latent frame of every shot takes no
+  flow blend (eq. 11's ``M = 0``), so noise never travels across a cut and
+  every shot gets exactly the per-step noise it gets as a video of its own.
+  The shared part needs nothing: every shot alone would get the same shared
+  draw (one frame's worth per call, whatever the frame count), so with
+  ``lambda = 1`` cuts change nothing.
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ from .. import run_state
 from ..adapters import frame_axis_of_base_model
 from ..errors import kernel_inputs
 from ..frame_layout import check_window_schedule
+from ..shared_inputs import shot_starts_for
 
 log = logging.getLogger("zsvr")
 
@@ -130,8 +140,10 @@ class SharedNoise:
 class SharedStepNoise:
     """A k-diffusion ``noise_sampler(sigma, sigma_next)``: shared (optionally flow-blended) per-step noise."""
 
-    def __init__(self, like: torch.Tensor, seed: int, lam: float, frame_axis: int, flow=None, valid=None):
+    def __init__(self, like: torch.Tensor, seed: int, lam: float, frame_axis: int, flow=None, valid=None,
+                 shot_starts=()):
         self.shape = tuple(like.shape)
+        self.shot_starts = tuple(shot_starts)
         self.axis = int(frame_axis)
         self.device = like.device
         self.dtype = like.dtype
@@ -147,7 +159,7 @@ class SharedStepNoise:
         z = shared
         if self.flow is not None and self.lam < 1.0:
             with kernel_inputs(lam="lambda", flow_bw="image", mask="image"):
-                z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis)
+                z = ns.blend_noise(shared, self.flow, self.valid, self.lam, self.axis, self.shot_starts)
         return shared, z
 
     def __call__(self, sigma=None, sigma_next=None):
@@ -165,11 +177,13 @@ def accepts_noise_sampler(sampler_function) -> bool:
 class NoiseSharingSampler(comfy.samplers.KSAMPLER):
     """A KSAMPLER whose per-step noise is shared across frames (and flow-blended for ``lam < 1`` with an image)."""
 
-    def __init__(self, inner: comfy.samplers.KSAMPLER, seed: int, lam: float, image: torch.Tensor | None = None):
+    def __init__(self, inner: comfy.samplers.KSAMPLER, seed: int, lam: float, image: torch.Tensor | None = None,
+                 shot_cuts=None):
         super().__init__(inner.sampler_function, dict(inner.extra_options), dict(inner.inpaint_options))
         self.seed = int(seed)
         self.lam = float(lam)
         self.image = image
+        self.shot_cuts = shot_cuts  # kernels.shot_cuts.ShotCuts or None
         # (frames, size) -> (flow, valid) on the CPU: a function of the image, kept across runs, a few sizes at most
         self._flows = run_state.BoundedCache(4)
 
@@ -199,8 +213,9 @@ class NoiseSharingSampler(comfy.samplers.KSAMPLER):
 
     def noise_sampler_for(self, noise: torch.Tensor, frame_axis: int) -> SharedStepNoise:
         """The run's per-step noise for a latent like ``noise`` whose frames are on axis ``frame_axis``."""
+        starts = shot_starts_for(self.shot_cuts, noise.shape[frame_axis])
         flow, valid = self._flow_for(noise, frame_axis)
-        return SharedStepNoise(noise, self.seed, self.lam, frame_axis, flow, valid)
+        return SharedStepNoise(noise, self.seed, self.lam, frame_axis, flow, valid, starts)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):

@@ -95,6 +95,13 @@ windows are fused) at the window's frame indices, and the history (the
 previous step's choice) is kept per window: a frame pair that two
 overlapping windows share has one history in each. Windows on a spatial axis
 cut every frame and are refused by trajectory attention.
+
+Shot cuts (``shot_cuts``, from ``ZSVR_LoadVideo``, one per latent frame): every
+shot is a video of its own in the batch layout (``frame_layout.batch_layout``'s
+``shot_starts``), so a shot's first frame takes only its next frame as a
+neighbour (and its last only its previous), and trajectories end at the cut;
+this holds inside a core context window that straddles a cut too. Each shot
+then gets exactly the attention it gets as a video of its own.
 """
 
 from __future__ import annotations
@@ -155,8 +162,11 @@ class SLRPatch(run_state.Config):
     OUTER_SAMPLE wrapper that starts each run's :class:`SLRRun`. Shared by every clone (see the module docstring)."""
 
     def __init__(self, frames_per_video: int, decoder_blocks: frozenset, gate=None,
-                 trajectory_sigma: float | None = None, image: torch.Tensor | None = None, latent_rgb=None):
+                 trajectory_sigma: float | None = None, image: torch.Tensor | None = None, latent_rgb=None,
+                 shot_cuts=None):
         self.frames_per_video = int(frames_per_video)
+        self.shot_cuts = shot_cuts  # kernels.shot_cuts.ShotCuts or None: frames of the latent batch, one to one
+        self.shot_starts = tuple(shot_cuts.cuts) if shot_cuts is not None else ()
         self.decoder_blocks = frozenset(decoder_blocks)
         self.gate = gate
         self.trajectory_sigma = trajectory_sigma
@@ -175,6 +185,8 @@ class SLRPatch(run_state.Config):
         latent = kwargs.get("latent_image", args[1] if len(args) > 1 else None)
         if self.image is not None and isinstance(latent, torch.Tensor):
             check_image_frames(self.image.shape[0], latent.shape[0])
+        if self.shot_cuts is not None and isinstance(latent, torch.Tensor):
+            check_shot_frames(self.shot_cuts.frames, latent.shape[0])
         check_core_sampler_windows(kwargs.get("sampler", args[2] if len(args) > 2 else None),
                                    run_state.run_options(executor), latent,
                                    kwargs.get("sigmas", args[3] if len(args) > 3 else None), WHO)
@@ -210,7 +222,7 @@ class SLRPatch(run_state.Config):
     def plan(self, rows: int, extra_options, device) -> ta.NeighbourPlan | None:
         key = layout_key(rows, extra_options, device)
         if key not in self._plans:
-            layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO)
+            layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO, shot_starts=self.shot_starts)
             plan = ta.plan_neighbours(layout.video, layout.position)
             if len(self._plans) > 64:
                 self._plans.clear()
@@ -264,7 +276,7 @@ class SLRPatch(run_state.Config):
                              "trajectory_start to 1 (off)")
         state = self.state(extra_options)
         observer = run_state.observer_of(extra_options)
-        layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO)
+        layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO, shot_starts=self.shot_starts)
         guide = self._guidance(state, extra_options, o.device, grid, len(set(layout.frame)))
         if guide is None:
             run_state.notify(extra_options, "slr.fallback")
@@ -409,3 +421,10 @@ def check_image_frames(image_frames: int, latent_frames: int) -> None:
                          "connect the video the latent was encoded from (one IMAGE frame per latent frame), "
                          "or leave 'image' empty to estimate flow from the model's own x0 prediction")
 
+
+def check_shot_frames(cut_frames: int, latent_frames: int) -> None:
+    """The shot cuts must index the latent batch's frames one to one (an image U-Net: one latent per frame)."""
+    if cut_frames != latent_frames:
+        raise InputError("shot_cuts", f"are the cuts of a {cut_frames}-frame video but the latent batch has "
+                         f"{latent_frames} frames", "connect the shot_cuts of the video the latent was encoded from "
+                         "(the same Load Video settings), one frame per latent frame")

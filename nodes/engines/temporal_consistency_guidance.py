@@ -53,6 +53,12 @@ one sampling run (the flow moved to the model's device) lives in a run state
 that the ``OUTER_SAMPLE`` wrapper creates per run. Statistics (guided steps,
 losses) are reported only to a debug observer a test installs.
 
+Shot cuts (``shot_cuts``, from ``ZSVR_LoadVideo``, one per latent frame): the
+frame pair across each cut is left out of the loss
+(``kernels.temporal_consistency_guidance.consecutive_pairs``), so no frame is
+pulled towards the warped last frame of the previous shot and every shot is
+guided exactly as a video of its own.
+
 The CLIP feature term (eq. 9) is not implemented: it needs CLIP image-encoder
 weights (and a VAE decoder in the loop), which are not available offline. Its
 seam is ``TCGPatch.feature_loss`` (None here), passed to the kernel's
@@ -117,8 +123,10 @@ class TCGPatch(run_state.Config):
 
     feature_loss = None  # seam for ZVRD's CLIP feature term (eq. 9): a kernel ``feature_loss`` callable
 
-    def __init__(self, image: torch.Tensor, weight: float, mode: str, frames_per_video: int, gate=None):
+    def __init__(self, image: torch.Tensor, weight: float, mode: str, frames_per_video: int, gate=None,
+                 shot_cuts=None):
         self.image = image  # [F, 3, H, W] float32 0..1 on the CPU
+        self.shot_cuts = shot_cuts  # kernels.shot_cuts.ShotCuts or None (one cut frame per latent frame)
         self.weight = float(weight)
         self.mode = mode
         self.frames_per_video = int(frames_per_video)
@@ -132,6 +140,7 @@ class TCGPatch(run_state.Config):
         (on the CPU, or on ``device`` through the run ``state``'s copy)."""
         frames, _, h, w = shape
         check_image_frames(self.image.shape[0], frames)
+        self.shot_starts_for(frames)
         check_frames_per_video_divides(self.frames_per_video, frames)
         key = (frames, h, w)
 
@@ -154,6 +163,16 @@ class TCGPatch(run_state.Config):
             on_device.clear()
             on_device[dkey] = (flow.to(device), valid.to(device))
         return on_device[dkey]
+
+    def shot_starts_for(self, frames: int) -> tuple:
+        """The latent frames where a shot starts (one to one with the batch); () without shot cuts."""
+        if self.shot_cuts is None:
+            return ()
+        if self.shot_cuts.frames != frames:
+            raise InputError("shot_cuts", f"are the cuts of a {self.shot_cuts.frames}-frame video but the latent "
+                             f"batch has {frames} frames", "connect the shot_cuts of the video the latent was "
+                             "encoded from (the same Load Video settings as 'image'), one frame per latent frame")
+        return tuple(self.shot_cuts.cuts)
 
     def outer_sample(self, executor, *args, **kwargs):
         """OUTER_SAMPLE wrapper: refuse a mismatched ``image`` before any step, estimate the flow once, and start
@@ -180,18 +199,20 @@ class TCGPatch(run_state.Config):
         transformer_options = (args.get("model_options") or {}).get("transformer_options")
         state = run_state.post_cfg_state(args, self.key)
         flow, valid = self.flow_for(denoised.shape, denoised.device, state, transformer_options)
+        starts = self.shot_starts_for(denoised.shape[0])
         if self.mode == "x0":
             grad, loss = tcg.x0_gradient(denoised, flow, valid, self.frames_per_video,
-                                         feature_loss=self.feature_loss)
+                                         feature_loss=self.feature_loss, shot_starts=starts)
         else:
-            grad, loss = self._through_model(args, flow, valid)
+            # (shot starts passed only when there are some: the three-argument call stays as it was)
+            grad, loss = self._through_model(args, flow, valid, *((starts,) if starts else ()))
         observer = run_state.observer_of(transformer_options)
         if observer is not None:  # reading sigma and the loss back is a host sync: debug only
             observer("tcg.guided", {"sigma": None if sigma is None else float(sigma.flatten()[0]),
                                     "loss": float(loss)})
         return tcg.guided(denoised, grad, self.weight)
 
-    def _through_model(self, args, flow, valid):
+    def _through_model(self, args, flow, valid, shot_starts=()):
         import comfy.samplers
 
         options = dict(args["model_options"])
@@ -206,7 +227,7 @@ class TCGPatch(run_state.Config):
 
         try:
             return tcg.through_model_gradient(denoise, args["input"], flow, valid, self.frames_per_video,
-                                              feature_loss=self.feature_loss)
+                                              feature_loss=self.feature_loss, shot_starts=shot_starts)
         except torch.OutOfMemoryError as exc:
             raise InputError("mode", "'through model' ran out of memory for the extra forward and backward pass "
                              "(it holds the activations of every frame at once)",
