@@ -95,7 +95,8 @@ def peak_memory_gb() -> float:
 
 
 def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, sets=(),
-              progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None) -> list[dict]:
+              progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None,
+              stop=None) -> list[dict]:
     """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
 
     A bad ``--set`` raises ``overrides.OverrideError`` before anything runs; a model file that is missing or a
@@ -131,6 +132,8 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
             for key in SAVE_PREFIX_INPUTS:
                 if key in node["inputs"] and isinstance(node["inputs"][key], str):
                     node["inputs"][key] = f"{video.stem}/{video.stem}"
+        if stop is not None and stop.requested:  # a signal asked the run to stop: no further clip starts
+            break
         reporter.clip_start(index, len(videos), video.name)
         previous = host.progress_listener, host.event_listener
         host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event
@@ -350,18 +353,38 @@ def main(argv=None) -> int:
                   "disable_api_nodes": args.disable_api_nodes}
     if args.base_directory is not None:
         comfy_args["base_directory"] = str(args.base_directory.resolve())
+    from zsvr.headless import stop_signals
+
+    stop = stop_signals.RunnerStop(say=reporter.line).install()  # first signal stops cleanly, second at once
     reporter.line(f"starting ComfyUI at {comfy_dir.resolve()} ...")
     host = Host(comfy_dir.resolve(), cpu=True if args.cpu else None, output_dir=args.output.resolve(),
                 custom_nodes="comfyui", comfy_args=comfy_args, verbose_boot=args.verbose, core_progress_bars=False)
+    stop.interrupt = lambda: host.nodes.interrupt_processing(True)
     for line in host.pack_report():
         reporter.line(line)
     try:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
-        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks)
+        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks,
+                         stop=stop)
     except (WorkflowError, overrides.OverrideError, ChunkOptionError, run_checks.WorkflowCheckError) as exc:
+        if stop.requested:
+            reporter.line(stop.line("before any clip finished"))
+            return stop.code
         reporter.line(f"error: {exc}")
         return 2
+    except Exception:  # an interrupted model load may raise anything: a stop still ends with its one line
+        if not stop.requested:
+            raise
+        reporter.line(stop.line("before any clip finished"))
+        return stop.code
+    finally:
+        stop.release()
+    if stop.requested:
+        done = [r["video"] for r in rows if r["ok"]]
+        reporter.line(stop.line(f"{len(done)} of {len(videos)} clips finished"
+                                + (f" ({', '.join(done)})" if done else "") + "; staged copies removed"))
+        return stop.code
     print(format_table(rows))
     return 0 if all(r["ok"] for r in rows) else 1
 
