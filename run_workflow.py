@@ -240,11 +240,13 @@ def _saved_files(outputs: dict, output_dir: pathlib.Path) -> list[str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'video':<24} {'status':<7} {'frames':>6} {'seconds':>8} {'peak GB':>8}  detail"]
+    lines = [f"{'video':<24} {'status':<14} {'frames':>6} {'seconds':>8} {'peak GB':>8}  detail"]
     for r in rows:
         detail = ", ".join(r["outputs"] + r.get("warnings", [])) if r["ok"] else (r["error"] or "")
         frames = "-" if r["frames"] is None else str(r["frames"])
-        lines.append(f"{r['video']:<24} {'ok' if r['ok'] else 'FAILED':<7} {frames:>6} {r['seconds']:>8.2f} "
+        status = "skipped (done)" if r["ok"] and r.get("skipped") else "ok" if r["ok"] else "FAILED"
+        seconds = "-" if r.get("skipped") else f"{r['seconds']:.2f}"
+        lines.append(f"{r['video']:<24} {status:<14} {frames:>6} {seconds:>8} "
                      f"{r['peak_memory_gb']:>8.2f}  {detail}")
     failed = sum(not r["ok"] for r in rows)
     lines.append(f"{len(rows) - failed} ok, {failed} failed")
@@ -258,7 +260,7 @@ def _chunk_options(args):
     from zsvr.headless.clip_job import ChunkOptions  # imports torch and PyAV: only chunked runs need them
 
     return ChunkOptions(chunk_frames=args.chunk_frames, overlap=args.overlap, color_match=args.color_match,
-                        keep_chunks=args.keep_chunks)
+                        keep_chunks=args.keep_chunks, force=args.force)
 
 
 def early_problem(args, workflow: dict, sets) -> str:
@@ -318,6 +320,8 @@ def main(argv=None) -> int:
     long.add_argument("--color-match", nargs="?", const="low_frequency", default=None, metavar="METHOD",
                       help="give every chunk the source's colour (ZSVR_ColorMatch: low_frequency, the default, or mean_std)")
     long.add_argument("--keep-chunks", action="store_true", help="keep the lossless chunk files after stitching")
+    long.add_argument("--force", action="store_true",
+                      help="redo clips and chunks a previous run finished (a rerun skips them by default)")
     fleet = parser.add_argument_group("several GPUs or machines (see the README's \"Several GPUs or machines\")")
     fleet.add_argument("--servers", default=None, metavar="URL[,URL...]",
                        help="send every clip (or chunk) to these running ComfyUI servers through their API instead "

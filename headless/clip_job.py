@@ -45,6 +45,8 @@ class ChunkOptions:
     color_match: Optional[str] = None
     """A ``ZSVR_ColorMatch`` method applied to every chunk, or None."""
     keep_chunks: bool = False
+    force: bool = False
+    """``--force``: redo every chunk and the output even when the manifest says they are done."""
 
 
 def staged_name(video: pathlib.Path) -> str:
@@ -165,7 +167,8 @@ class ClipJob:
         """The clip's summary row (fields of the runner's per-clip table)."""
         return {"video": self.video.name, "ok": self.error is None, "frames": self.frames, "error": self.error,
                 "outputs": [str(self.final)] if self.error is None else [], "warnings": self.warnings,
-                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused}
+                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused,
+                "skipped": self.reused_output}
 
 
 def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions) -> ClipJob:
@@ -201,6 +204,9 @@ def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: C
     output_key = manifest.settings_key({"chunks": keys, "crf": stitch.VIDEO_CRF, "audio": has_audio,
                                         "audio_copy": audio_copy, "version": RUN_VERSION})
     record = manifest.Manifest.load(output_dir / f"{video.stem}.zsvr.json")
+    if options.force:  # --force: nothing recorded counts as done; the old files are replaced as chunks finish
+        record.keep_only([])
+        record.data["output"] = None
     job = ClipJob(video, probe, plan, keys, output_key, record, final, output_dir / f"{video.stem}.zsvr-chunks",
                   has_audio, audio_copy, warnings)
     if record.output_done(output_key) == final:
