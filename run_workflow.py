@@ -95,7 +95,8 @@ def peak_memory_gb() -> float:
 
 
 def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, sets=(),
-              progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None) -> list[dict]:
+              progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None,
+              stop=None) -> list[dict]:
     """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
 
     A bad ``--set`` raises ``overrides.OverrideError`` before anything runs; a model file that is missing or a
@@ -131,6 +132,8 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
             for key in SAVE_PREFIX_INPUTS:
                 if key in node["inputs"] and isinstance(node["inputs"][key], str):
                     node["inputs"][key] = f"{video.stem}/{video.stem}"
+        if stop is not None and stop.requested:  # a signal asked the run to stop: no further clip starts
+            break
         reporter.clip_start(index, len(videos), video.name)
         previous = host.progress_listener, host.event_listener
         host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event
@@ -237,11 +240,13 @@ def _saved_files(outputs: dict, output_dir: pathlib.Path) -> list[str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'video':<24} {'status':<7} {'frames':>6} {'seconds':>8} {'peak GB':>8}  detail"]
+    lines = [f"{'video':<24} {'status':<14} {'frames':>6} {'seconds':>8} {'peak GB':>8}  detail"]
     for r in rows:
         detail = ", ".join(r["outputs"] + r.get("warnings", [])) if r["ok"] else (r["error"] or "")
         frames = "-" if r["frames"] is None else str(r["frames"])
-        lines.append(f"{r['video']:<24} {'ok' if r['ok'] else 'FAILED':<7} {frames:>6} {r['seconds']:>8.2f} "
+        status = "skipped (done)" if r["ok"] and r.get("skipped") else "ok" if r["ok"] else "FAILED"
+        seconds = "-" if r.get("skipped") else f"{r['seconds']:.2f}"
+        lines.append(f"{r['video']:<24} {status:<14} {frames:>6} {seconds:>8} "
                      f"{r['peak_memory_gb']:>8.2f}  {detail}")
     failed = sum(not r["ok"] for r in rows)
     lines.append(f"{len(rows) - failed} ok, {failed} failed")
@@ -255,7 +260,7 @@ def _chunk_options(args):
     from zsvr.headless.clip_job import ChunkOptions  # imports torch and PyAV: only chunked runs need them
 
     return ChunkOptions(chunk_frames=args.chunk_frames, overlap=args.overlap, color_match=args.color_match,
-                        keep_chunks=args.keep_chunks, scene_cuts=not args.no_scene_cuts,
+                        keep_chunks=args.keep_chunks, force=args.force, scene_cuts=not args.no_scene_cuts,
                         **({} if args.scene_threshold is None else {"scene_threshold": args.scene_threshold}))
 
 
@@ -326,6 +331,8 @@ def main(argv=None) -> int:
                            "chunked shot by shot, so no chunk or crossfade spans a cut")
     long.add_argument("--scene-threshold", type=float, default=None, metavar="X",
                       help="shot-cut threshold in (0, 1], higher finds fewer cuts (default 0.25)")
+    long.add_argument("--force", action="store_true",
+                      help="redo clips and chunks a previous run finished (a rerun skips them by default)")
     fleet = parser.add_argument_group("several GPUs or machines (see the README's \"Several GPUs or machines\")")
     fleet.add_argument("--servers", default=None, metavar="URL[,URL...]",
                        help="send every clip (or chunk) to these running ComfyUI servers through their API instead "
@@ -361,18 +368,38 @@ def main(argv=None) -> int:
                   "disable_api_nodes": args.disable_api_nodes}
     if args.base_directory is not None:
         comfy_args["base_directory"] = str(args.base_directory.resolve())
+    from zsvr.headless import stop_signals
+
+    stop = stop_signals.RunnerStop(say=reporter.line).install()  # first signal stops cleanly, second at once
     reporter.line(f"starting ComfyUI at {comfy_dir.resolve()} ...")
     host = Host(comfy_dir.resolve(), cpu=True if args.cpu else None, output_dir=args.output.resolve(),
                 custom_nodes="comfyui", comfy_args=comfy_args, verbose_boot=args.verbose, core_progress_bars=False)
+    stop.interrupt = lambda: host.nodes.interrupt_processing(True)
     for line in host.pack_report():
         reporter.line(line)
     try:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
-        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks)
+        rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks,
+                         stop=stop)
     except (WorkflowError, overrides.OverrideError, ChunkOptionError, run_checks.WorkflowCheckError) as exc:
+        if stop.requested:
+            reporter.line(stop.line("before any clip finished"))
+            return stop.code
         reporter.line(f"error: {exc}")
         return 2
+    except Exception:  # an interrupted model load may raise anything: a stop still ends with its one line
+        if not stop.requested:
+            raise
+        reporter.line(stop.line("before any clip finished"))
+        return stop.code
+    finally:
+        stop.release()
+    if stop.requested:
+        done = [r["video"] for r in rows if r["ok"]]
+        reporter.line(stop.line(f"{len(done)} of {len(videos)} clips finished"
+                                + (f" ({', '.join(done)})" if done else "") + "; staged copies removed"))
+        return stop.code
     print(format_table(rows))
     return 0 if all(r["ok"] for r in rows) else 1
 

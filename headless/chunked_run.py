@@ -232,7 +232,8 @@ def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], outpu
             summary = run_clip(host, workflow, video, output_dir, options, on_chunk)
             row.update(frames=summary["frames"], outputs=[summary["output"]], warnings=summary["warnings"],
                        chunks=summary["chunks"], chunks_run=summary["chunks_run"],
-                       chunks_reused=summary["chunks_reused"], shots=summary["shots"])
+                       chunks_reused=summary["chunks_reused"], shots=summary["shots"],
+                       skipped=summary.get("reused_output", False))
         except Exception as exc:  # one clip's failure must not stop the batch
             row.update(ok=False, error=str(exc) if isinstance(exc, (InputError, RuntimeError)) else
                        f"{type(exc).__name__}: {exc}")

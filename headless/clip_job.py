@@ -52,6 +52,8 @@ class ChunkOptions:
     """Plan chunks per shot (``headless/shots.py``); False: the clip as one shot."""
     scene_threshold: float = DEFAULT_THRESHOLD
     """The shot-cut threshold (``kernels/shot_cuts.py``; higher finds fewer cuts)."""
+    force: bool = False
+    """``--force``: redo every chunk and the output even when the manifest says they are done."""
 
 
 def staged_name(video: pathlib.Path) -> str:
@@ -174,7 +176,8 @@ class ClipJob:
         """The clip's summary row (fields of the runner's per-clip table)."""
         return {"video": self.video.name, "ok": self.error is None, "frames": self.frames, "error": self.error,
                 "outputs": [str(self.final)] if self.error is None else [], "warnings": self.warnings,
-                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused, "shots": self.shots}
+                "chunks": len(self.plan), "chunks_run": self.run, "chunks_reused": self.reused, "shots": self.shots,
+                "skipped": self.reused_output}
 
 
 def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions) -> ClipJob:
@@ -212,6 +215,9 @@ def open_job(workflow, video: pathlib.Path, output_dir: pathlib.Path, options: C
     keys = [chunk_key(workflow, video, c, probe.fps, digest) for c in plan]
     output_key = manifest.settings_key({"chunks": keys, "crf": stitch.VIDEO_CRF, "audio": has_audio,
                                         "audio_copy": audio_copy, "version": RUN_VERSION})
+    if options.force:  # --force: nothing recorded counts as done; the old files are replaced as chunks finish
+        record.keep_only([])
+        record.data["output"] = None
     job = ClipJob(video, probe, plan, keys, output_key, record, final, output_dir / f"{video.stem}.zsvr-chunks",
                   has_audio, audio_copy, warnings, shots=len(cuts) + 1)
     known_shots = record.data.get("shots")

@@ -98,12 +98,13 @@ def finish_clip(job: ClipJob, keep_chunks: bool = False) -> None:
 
 def format_clips(clips: list) -> str:
     """The per-clip table of a chunked ``--servers`` run (clip, status, frames, shots, chunks run/reused, output)."""
-    lines = [f"{'clip':<24} {'status':<7} {'frames':>6} {'shots':>5} {'chunks':>6} {'run':>4} {'reused':>6}  detail"]
+    lines = [f"{'clip':<24} {'status':<14} {'frames':>6} {'shots':>5} {'chunks':>6} {'run':>4} {'reused':>6}  detail"]
     for c in clips:
         row = c.row()
         frames = "-" if row["frames"] is None else str(row["frames"])
         detail = ", ".join(row["outputs"]) if row["ok"] else (row["error"] or "")
-        lines.append(f"{row['video']:<24} {'ok' if row['ok'] else 'FAILED':<7} {frames:>6} {row['shots']:>5} "
+        status = "skipped (done)" if row["ok"] and row.get("skipped") else "ok" if row["ok"] else "FAILED"
+        lines.append(f"{row['video']:<24} {status:<14} {frames:>6} {row['shots']:>5} "
                      f"{row['chunks']:>6} "
                      f"{row['chunks_run']:>4} {row['chunks_reused']:>6}  {detail}")
     return "\n".join(lines)

@@ -183,16 +183,21 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
 
 def run_remote(workflow: dict, videos: list, output_dir: pathlib.Path, sets, servers: str,
                unit_timeout: Optional[float] = None, say: Callable[[str], None] = print, **kwargs) -> int:
-    """:func:`run_remote_async` under ``asyncio.run``; Ctrl-C cleans up on the servers and returns 130."""
+    """:func:`run_remote_async` under ``asyncio.run``; Ctrl-C, SIGTERM or SIGHUP cleans up on the servers and
+    returns 130, 143 or 129 (``headless/stop_signals.py``)."""
     try:
         urls = server_client.parse_servers(servers)
     except ValueError as exc:
         say(f"error: {exc}")
         return 2
+    from . import stop_signals
+
+    stop_signals.forward_to_sigint()  # SIGTERM / SIGHUP cancel like Ctrl-C (headless/stop_signals.py)
     try:
         code = asyncio.run(run_remote_async(workflow, videos, output_dir, sets, urls, unit_timeout, say,
                                             **kwargs)).code
     except KeyboardInterrupt:
-        say("cancelled: the runner's queued prompts were deleted from the servers and the running ones interrupted")
-        return 130
+        say(f"stopped by {stop_signals.forwarded_name()}: the runner's queued prompts were deleted from the servers "
+            "and the running ones interrupted")
+        return stop_signals.exit_code()
     return code

@@ -176,7 +176,15 @@ def test_killed_after_the_first_chunk_a_rerun_runs_only_the_missing_ones(host, r
     assert long_clips.video_info(out / "rain150.mp4")["frames"] == 150
     with Counting(host) as count:  # the same command again: nothing runs
         (row,) = run(runner, host, prompt, clips["sound"], out)
-    assert row["ok"] and count.calls == 0 and row["chunks_reused"] == 4
+    assert row["ok"] and count.calls == 0 and row["chunks_reused"] == 4 and row["skipped"]
+    assert "skipped (done)" in runner.format_table([{**row, "seconds": 0.0, "peak_memory_gb": 0.0}])
+    before = (out / "rain150.mp4").stat().st_mtime_ns
+    with Counting(host) as count:  # --force: every chunk and the output again, nothing reused
+        (row,) = run(runner, host, prompt, clips["sound"], out, force=True)
+    assert row["ok"] and count.calls == 4 and (row["chunks_run"], row["chunks_reused"]) == (4, 0)
+    assert not row["skipped"] and (out / "rain150.mp4").stat().st_mtime_ns != before
+    assert long_clips.video_info(out / "rain150.mp4")["frames"] == 150
+    assert sorted(p.name for p in out.iterdir()) == ["rain150.mp4", "rain150.zsvr.json"]  # no second copy
     with Counting(host) as count:  # a changed --set: every chunk depends on it
         (row,) = run(runner, host, prompt, clips["sound"], out, sets=["ZSVR_LoadVideo.width=160"])
     assert row["ok"], row["error"]

@@ -756,7 +756,10 @@ def test_the_command_runs_a_folder_on_a_server_without_a_local_comfyui(tmp_path)
     assert all(auth == "Bearer tok-123" for _, _, auth in requests)
 
 
-def test_ctrl_c_deletes_the_queued_prompts_and_interrupts_the_running_one(tmp_path):
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_ctrl_c_deletes_the_queued_prompts_and_interrupts_the_running_one(tmp_path, signame, code):
+    """Ctrl-C, SIGTERM and SIGHUP alike (``headless/stop_signals.py``): queued prompts deleted, running one
+    interrupted, exit 128 + the signal's number, one line, no traceback."""
     import signal
     import subprocess
     import time
@@ -772,16 +775,17 @@ def test_ctrl_c_deletes_the_queued_prompts_and_interrupts_the_running_one(tmp_pa
             assert time.monotonic() < end and proc.poll() is None, "the runner never queued two units"
             time.sleep(0.05)
         running, pending = served.read(lambda f: (f.running, [p for p, _, _ in f.pending]))
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         out, err = proc.communicate(timeout=60)
         deleted, interrupted, executed = served.read(lambda f: (list(f.deleted), list(f.interrupted), list(f.executed)))
     finally:
         served.close()
-    assert proc.returncode == 130, out + err
+    assert proc.returncode == code, out + err
     assert len(pending) == 1 and pending[0] in deleted and interrupted == [running] or running in interrupted
     assert not executed and not (tmp_path / "out").exists()
-    assert err.splitlines()[-1] == ("cancelled: the runner's queued prompts were deleted from the servers and the "
-                                    "running ones interrupted")
+    assert err.splitlines()[-1] == (f"stopped by {signame}: the runner's queued prompts were deleted from the "
+                                    "servers and the running ones interrupted")
+    assert "Traceback" not in out + err
 
 
 async def _set_gate(fake):
