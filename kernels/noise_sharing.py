@@ -103,6 +103,7 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import ParameterError
+from . import shot_cuts
 
 
 def step_seed(noise_seed: int) -> int:
@@ -216,7 +217,7 @@ def blend_noise(
     frames = z.movedim(axis, 0)
     n_frames, h, w = frames.shape[0], frames.shape[-2], frames.shape[-1]
     flow_bw, mask = _check_flow_mask(flow_bw, mask, n_frames, h, w)
-    cut_pairs = [int(i) - 1 for i in _check_starts(shot_starts) if 1 <= int(i) < n_frames]
+    cut_pairs = [int(i) - 1 for i in shot_cuts.check_shot_starts(shot_starts) if 1 <= int(i) < n_frames]
     if cut_pairs:
         mask = mask.clone()
         mask[cut_pairs] = 0.0  # a shot's first frame: no blend from the previous shot
@@ -278,17 +279,6 @@ def _frame_axis(frame_axis: int, ndim: int) -> int:
     if isinstance(frame_axis, bool) or not isinstance(frame_axis, int) or not -ndim <= frame_axis < ndim:
         raise ParameterError("frame_axis", f"is {frame_axis!r} for a {ndim}-d tensor", f"use an axis in 0..{ndim - 1}")
     return frame_axis % ndim
-
-
-def _check_starts(shot_starts) -> list[int]:
-    try:
-        starts = list(shot_starts)
-    except TypeError:
-        starts = None
-    if starts is None or any(isinstance(i, bool) or not isinstance(i, int) and not hasattr(i, "__index__")
-                             for i in starts):
-        raise ParameterError("shot_starts", f"is {shot_starts!r}", "pass whole frame indices where shots start")
-    return [int(i) for i in starts]
 
 
 def _check_flow_mask(flow_bw, mask, n_frames: int, h: int, w: int):

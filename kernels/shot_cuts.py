@@ -387,3 +387,17 @@ def straddling_latents(cuts: Sequence[int], image_frames: int, latent_frames: in
         return []
     r = (image_frames - 1) // (latent_frames - 1)
     return sorted({-(-x // r) for x in c if (x - 1) % r != 0})
+
+
+def check_shot_starts(shot_starts) -> list[int]:
+    """``shot_starts`` (frame indices where shots start, for the kernels that keep shots apart) as ints.
+
+    Raises ParameterError naming ``shot_starts`` unless it is an iterable of whole numbers."""
+    try:
+        starts = list(shot_starts)
+    except TypeError:
+        starts = None
+    if starts is None or any(isinstance(i, bool) or not isinstance(i, int) and not hasattr(i, "__index__")
+                             for i in starts):
+        raise ParameterError("shot_starts", f"is {shot_starts!r}", "pass whole frame indices where shots start")
+    return [int(i) for i in starts]

@@ -101,6 +101,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import optical_flow as of
+from . import shot_cuts
 from .cross_frame_attention import video_layout
 from .errors import ParameterError
 
@@ -128,7 +129,7 @@ def consecutive_pairs(frames: int, frames_per_video: int = 0, device=None,
     """
     video, _ = video_layout(frames, frames_per_video)
     keep = video[1:] == video[:-1]
-    for start in _starts(shot_starts):
+    for start in shot_cuts.check_shot_starts(shot_starts):
         if 1 <= start < frames:
             keep[start - 1] = False
     cur = torch.arange(1, frames)
@@ -254,17 +255,6 @@ def guided(denoised: torch.Tensor, grad: torch.Tensor, weight: float) -> torch.T
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def _starts(shot_starts) -> list[int]:
-    try:
-        starts = list(shot_starts)
-    except TypeError:
-        starts = None
-    if starts is None or any(isinstance(i, bool) or not isinstance(i, int) and not hasattr(i, "__index__")
-                             for i in starts):
-        raise ParameterError("shot_starts", f"is {shot_starts!r}", "pass whole frame indices where shots start")
-    return [int(i) for i in starts]
 
 
 def _normal(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
