@@ -7,8 +7,10 @@ Run it from the pack's folder inside ``ComfyUI/custom_nodes/`` with ComfyUI's Py
         --set 12.strength=10 --set "Inversion Sampler (ZSVR).skip=30"
 
 Each video goes through a fresh copy of the workflow: every ``ZSVR_LoadVideo``
-node reads it, every save node writes into ``--output`` with the video's name
-as its prefix. ``--set NODE.INPUT=VALUE`` overrides a widget: NODE is a node id,
+node reads it; what the save nodes write becomes ``--output``/<clip>.mp4 (or a
+``<clip>/`` folder for several files) once the clip is complete, recorded in
+``<clip>.zsvr.json`` so that a rerun skips it (``--force`` redoes it;
+``headless/whole_clips.py``). ``--set NODE.INPUT=VALUE`` overrides a widget: NODE is a node id,
 its title, its type or its display name; a NODE, INPUT or VALUE the workflow's
 nodes do not accept is an error listing what they do accept (``headless/overrides.py``).
 A failure on one video is reported and the rest still run. At the end a table
@@ -45,8 +47,8 @@ runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as
 from zsvr.headless import console, overrides, run_checks  # noqa: E402
 from zsvr.headless.comfy_boot import ComfyHost  # noqa: E402
 from zsvr.headless.workflow_format import WorkflowError  # noqa: E402
+from zsvr.nodes.errors import InputError  # noqa: E402
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
-SAVE_PREFIX_INPUTS = ("filename_prefix",)
 
 
 Host = ComfyHost
@@ -96,17 +98,16 @@ def peak_memory_gb() -> float:
 
 def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, sets=(),
               progress: bool = True, reporter: console.ConsoleReporter | None = None, chunks=None,
-              stop=None) -> list[dict]:
+              stop=None, force: bool = False) -> list[dict]:
     """Run ``workflow`` once per video; returns one summary row per video (never raises for a video).
 
     A bad ``--set`` raises ``overrides.OverrideError`` before anything runs; a model file that is missing or a
     setting the model refuses (``blocks``) raises ``run_checks.WorkflowCheckError`` before any clip runs
     (:func:`check_before_clips`). A loader whose frame rule trimmed frames adds a note to the row's
     ``warnings``. Each clip is copied into
-    ComfyUI's input folder for the run and removed afterwards, also when the run fails.
+    ComfyUI's input folder for the run and removed afterwards, also when the run fails. Without ``chunks`` the
+    clips run whole (:func:`run_whole`); ``force`` redoes clips a previous run finished.
     """
-    import torch
-
     base = host.to_api(workflow)
     if reporter is None:
         reporter = console.ConsoleReporter(console.node_names(base, host.display_name), enabled=progress)
@@ -119,50 +120,88 @@ def run_batch(host: Host, workflow: dict, videos: list[pathlib.Path], output_dir
     check_before_clips(host, base, reporter)
     if chunks is not None:  # long clips in overlapping chunks, resumable: headless/chunked_run.py
         report = reporter.line if progress else None
-        return run_chunked(host, base, videos, output_dir, chunks, progress, report=report)
+        return run_chunked(host, base, videos, output_dir, chunks, progress, report=report, stop=stop)
+    return run_whole(host, base, videos, output_dir, loaders, reporter, stop, force)
+
+
+def run_whole(host: Host, base: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, loaders: list[str],
+              reporter: console.ConsoleReporter, stop=None, force: bool = False) -> list[dict]:
+    """Each clip whole through ``base`` (an API prompt), in order; one row per clip (``headless/whole_clips.py``).
+
+    The save nodes write into a passing folder of ComfyUI's output folder; a finished clip's files are moved to
+    ``<output>/<stem><ext>`` (or ``<output>/<stem>/``) and recorded in ``<stem>.zsvr.json``. A clip recorded
+    as done under the same settings is skipped (``force`` runs it again). A stop request ends the batch before
+    the next clip."""
+    import torch
+
+    from zsvr.headless import manifest, whole_clips
+    from zsvr.nodes.errors import InputError
+
     input_dir = pathlib.Path(host.folder_paths.get_input_directory())
+    comfy_out = pathlib.Path(host.folder_paths.get_output_directory())
+    manifest.check_stems(videos)
+    whole_clips.sweep_stale(comfy_out)
+    passing = whole_clips.passing_folder(comfy_out)
+    prefix_root = passing.relative_to(comfy_out).as_posix()
     rows = []
-    for index, video in enumerate(videos, 1):
-        staged = input_dir / f"zsvr_batch_{video.name}"
-        own_copy = staged.resolve() != video.resolve()
-        prompt = json.loads(json.dumps(base))
-        for nid in loaders:
-            prompt[nid]["inputs"]["video"] = staged.name
-        for node in prompt.values():
-            for key in SAVE_PREFIX_INPUTS:
-                if key in node["inputs"] and isinstance(node["inputs"][key], str):
-                    node["inputs"][key] = f"{video.stem}/{video.stem}"
-        if stop is not None and stop.requested:  # a signal asked the run to stop: no further clip starts
-            break
-        reporter.clip_start(index, len(videos), video.name)
-        previous = host.progress_listener, host.event_listener
-        host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        try:
+    try:
+        for index, video in enumerate(videos, 1):
+            if stop is not None and stop.requested:  # a signal asked the run to stop: no further clip starts
+                break
+            row = {"video": video.name, "ok": False, "frames": None, "seconds": 0.0, "peak_memory_gb": 0.0,
+                   "error": None, "outputs": [], "warnings": []}
+            try:
+                clip = whole_clips.open_clip(base, video, output_dir, force)
+            except (InputError, OSError) as exc:
+                row["error"] = str(exc)
+                rows.append(row)
+                reporter.line(f"[{index}/{len(videos)}] {video.name}: FAILED: {exc}")
+                continue
+            if clip.done is not None:
+                row.update(ok=True, skipped=True, frames=clip.frames, outputs=[str(f) for f in clip.done])
+                rows.append(row)
+                reporter.line(f"[{index}/{len(videos)}] {video.name}: skipped (done): {', '.join(row['outputs'])} "
+                              "(--force runs it again)")
+                continue
+            staged = input_dir / f"zsvr_batch_{video.name}"
+            own_copy = staged.resolve() != video.resolve()
+            prompt = whole_clips.clip_prompt(base, staged.name, f"{prefix_root}/{video.stem}")
+            reporter.clip_start(index, len(videos), video.name)
+            previous = host.progress_listener, host.event_listener
+            host.progress_listener, host.event_listener = reporter.on_progress, reporter.on_event
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            try:
+                if own_copy:
+                    shutil.copyfile(video, staged)
+                run = host.execute(prompt)
+                result = {"ok": run.success, "error": run.error_text() or None, "outputs": run.outputs}
+            except Exception as exc:  # a broken video must not stop the batch
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "outputs": {}}
+            finally:
+                host.progress_listener, host.event_listener = previous
+                if own_copy:
+                    staged.unlink(missing_ok=True)
             if own_copy:
-                shutil.copyfile(video, staged)
-            run = host.execute(prompt)
-            result = {"ok": run.success, "error": run.error_text() or None, "outputs": run.outputs}
-        except Exception as exc:  # a broken video must not stop the batch
-            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "outputs": {}}
-        finally:
-            host.progress_listener, host.event_listener = previous
-            if own_copy:
-                staged.unlink(missing_ok=True)
-        seconds = time.perf_counter() - start
-        if own_copy:
-            result["error"] = user_paths(result["error"], staged, video)
-        frames = _frames(host, loaders[0]) if result["ok"] else None
-        row = {"video": video.name, "ok": result["ok"], "frames": frames, "seconds": round(seconds, 2),
-               "peak_memory_gb": round(peak_memory_gb(), 2), "error": result["error"],
-               "outputs": _saved_files(result["outputs"], output_dir),
-               "warnings": trimmed_frames(result["outputs"], loaders)}
-        rows.append(row)
-        for warning in row["warnings"]:
-            reporter.line(f"  warning: {warning}")
-        reporter.clip_end(row["ok"], ", ".join(row["outputs"]) if row["ok"] else (row["error"] or ""), frames)
+                result["error"] = user_paths(result["error"], staged, video)
+            frames = _frames(host, loaders[0]) if result["ok"] else None
+            finals = []
+            if result["ok"]:
+                try:
+                    finals = clip.place(_saved_files(result["outputs"], comfy_out), frames)
+                except (RuntimeError, OSError) as exc:
+                    result.update(ok=False, error=f"keeping the outputs: {exc}")
+            row.update(ok=result["ok"], frames=frames if result["ok"] else None,
+                       seconds=round(time.perf_counter() - start, 2), peak_memory_gb=round(peak_memory_gb(), 2),
+                       error=result["error"], outputs=[str(f) for f in finals],
+                       warnings=trimmed_frames(result["outputs"], loaders))
+            rows.append(row)
+            for warning in row["warnings"]:
+                reporter.line(f"  warning: {warning}")
+            reporter.clip_end(row["ok"], ", ".join(row["outputs"]) if row["ok"] else (row["error"] or ""), frames)
+    finally:
+        whole_clips.drop_passing(passing)
     return rows
 
 
@@ -186,7 +225,7 @@ class ChunkOptionError(ValueError):
 
 
 def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir: pathlib.Path, chunks,
-                progress: bool = True, report=None) -> list[dict]:
+                progress: bool = True, report=None, stop=None) -> list[dict]:
     """``--chunk-frames``: every clip cut into overlapping chunks, run, stitched with its sound, resumable.
 
     ``chunks`` is a ``headless.clip_job.ChunkOptions``. Bad options raise :class:`ChunkOptionError`
@@ -198,7 +237,8 @@ def run_chunked(host: Host, prompt: dict, videos: list[pathlib.Path], output_dir
 
     try:
         rows = chunked.run_batch_chunked(host, prompt, videos, output_dir, chunks, progress=progress,
-                                         peak_memory=peak_memory_gb, report=report)
+                                         peak_memory=peak_memory_gb, report=report,
+                                         stopping=(lambda: stop.requested) if stop is not None else None)
     except InputError as exc:
         raise ChunkOptionError(str(exc)) from None
     input_dir = pathlib.Path(host.folder_paths.get_input_directory())
@@ -229,13 +269,16 @@ def trimmed_frames(outputs: dict, loaders: list[str]) -> list[str]:
     return notes
 
 
-def _saved_files(outputs: dict, output_dir: pathlib.Path) -> list[str]:
+def _saved_files(outputs: dict, comfy_out: pathlib.Path) -> list[pathlib.Path]:
+    """The files the prompt's save nodes wrote into ComfyUI's output folder (previews, in temp, are not kept)."""
     files = []
     for out in outputs.values():
         for key in ("images", "gifs", "videos", "animated"):
             for item in (out or {}).get(key, []) or []:
-                if isinstance(item, dict) and "filename" in item:
-                    files.append(str(output_dir / item.get("subfolder", "") / item["filename"]))
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
+                    path = comfy_out / item.get("subfolder", "") / item["filename"]
+                    if path.is_file() and path not in files:
+                        files.append(path)
     return files
 
 
@@ -293,7 +336,7 @@ def run_on_servers(args, workflow: dict, videos: list[pathlib.Path], reporter, c
     from zsvr.headless import servers
 
     return servers.run_remote(workflow, videos, args.output.resolve(), list(args.set), args.servers,
-                              args.unit_timeout, say=reporter.line, table=print, chunks=chunks)
+                              args.unit_timeout, say=reporter.line, table=print, chunks=chunks, force=args.force)
 
 
 def main(argv=None) -> int:
@@ -331,7 +374,7 @@ def main(argv=None) -> int:
                            "chunked shot by shot, so no chunk or crossfade spans a cut")
     long.add_argument("--scene-threshold", type=float, default=None, metavar="X",
                       help="shot-cut threshold in (0, 1], higher finds fewer cuts (default 0.25)")
-    long.add_argument("--force", action="store_true",
+    parser.add_argument("--force", action="store_true",
                       help="redo clips and chunks a previous run finished (a rerun skips them by default)")
     fleet = parser.add_argument_group("several GPUs or machines (see the README's \"Several GPUs or machines\")")
     fleet.add_argument("--servers", default=None, metavar="URL[,URL...]",
@@ -381,8 +424,9 @@ def main(argv=None) -> int:
         base = host.to_api(workflow)
         reporter.names = console.node_names(base, host.display_name)
         rows = run_batch(host, base, videos, args.output.resolve(), sets, reporter=reporter, chunks=chunks,
-                         stop=stop)
-    except (WorkflowError, overrides.OverrideError, ChunkOptionError, run_checks.WorkflowCheckError) as exc:
+                         stop=stop, force=args.force)
+    except (WorkflowError, overrides.OverrideError, ChunkOptionError, run_checks.WorkflowCheckError,
+            InputError) as exc:
         if stop.requested:
             reporter.line(stop.line("before any clip finished"))
             return stop.code

@@ -32,13 +32,12 @@ import os
 import pathlib
 import shutil
 import time
-import uuid
 from typing import Callable, Optional
 
 from ..kernels import chunking, color_match
 from ..kernels.errors import ParameterError
 from ..nodes.errors import InputError
-from . import clip_job, shots
+from . import clip_job, manifest, shots, whole_clips
 from .clip_job import ChunkOptions
 
 log = logging.getLogger("zsvr")
@@ -48,8 +47,6 @@ COLOR_MATCH_NODE = "zsvr_chunk_color_match"
 SINK_NODE = "zsvr_chunk_sink"
 SINK_CLASS = "ZSVRHeadless_ChunkOutput"
 """The pack's node that stores a chunk in ComfyUI's output folder (``nodes/chunk_output.py``), in either executor."""
-RUNNER_FOLDER = "zsvr_runner"
-"""The subfolder of ComfyUI's output folder the in-process run's chunk files pass through."""
 
 OPTION_FLAGS = {"chunk_frames": "--chunk-frames", "overlap": "--overlap", "method": "--color-match",
                 "threshold": "--scene-threshold"}
@@ -157,10 +154,12 @@ def _stage(video: pathlib.Path, input_dir: pathlib.Path) -> tuple[pathlib.Path, 
 
 
 def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: pathlib.Path, options: ChunkOptions,
-             on_chunk: Optional[Callable[[int, int, str], None]] = None) -> dict:
+             on_chunk: Optional[Callable[[int, int, str], None]] = None,
+             stopping: Optional[Callable[[], bool]] = None) -> dict:
     """Run one clip's chunks in this process and stitch it; returns a summary (raises InputError / RuntimeError).
 
-    ``on_chunk(done, total, what)`` is called after every chunk (run or reused) with a few words on it.
+    ``on_chunk(done, total, what)`` is called after every chunk (run or reused) with a few words on it; when
+    ``stopping()`` turns true no further chunk starts (RuntimeError; the chunks done stay recorded).
     """
     job = clip_job.open_job(workflow, video, output_dir, options)
     summary = {"frames": job.probe.frames, "chunks": len(job.plan), "chunks_run": 0, "chunks_reused": job.reused,
@@ -169,11 +168,14 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
         summary["reused_output"] = True
         return summary
     staged, own_copy = _stage(job.video, pathlib.Path(host.folder_paths.get_input_directory()))
-    passing_rel = f"{RUNNER_FOLDER}/{uuid.uuid4().hex}"  # where the sink writes, inside ComfyUI's output folder
-    passing = pathlib.Path(host.folder_paths.get_output_directory()) / passing_rel
+    comfy_out = pathlib.Path(host.folder_paths.get_output_directory())
+    passing = whole_clips.passing_folder(comfy_out)  # where the sink writes, inside ComfyUI's output folder
+    passing_rel = passing.relative_to(comfy_out).as_posix()
     try:
         for chunk, key in zip(job.plan, job.keys):
             reused = chunk.index in job.files
+            if not reused and stopping is not None and stopping():
+                raise RuntimeError(f"stopped before {job.where(chunk)}; the chunks done are kept for a rerun")
             if not reused:
                 start = time.perf_counter()
                 stem = f"{passing_rel}/{job.chunk_stem(chunk, key)}"
@@ -190,7 +192,7 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
                 what = "reused" if reused else f"restored in {time.perf_counter() - start:.1f} s"
                 on_chunk(chunk.index + 1, len(job.plan), f"frames {chunk.start}-{chunk.end - 1} {what}")
     finally:
-        shutil.rmtree(passing, ignore_errors=True)
+        whole_clips.drop_passing(passing)
         if own_copy:
             staged.unlink(missing_ok=True)
     job.finish(options.keep_chunks)
@@ -201,19 +203,24 @@ def run_clip(host, workflow: ChunkedWorkflow, video: pathlib.Path, output_dir: p
 def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], output_dir: pathlib.Path,
                       options: ChunkOptions, progress: bool = True,
                       peak_memory: Optional[Callable[[], float]] = None,
-                      report: Optional[Callable[[str], None]] = None) -> list[dict]:
+                      report: Optional[Callable[[str], None]] = None,
+                      stopping: Optional[Callable[[], bool]] = None) -> list[dict]:
     """Every clip through :func:`run_clip`; one row per clip (the runner's table format), never raises for a clip.
 
     Option errors (bad ``--chunk-frames`` / ``--overlap`` / ``--color-match``,
     a workflow that cannot be chunked) raise :class:`InputError` before anything is written.
     Progress: one line per chunk through ``report`` when given, else a tqdm bar per clip (``progress``).
+    Once ``stopping()`` is true (a stop signal) no further chunk or clip starts.
     """
     from tqdm import tqdm
 
     workflow = prepare(host, base_prompt, options)
-    clip_job.check_stems(videos)
+    manifest.check_stems(videos)
+    whole_clips.sweep_stale(host.folder_paths.get_output_directory())  # a killed run's passing folders
     rows = []
     for number, video in enumerate(videos, 1):
+        if stopping is not None and stopping():
+            break
         bar = tqdm(total=1, desc=video.name, unit="chunk", disable=not progress or report is not None, leave=True)
 
         def on_chunk(done, total, what, bar=bar, number=number, video=video):
@@ -229,7 +236,7 @@ def run_batch_chunked(host, base_prompt: dict, videos: list[pathlib.Path], outpu
         if report is not None and options.scene_cuts:  # the scan decodes the whole clip (small): say so first
             report(f"clip {number}/{len(videos)} {video.name}: finding shot cuts (or reusing the manifest's)")
         try:
-            summary = run_clip(host, workflow, video, output_dir, options, on_chunk)
+            summary = run_clip(host, workflow, video, output_dir, options, on_chunk, stopping)
             row.update(frames=summary["frames"], outputs=[summary["output"]], warnings=summary["warnings"],
                        chunks=summary["chunks"], chunks_run=summary["chunks_run"],
                        chunks_reused=summary["chunks_reused"], shots=summary["shots"],

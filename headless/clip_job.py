@@ -61,15 +61,6 @@ def staged_name(video: pathlib.Path) -> str:
     return STAGED_PREFIX + pathlib.Path(video).name
 
 
-def check_stems(videos) -> None:
-    """Refuse clips that share a stem: chunked outputs and manifests are named after it."""
-    stems = [pathlib.Path(v).stem for v in videos]
-    twins = sorted({s for s in stems if stems.count(s) > 1})
-    if twins:
-        raise InputError("--input", f"has several clips named {', '.join(twins)} (different extensions)",
-                         "rename them: chunked outputs are named after the clip's stem")
-
-
 def _check_clip(video: pathlib.Path, probe: video_io.ClipProbe) -> None:
     if not probe.constant_rate:
         shortest, longest = probe.frame_durations

@@ -6,7 +6,10 @@ One small JSON file beside the output (``<stem>.zsvr.json``)::
      "plan": {"chunk_frames", "overlap", "frame_rule"},
      "shots": {"scene_cuts", "threshold", "scan", "count", "cuts", "bounds"},
      "chunks": {"<key>": {"index", "start", "frames", "file", "done", "seconds"}},
-     "output": {"file", "key"} or null}
+     "output": {"key", "files", "frames"} or null}
+
+``output`` is the clip's finished output: the chunked run's stitched video, or a whole-clip run's saved files
+(``headless/whole_clips.py``); manifests written before it was a list name one ``file``.
 
 ``shots`` is what the shot scan found (``headless/shots.py``): the frames where a new shot starts (``cuts``), each
 shot's ``[start, end)`` (``bounds``), at which ``threshold``; ``{"scene_cuts": false, ...}`` with
@@ -106,11 +109,18 @@ class Manifest:
 
     # -- output ---------------------------------------------------------------
     def output_done(self, key: str) -> Optional[pathlib.Path]:
-        """The finished output for ``key``, or None."""
+        """The finished (first) output file for ``key``, or None."""
+        files = self.output_files(key)
+        return files[0] if files else None
+
+    def output_files(self, key: str) -> Optional[list[pathlib.Path]]:
+        """Every finished output file recorded for ``key``, or None (another key, or a file is gone)."""
         entry = self.data.get("output")
         if not isinstance(entry, dict) or entry.get("key") != key:
             return None
-        return self._own_file(entry.get("file"))
+        names = entry.get("files") if isinstance(entry.get("files"), list) else [entry.get("file")]
+        files = [self._own_file(name) for name in names]
+        return files if files and all(f is not None for f in files) else None
 
     def _own_file(self, name) -> Optional[pathlib.Path]:
         """The file a manifest entry names, if it exists inside the run's folder; a name that leads out (an edited
@@ -127,6 +137,22 @@ class Manifest:
             return None
         return file if file.is_file() else None
 
-    def mark_output(self, key: str, file: pathlib.Path, frames: int) -> None:
-        self.data["output"] = {"key": key, "file": os.path.relpath(file, self.path.parent), "frames": frames}
+    def mark_output(self, key: str, files, frames: Optional[int]) -> None:
+        """Record the finished output ``files`` (one path or a list) under ``key``, and save."""
+        files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+        self.data["output"] = {"key": key, "files": [os.path.relpath(f, self.path.parent) for f in files],
+                               "frames": frames}
         self.save()
+
+
+def check_stems(videos) -> None:
+    """Refuse clips that share a stem (``a.mp4`` and ``a.mov``): outputs and manifests are named after it.
+
+    Raises ``nodes.errors.InputError`` naming ``--input``."""
+    from ..nodes.errors import InputError
+
+    stems = [pathlib.Path(v).stem for v in videos]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:
+        raise InputError("--input", f"has several clips named {', '.join(twins)} (different extensions)",
+                         "rename them: outputs are named after the clip's stem")

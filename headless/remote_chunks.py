@@ -22,7 +22,7 @@ import types
 from ..kernels import chunking
 from ..kernels.errors import ParameterError
 from ..nodes.errors import InputError
-from . import chunked_run, clip_job
+from . import chunked_run, clip_job, manifest
 from .clip_job import ChunkOptions, ClipJob
 from .fleet_preflight import Registry
 from .fleet_units import Unit, UnitResult, Upload
@@ -57,7 +57,7 @@ def plan_units(registry: Registry, base_prompt: dict, videos: list, output_dir: 
     chunked (not a video, a variable frame rate) gets its error in its job and no units.
     """
     workflow = chunked_run.prepare(_RegistryHost(registry), base_prompt, options)
-    clip_job.check_stems(videos)
+    manifest.check_stems(videos)
     units, jobs = [], []
     for video in map(pathlib.Path, videos):
         try:

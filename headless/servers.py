@@ -26,8 +26,12 @@ For one attempt on one server:
    ``executing`` with node None once the history is written;
 4. its outputs (every ``type: output`` file in ``/history/<id>``) are fetched
    through ``/view`` into ``Unit.output_dir``, under the subfolder the
-   workflow's prefix names (``<clip>/<clip>_00001_.mp4``, as in-process runs
-   write), on a free name if one exists already.
+   workflow's prefix names (``<clip>/<clip>_00001_.mp4``), on a free name if
+   one exists already. A whole clip's unit fetches into a passing folder of
+   ``--output`` and its ``collect`` moves the files to their final names and
+   records the clip (``headless/whole_clips.py``: ``<output>/<clip>.mp4`` and
+   ``<clip>.zsvr.json``, as in-process runs write); a clip recorded as done is
+   not sent (``--force`` sends it).
 
 **Pull scheduling.** Each server runs ``depth`` workers (default 2): a worker
 takes the next unit, runs it to the end and takes another, so a server holds at
@@ -103,19 +107,65 @@ class RemoteRun:
     """``clip_job.ClipJob`` per clip of a chunked run (empty otherwise)."""
 
 
+def whole_clip_units(prompt: dict, videos: list, output_dir: pathlib.Path, passing: pathlib.Path,
+                     force: bool = False) -> tuple[list, list]:
+    """The units of a whole-clip ``--servers`` run, and a ``(video, WholeClip or None, error)`` per clip.
+
+    Each unit's outputs are fetched into ``passing`` and its ``collect`` puts them under their final names and
+    records the clip; clips recorded as done (unless ``force``) and clips refused get no unit."""
+    from ..nodes.errors import InputError
+    from . import manifest, whole_clips
+
+    manifest.check_stems(videos)
+    units, clips = [], []
+    for video in map(pathlib.Path, videos):
+        try:
+            clip = whole_clips.open_clip(prompt, video, output_dir, force)
+        except (InputError, OSError) as exc:
+            clips.append((video, None, str(exc)))
+            continue
+        clips.append((video, clip, None))
+        if clip.done is None:
+            (unit,) = clip_units(prompt, [video], passing)
+
+            def collect(result, clip=clip):
+                result.files = clip.place(result.files)
+
+            unit.collect = collect
+            units.append(unit)
+    return units, clips
+
+
+def _whole_clip_lines(clips: list) -> list[str]:
+    """Table lines for the clips a whole-clip run did not send: skipped (done) or refused."""
+    lines = []
+    for video, clip, error in clips:
+        if error is not None:
+            lines.append(f"{video.name:<24} FAILED          {error}")
+        elif clip.done is not None:
+            lines.append(f"{video.name:<24} skipped (done)  {', '.join(map(str, clip.done))}")
+    return lines
+
+
 async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Path, sets, urls: list[str],
                            unit_timeout: Optional[float] = None, say: Callable[[str], None] = print,
                            depth: int = DEFAULT_DEPTH, chunks=None, listener=None, stream=None,
-                           table: Callable[[str], None] = None) -> RemoteRun:
+                           table: Callable[[str], None] = None, force: bool = False) -> RemoteRun:
     """Check the servers, prepare the units, run them, show the table (see the module docstring).
 
     ``say`` gets the progress lines, ``table`` the summary table (default: ``say``); ``chunks`` the
     ``--chunk-frames`` options (``clip_job.ChunkOptions``) or None for whole clips;
-    ``listener(event, info)`` sees every fleet event too. Exit status 0 when every clip is done, 1 when one
-    failed, 2 when no server can run the workflow or the workflow, ``--set`` or chunk options are wrong.
+    ``listener(event, info)`` sees every fleet event too; ``force`` redoes clips (and chunks) recorded as done.
+    Exit status 0 when every clip is done, 1 when one failed, 2 when no server can run the workflow or the
+    workflow, ``--set`` or chunk options are wrong.
     """
+    from . import whole_clips
+
     fleet = Fleet(urls, token_from_env(), depth=depth, unit_timeout=unit_timeout)
     clips: list = []
+    wholes: list = []
+    whole_clips.sweep_stale(output_dir)
+    passing = whole_clips.passing_folder(output_dir)
     try:
         checks = await fleet.check()
         for c in checks:
@@ -132,7 +182,7 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
                                                            registry.display_name)):
                 say(line)
             if chunks is None:
-                units = clip_units(prompt, videos, output_dir)
+                units, wholes = await asyncio.to_thread(whole_clip_units, prompt, videos, output_dir, passing, force)
             else:
                 from . import remote_chunks  # deferred: it imports torch and av (..kernels), which only chunks need
 
@@ -167,6 +217,12 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
             display.close()
         text = fleet_console.format_summary(results, fleet)
         ok = all(r.ok for r in results)
+        others = _whole_clip_lines(wholes)
+        if others:
+            ok = ok and all(error is None for _, _, error in wholes)
+            done = sum(1 for _, clip, _ in wholes if clip is not None and clip.done is not None)
+            text = "\n".join(others) + "\n\n" + text + (f"\n{done} clip{'s' if done != 1 else ''} skipped (done)"
+                                                     " (--force runs them again)" if done else "")
         if chunks is not None:
             waiting = [c for c in clips if c.error is None and c.frames is None]
             for clip in waiting:  # every chunk was done before this run: only the stitching is left
@@ -179,6 +235,7 @@ async def run_remote_async(workflow: dict, videos: list, output_dir: pathlib.Pat
         return RemoteRun(0 if ok else 1, results, fleet, clips)
     finally:
         await fleet.close()
+        whole_clips.drop_passing(passing)
 
 
 def run_remote(workflow: dict, videos: list, output_dir: pathlib.Path, sets, servers: str,
