@@ -35,12 +35,12 @@ from typing import Iterable, Optional
 
 from ..nodes.errors import InputError
 from . import manifest
+from .fleet_units import SAVE_PREFIX_INPUTS
 
 RUN_VERSION = 1
 """Bumped when the meaning of a whole-clip key changes (forces re-runs)."""
 PASSING_ROOT = "zsvr_runner"
 """The subfolder of an output folder where a run's files wait for their final names."""
-SAVE_PREFIX_INPUTS = ("filename_prefix",)
 LOADER = "ZSVR_LoadVideo"
 KEY_VIDEO = "<clip>"
 """What the loaders' ``video`` input reads in the prompt a key is computed from."""
