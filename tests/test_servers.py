@@ -835,7 +835,6 @@ class ComfyServer:
 
     def __init__(self, comfy_dir: pathlib.Path, base: pathlib.Path, models: pathlib.Path | None, with_pack: bool):
         import socket
-        import subprocess
 
         self.base = base
         nodes_dir = base / "custom_nodes"
@@ -854,12 +853,24 @@ class ComfyServer:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = base / "server.log"
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-               "--disable-api-nodes"]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT,
+        self.comfy_dir = comfy_dir
+        self.cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                    "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+                    "--disable-api-nodes"]
+        self._launch()
+
+    def _launch(self) -> None:
+        import subprocess
+
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.comfy_dir, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+
+    def restart(self) -> None:
+        """Start the server again on the same port and base folder once its process is gone (after :meth:`kill`);
+        call :meth:`wait_ready` to wait for it to answer."""
+        self.proc.wait(timeout=30)
+        self._launch()
 
     def wait_ready(self, limit: float = 240.0) -> None:
         import time
