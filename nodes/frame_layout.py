@@ -39,7 +39,8 @@ from .shared_inputs import (  # noqa: F401  (re-exported)
     schedule_window_inputs,
 )
 
-__all__ = ["BatchLayout", "call_layout", "layout_key", "cached_plan", "gated_frame_kv", "map_frame_kv", "window_frames", "current_sigma",
+__all__ = ["BatchLayout", "call_layout", "layout_key", "cached_plan", "gated_frame_kv", "map_frame_kv",
+           "window_frames", "current_sigma",
            "schedule_gate", "schedule_window_inputs", "FRAMES_PER_VIDEO_TOOLTIP", "context_handler",
            "check_window_schedule", "check_core_sampler_windows", "with_sample_sigmas", "window_settings",
            "describe_windows"]
