@@ -16,7 +16,7 @@ from . import switch_protocol as protocol
 from .errors import kernel_inputs
 from .adapters import FAMILIES, adapter_for
 from .shared_inputs import (blocks_check, check_finite, check_schedule_window, schedule_gate, schedule_window_inputs,
-                            validate_widgets, window_check)
+                            validate_window_widgets)
 from .types import CATEGORY
 
 
@@ -52,8 +52,7 @@ class AttentionSwitch(io.ComfyNode):
     def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
         """Before anything runs: finite window ends in order, and a block list that parses (whether its blocks
         exist needs the model, so that is checked when the node runs)."""
-        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_check(blocks, check_block_syntax),
-                                start_percent=start_percent, end_percent=end_percent)
+        return validate_window_widgets(cls, start_percent, end_percent, blocks_check(blocks, check_block_syntax))
 
     @classmethod
     def execute(cls, model, blocks, start_percent, end_percent) -> io.NodeOutput:

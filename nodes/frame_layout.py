@@ -12,7 +12,8 @@ patch the batch rows are, read at every call and never assumed:
 
 The layout itself is ``kernels.frame_layout.batch_layout``; this module reads
 ComfyUI's options for it and words its errors for the node inputs. Used by
-``ZSVR_SWCFA`` (TDM) and ``ZSVR_SLRTemporalAttention`` (ZVRD).
+``ZSVR_SWCFA`` (TDM) and ``ZSVR_SLRTemporalAttention`` (ZVRD), whose ``attn1_patch`` work (the schedule gate,
+the per-layout plan cache, the key/value mapping) is :func:`gated_frame_kv` and :func:`cached_plan`.
 
 Core context windows for the samplers (:func:`context_handler`,
 :func:`check_window_schedule`, :func:`with_sample_sigmas`): how a whole clip
@@ -38,7 +39,8 @@ from .shared_inputs import (  # noqa: F401  (re-exported)
     schedule_window_inputs,
 )
 
-__all__ = ["BatchLayout", "call_layout", "layout_key", "map_frame_kv", "window_frames", "current_sigma",
+__all__ = ["BatchLayout", "call_layout", "layout_key", "cached_plan", "gated_frame_kv", "map_frame_kv",
+           "window_frames", "current_sigma",
            "schedule_gate", "schedule_window_inputs", "FRAMES_PER_VIDEO_TOOLTIP", "context_handler",
            "check_window_schedule", "check_core_sampler_windows", "with_sample_sigmas", "window_settings",
            "describe_windows"]
@@ -191,6 +193,48 @@ def layout_key(rows: int, extra_options, device) -> tuple:
     window = extra_options.get("context_window")
     index_list = getattr(window, "index_list", None)
     return (rows, chunks, tuple(index_list) if index_list is not None else None, getattr(window, "dim", 0), str(device))
+
+
+PLAN_CACHE_LAYOUTS = 64
+"""The most layouts a frame patch's plan cache holds before it is emptied (a run has a handful: batch sizes,
+cond/uncond splits, context windows)."""
+
+
+def cached_plan(plans: dict, rows: int, extra_options, device, make):
+    """A frame patch's plan for the layout of this attention call, made once per :func:`layout_key`.
+
+    ``make()`` builds the plan on the CPU (an object with ``is_identity`` and ``to(device)``, e.g.
+    ``kernels.cross_frame_attention.WindowPlan`` or ``kernels.temporal_attention.NeighbourPlan``); it is stored
+    moved to ``device``, or as None when it is the identity (the patch then passes its inputs through).
+    ``plans`` is the patch's own cache (a dict on its configuration), emptied when it holds more than
+    :data:`PLAN_CACHE_LAYOUTS` layouts.
+    """
+    key = layout_key(rows, extra_options, device)
+    if key not in plans:
+        plan = make()
+        if len(plans) > PLAN_CACHE_LAYOUTS:
+            plans.clear()
+        plans[key] = None if plan.is_identity else plan.to(device)
+    return plans[key]
+
+
+def gated_frame_kv(n, context, value, extra_options, gate, plan_for, apply):
+    """The work of a frame patch's ``attn1_patch`` once its layer is chosen: the key/value inputs with
+    ``apply(h, plan)`` on those laid out like the frames (:func:`map_frame_kv`), as ``(n, context, value)``.
+
+    ``gate`` is the schedule window's ``is_active(extra_options)`` (None: always on); ``plan_for(rows,
+    extra_options, device)`` is the patch's plan for this call's layout (None for an identity plan, see
+    :func:`cached_plan`). Returns None, and the patch passes its inputs through, when the call is outside the
+    window or the plan is the identity.
+    """
+    if gate is not None and not gate(extra_options):
+        return None
+    rows = n.shape[0]
+    plan = plan_for(rows, extra_options, n.device)
+    if plan is None:
+        return None
+    context, value = map_frame_kv(context, value, rows, lambda h: apply(h, plan))
+    return n, context, value
 
 
 def map_frame_kv(context, value, rows: int, fn):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import comfy.model_management
+import comfy.utils
 
 from ..kernels import inversion as inv_kernel
 from ..kernels.errors import a_or_an
@@ -107,3 +108,17 @@ def check_batch(cond, latent: torch.Tensor, input_name: str) -> None:
 
 def interrupt_check() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def progress_step():
+    """A ``step(done, total)`` callback for a kernel's per-item loop: it stops the run when the user cancels
+    (:func:`interrupt_check`) and drives one ComfyUI progress bar, made at the first call, when the total is known."""
+    bar: list = []
+
+    def step(done: int, total: int) -> None:
+        interrupt_check()
+        if not bar:
+            bar.append(comfy.utils.ProgressBar(total))
+        bar[0].update_absolute(done, total)
+
+    return step

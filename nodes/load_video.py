@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 
-import comfy.model_management
-import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
@@ -22,6 +20,7 @@ from ..kernels import video_io
 from .errors import InputError
 from . import example_media
 from .errors import kernel_inputs
+from .host import progress_step
 from .shared_inputs import check_finite, validate_widgets
 from .types import CATEGORY, ShotCuts
 
@@ -209,14 +208,6 @@ class LoadVideo(io.ComfyNode):
             raise InputError("shot_threshold", f"is {shot_threshold}",
                              f"use 0 (off) or a number up to 1 (default {sc.DEFAULT_THRESHOLD}; higher = fewer cuts)")
         path = example_media.video_path(video)
-        bar: list[comfy.utils.ProgressBar] = []
-
-        def progress(decoded: int, total: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            if not bar:
-                bar.append(comfy.utils.ProgressBar(total))
-            bar[0].update_absolute(decoded, total)
-
         with kernel_inputs(path="video"):
             result = video_io.load_video(
                 path,
@@ -230,19 +221,11 @@ class LoadVideo(io.ComfyNode):
                 size_multiple=size_multiple,
                 best_effort=best_effort,
                 pad_frames=pad_frames,
-                progress=progress,
+                progress=progress_step(),
                 audio=True,
             )
         audio = result.audio.as_comfy() if result.audio is not None else None
-        shot_bar: list[comfy.utils.ProgressBar] = []
-
-        def shot_step(done: int, total: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            if not shot_bar:
-                shot_bar.append(comfy.utils.ProgressBar(total))
-            shot_bar[0].update_absolute(done, total)
-
-        cuts = find_shot_cuts(result.images, float(shot_threshold), shot_step)
+        cuts = find_shot_cuts(result.images, float(shot_threshold), progress_step())
         return io.NodeOutput(result.images, float(result.fps), int(result.frame_count), audio, cuts,
                              ui={"text": [frames_note(result, start_frame, every_nth, frame_rule),
                                           shots_note(cuts, float(shot_threshold))]})

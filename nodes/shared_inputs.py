@@ -9,8 +9,9 @@
   input, float32 on the CPU).
 * **shot_cuts** (``ZSVR_SHOT_CUTS`` from ``ZSVR_LoadVideo``): :func:`shot_cuts_input`, :func:`check_shot_cuts`
   (when the node runs) and :func:`shot_starts_for` (the latent frames where shots start, at sampling time).
-* **Numbers typed into widgets**: :func:`validate_widgets` (a node's ``validate_inputs``: before anything runs)
-  and :func:`check_finite` (the first line of ``execute``: values that arrive through a link).
+* **Numbers typed into widgets**: :func:`validate_widgets` (a node's ``validate_inputs``: before anything runs;
+  :func:`validate_window_widgets` for a node with a schedule window) and :func:`check_finite` (the first line of
+  ``execute``: values that arrive through a link).
 
 Kernel errors become node errors in :mod:`.errors` (``kernel_inputs``).
 """
@@ -287,3 +288,11 @@ def window_check(start_percent, end_percent):
     if start_percent is None or end_percent is None:
         return lambda: None
     return lambda: check_schedule_window(start_percent, end_percent)
+
+
+def validate_window_widgets(node_cls, start_percent, end_percent, *more_checks, **values):
+    """The body of a schedule-gated node's ``validate_inputs``: :func:`validate_widgets` of the node's own
+    ``values`` and then the window ends (finite numbers in their ranges), then the window's order
+    (:func:`window_check`), then ``more_checks``."""
+    return validate_widgets(node_cls, window_check(start_percent, end_percent), *more_checks, **values,
+                            start_percent=start_percent, end_percent=end_percent)

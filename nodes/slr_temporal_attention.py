@@ -24,9 +24,8 @@ from .shared_inputs import (
     schedule_window,
     schedule_window_inputs,
     shot_cuts_input,
-    validate_widgets,
+    validate_window_widgets,
     video_frames,
-    window_check,
 )
 from .types import CATEGORY
 
@@ -78,9 +77,9 @@ class SLRTemporalAttention(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, trajectory_start=None, start_percent=None, end_percent=None):
-        """Before anything runs: finite numbers in their ranges, window ends in order."""
-        return validate_widgets(cls, window_check(start_percent, end_percent), trajectory_start=trajectory_start,
-                                start_percent=start_percent, end_percent=end_percent)
+        """Before anything runs: trajectory_start and the window ends are finite numbers in their ranges, the ends in
+        order."""
+        return validate_window_widgets(cls, start_percent, end_percent, trajectory_start=trajectory_start)
 
     @classmethod
     def execute(cls, model, trajectory_start, frames_per_video, image=None, start_percent=0.0,

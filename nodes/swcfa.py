@@ -21,8 +21,7 @@ from .shared_inputs import (
     frames_per_video_input,
     schedule_window,
     schedule_window_inputs,
-    validate_widgets,
-    window_check,
+    validate_window_widgets,
 )
 from .types import CATEGORY
 
@@ -75,8 +74,7 @@ class SWCFA(io.ComfyNode):
     def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None):
         """Before anything runs: finite window ends in order, and a block selection that parses (whether its ids
         exist needs the model, so that is checked when the node runs)."""
-        return validate_widgets(cls, window_check(start_percent, end_percent), blocks_check(blocks, check_unet_block_syntax),
-                                start_percent=start_percent, end_percent=end_percent)
+        return validate_window_widgets(cls, start_percent, end_percent, blocks_check(blocks, check_unet_block_syntax))
 
     @classmethod
     def execute(cls, model, radius, frames_per_video, blocks, start_percent, end_percent) -> io.NodeOutput:

@@ -21,9 +21,8 @@ from .shared_inputs import (
     schedule_window,
     schedule_window_inputs,
     shot_cuts_input,
-    validate_widgets,
+    validate_window_widgets,
     video_frames,
-    window_check,
 )
 from .types import CATEGORY
 
@@ -81,9 +80,9 @@ class TemporalConsistencyGuidance(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, weight=None, start_percent=None, end_percent=None):
-        """Before anything runs: finite numbers in their ranges, window ends in order."""
-        return validate_widgets(cls, window_check(start_percent, end_percent), weight=weight,
-                                start_percent=start_percent, end_percent=end_percent)
+        """Before anything runs: weight and the window ends are finite numbers in their ranges, the ends in
+        order."""
+        return validate_window_widgets(cls, start_percent, end_percent, weight=weight)
 
     @classmethod
     def execute(cls, model, image, weight, mode, frames_per_video, start_percent=0.0,

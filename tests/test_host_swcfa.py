@@ -363,3 +363,38 @@ def test_the_schedule_gate_reads_the_sigma_once_per_model_call(host):
     assert [frame_layout.current_sigma({"sigmas": first}) for _ in range(16)] == [3.0] * 16
     assert frame_layout.current_sigma({"sigmas": second}) == 2.0 and frame_layout.current_sigma({}) is None
     assert first.reads == 1 and second.reads == 1
+
+
+def test_the_frame_patches_share_one_plan_cache_and_one_gated_key_value_mapping(host):
+    """``frame_layout.cached_plan`` makes a plan once per layout, keeps an identity plan as None and is emptied past
+    64 layouts; ``frame_layout.gated_frame_kv`` (the work of the SW-CFA and SLR ``attn1_patch``) maps only the
+    key/value inputs laid out like the frames, and returns None outside the window or for an identity plan."""
+    import sys
+
+    frame_layout = sys.modules[f"{host.pack.__name__}.nodes.frame_layout"]
+    plans, made = {}, []
+
+    def make(radius):
+        made.append(radius)
+        return cfa.plan_windows([0, 0, 0, 0], [0, 1, 2, 3], radius)
+
+    opts = {"cond_or_uncond": [0]}
+    first = frame_layout.cached_plan(plans, 4, opts, "cpu", lambda: make(1))
+    again = frame_layout.cached_plan(plans, 4, opts, "cpu", lambda: make(2))
+    assert again is first and made == [1] and torch.equal(first.count, torch.tensor([2, 3, 3, 2]))
+    assert frame_layout.cached_plan(plans, 4, {"cond_or_uncond": [0, 1]}, "cpu", lambda: make(0)) is None
+    assert made == [1, 0] and len(plans) == 2
+    for rows in range(100, 164):
+        frame_layout.cached_plan(plans, rows, opts, "cpu", lambda: make(0))
+    # 2 + 63 layouts fill it to 65; the 64th new layout finds it over 64, empties it and is its only entry
+    assert list(plans) == [(163, 1, None, 0, "cpu")] and made == [1, 0] + [0] * 64
+
+    h = torch.arange(4 * 2 * 3, dtype=torch.float32).reshape(4, 2, 3)
+    text = torch.ones(1, 5, 3)  # a cross-attention context: another batch, passed through
+    plan_for = lambda rows, extra_options, device: first if rows == 4 else None  # noqa: E731
+    n, context, value = frame_layout.gated_frame_kv(h, h, text, opts, None, plan_for, cfa.apply_plan)
+    assert n is h and value is text and torch.allclose(context[1], h[0:3].mean(0)) and torch.allclose(
+        context[0], h[0:2].mean(0))
+    assert frame_layout.gated_frame_kv(h, h, h, opts, lambda o: False, plan_for, cfa.apply_plan) is None
+    single = h[:1]
+    assert frame_layout.gated_frame_kv(single, single, single, opts, lambda o: True, plan_for, cfa.apply_plan) is None

@@ -117,11 +117,11 @@ from ...kernels import temporal_attention as ta
 from ..errors import InputError
 from .. import run_state
 from ..frame_layout import (
+    cached_plan,
     call_layout,
     check_core_sampler_windows,
     current_sigma,
-    layout_key,
-    map_frame_kv,
+    gated_frame_kv,
     spatial_window,
 )
 
@@ -220,28 +220,21 @@ class SLRPatch(run_state.Config):
         return block is not None and block[0] == "output" and block[1] in self.decoder_blocks
 
     def plan(self, rows: int, extra_options, device) -> ta.NeighbourPlan | None:
-        key = layout_key(rows, extra_options, device)
-        if key not in self._plans:
+        def make() -> ta.NeighbourPlan:
             layout = call_layout(rows, extra_options, self.frames_per_video, who=WHO, shot_starts=self.shot_starts)
-            plan = ta.plan_neighbours(layout.video, layout.position)
-            if len(self._plans) > 64:
-                self._plans.clear()
-            self._plans[key] = None if plan.is_identity else plan.to(device)
-        return self._plans[key]
+            return ta.plan_neighbours(layout.video, layout.position)
+
+        return cached_plan(self._plans, rows, extra_options, device, make)
 
     def __call__(self, n, context_attn1, value_attn1, extra_options):
         if not self._in_decoder(extra_options):
             return n, context_attn1, value_attn1
-        if self.gate is not None and not self.gate(extra_options):
+        patched = gated_frame_kv(n, context_attn1, value_attn1, extra_options, self.gate, self.plan,
+                                 ta.neighbour_context)
+        if patched is None:
             return n, context_attn1, value_attn1
-        rows = n.shape[0]
-        plan = self.plan(rows, extra_options, n.device)
-        if plan is None:
-            return n, context_attn1, value_attn1
-        context, value = map_frame_kv(context_attn1, value_attn1, rows,
-                                      lambda h: ta.neighbour_context(h, plan))
         run_state.notify(extra_options, "slr.neighbour")
-        return n, context, value
+        return patched
 
     # -- eq. 6-7: the attn1 replace of the largest-resolution decoder layers --------------------------------
     def replace(self, q, k, v, extra_options):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ...kernels import cross_frame_attention as cfa
 from .. import run_state
-from ..frame_layout import call_layout, check_core_sampler_windows, layout_key, map_frame_kv
+from ..frame_layout import cached_plan, call_layout, check_core_sampler_windows, gated_frame_kv
 
 
 class SWCFAPatch(run_state.Config):
@@ -48,14 +48,11 @@ class SWCFAPatch(run_state.Config):
         return layout.video, layout.position, layout.window
 
     def plan(self, rows: int, extra_options, device) -> cfa.WindowPlan | None:
-        key = layout_key(rows, extra_options, device)
-        if key not in self._plans:
+        def make() -> cfa.WindowPlan:
             video, position, _ = self.frame_labels(rows, extra_options)
-            plan = cfa.plan_windows(video, position, self.radius)
-            if len(self._plans) > 64:
-                self._plans.clear()
-            self._plans[key] = None if plan.is_identity else plan.to(device)
-        return self._plans[key]
+            return cfa.plan_windows(video, position, self.radius)
+
+        return cached_plan(self._plans, rows, extra_options, device, make)
 
     def outer_sample(self, executor, *args, **kwargs):
         """OUTER_SAMPLE wrapper: a run the host's context handler cannot sample is refused before any step."""
@@ -69,13 +66,7 @@ class SWCFAPatch(run_state.Config):
         block = extra_options.get("block")
         if self.radius == 0 or block is None or block[1] not in self.blocks.get(block[0], ()):
             return n, context_attn1, value_attn1
-        if self.is_active is not None and not self.is_active(extra_options):
-            return n, context_attn1, value_attn1
-        rows = n.shape[0]
-        plan = self.plan(rows, extra_options, n.device)
-        if plan is None:
-            return n, context_attn1, value_attn1
         # only key/value inputs laid out like the frames are averaged (a cross-attention context is not)
-        context, value = map_frame_kv(context_attn1, value_attn1, rows,
-                                      lambda h: cfa.apply_plan(h, plan))
-        return n, context, value
+        patched = gated_frame_kv(n, context_attn1, value_attn1, extra_options, self.is_active, self.plan,
+                                 cfa.apply_plan)
+        return (n, context_attn1, value_attn1) if patched is None else patched
