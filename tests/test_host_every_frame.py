@@ -28,6 +28,13 @@ LONG = "ZSVD rain removal (whole long clip) - Wan 2.1.json"
 FPS = 8
 
 
+# The tiny settings of test_host_workflows.py, but the tiled VAE in one temporal tile: the (full-size, random) Wan
+# VAE is most of these tests' time, and its temporal tiles are exercised by test_host_workflows.py already.
+ONE_TILE = {**TINY[LONG], "settings": {**TINY[LONG]["settings"],
+                                       "VAEEncodeTiled": {"temporal_size": 64, "temporal_overlap": 4},
+                                       "VAEDecodeTiled": {"temporal_size": 64, "temporal_overlap": 4}}}
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     folder = tmp_path_factory.mktemp("every_frame")
@@ -40,7 +47,7 @@ def long_prompt(host):
 
     wf = importlib.import_module(f"{host.pack.__name__}.headless.workflow_format")
     data = json.loads((PACK_DIR / "workflows" / LONG).read_text())
-    return _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), TINY[LONG]), TINY[LONG])
+    return _tiny_run_prompt(_substitute_files(host, wf.ui_to_api(data, _input_types(host)), TINY[LONG]), ONE_TILE)
 
 
 def _assert_whole(video, source):
