@@ -68,7 +68,9 @@ import time
 
 import torch
 
-from .train import import_comfy, save_weights
+from .train import import_comfy
+from .training import prompt_embeddings as fixed_prompts
+from .training import save_weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODEL_DIR = HERE / "image_model"
@@ -170,8 +172,7 @@ def build_model(seed: int):
 
 def prompt_embeddings() -> dict[str, torch.Tensor]:
     """The two fixed prompts, ``{"null", "rain"}`` -> ``[TOKENS, TEXT_DIM]`` (seeded standard normal)."""
-    return {name: torch.randn(TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(seed))
-            for name, seed in PROMPT_SEEDS.items()}
+    return fixed_prompts(TOKENS, TEXT_DIM, PROMPT_SEEDS)
 
 
 def read_meta(folder: pathlib.Path = MODEL_DIR) -> dict:
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import rain
-    from .training import LossLog, ema_update, optimiser_step, warmup_cosine_lr
+    from .training import LossLog, train_for_budget
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -235,12 +236,9 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed + 1)
     ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
                      prompts["rain"][None].expand(args.pairs, -1, -1)])
-    budget = args.budget_min * 60.0
     log = LossLog(out / LOG, every=10)
-    step, last_save = 0, time.time()
-    t_train = time.time()
 
-    def checkpoint(final: bool) -> None:
+    def checkpoint(step: int, t_train: float, final: bool) -> None:
         shadow = build_model(args.seed).diffusion_model
         shadow.load_state_dict(ema)
         save_weights(shadow, out / WEIGHTS)
@@ -250,9 +248,7 @@ def main(argv=None) -> int:
                                        last_losses=log.last, first_losses=log.first))
         (out / META).write_text(json.dumps(record, indent=1))
 
-    while time.time() - t_train < budget:
-        frac = (time.time() - t_train) / budget
-        lr = warmup_cosine_lr(args.lr, step, 50, frac)
+    def losses():
         clean, rainy = train_frames(gen, args.pairs)
         x0 = to_model_space(torch.cat([clean, rainy]), mean, std)
         eps = torch.randn(x0[: args.pairs].shape, generator=gen).repeat(2, 1, 1, 1)
@@ -261,16 +257,10 @@ def main(argv=None) -> int:
         x = x0 + sigma.view(-1, 1, 1, 1) * eps
         pred = net(ms.calculate_input(sigma, x), ms.timestep(sigma).float(), ctx)
         per_frame = (pred - eps).pow(2).mean(dim=(1, 2, 3))
-        loss = per_frame.mean()
-        optimiser_step(opt, net, loss, lr)
-        step += 1
-        ema_update(ema, net, step, args.ema)
-        log.add(step, time.time() - t_start, lr, loss, per_frame[: args.pairs].mean(), per_frame[args.pairs:].mean())
-        if time.time() - last_save > args.save_every_min * 60:
-            checkpoint(final=False)
-            last_save = time.time()
-    checkpoint(final=True)
-    log.close()
+        return per_frame.mean(), per_frame[: args.pairs].mean(), per_frame[args.pairs:].mean()
+
+    train_for_budget(args.budget_min, args.save_every_min, base_lr=args.lr, warmup=50, opt=opt, net=net, ema=ema,
+                     ema_decay=args.ema, log=log, t_start=t_start, losses=losses, checkpoint=checkpoint)
     print((out / META).read_text())
     return 0
 
