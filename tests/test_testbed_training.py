@@ -91,3 +91,16 @@ def test_prompt_embeddings_are_fixed_by_their_seeds():
     a = training.prompt_embeddings(3, 5, {"null": 1, "rain": 2})
     b = training.prompt_embeddings(3, 5, {"rain": 2})
     assert a["null"].shape == (3, 5) and torch.equal(a["rain"], b["rain"]) and not torch.equal(a["null"], a["rain"])
+
+
+def test_prompt_batch_puts_the_null_rows_first_and_save_ema_writes_the_ema_not_the_net(tmp_path):
+    prompts = {"null": torch.zeros(2, 3), "rain": torch.ones(2, 3)}
+    ctx = training.prompt_batch(prompts, pairs=2)
+    assert ctx.shape == (4, 2, 3) and ctx[:2].sum() == 0 and ctx[2:].sum() == 12
+    from safetensors.torch import load_file
+
+    shadow = torch.nn.Linear(2, 1, bias=False)
+    ema = {"weight": torch.tensor([[0.25, -1.5]])}
+    training.save_ema(shadow, ema, tmp_path / "w.safetensors")
+    written = load_file(str(tmp_path / "w.safetensors"))
+    assert written["weight"].dtype == torch.float16 and written["weight"].float().tolist() == [[0.25, -1.5]]

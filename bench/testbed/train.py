@@ -66,7 +66,6 @@ import time
 import torch
 
 from .training import prompt_embeddings as fixed_prompts
-from .training import save_weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODEL_DIR = HERE / "model"
@@ -156,7 +155,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import clips, latent, rain
-    from .training import LossLog, train_for_budget
+    from .training import LossLog, prompt_batch, save_ema, train_for_budget, write_prompts
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -175,9 +174,7 @@ def main(argv=None) -> int:
     net.train()
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     prompts = prompt_embeddings()
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in prompts.items()}, str(out / PROMPTS))
+    write_prompts(prompts, out / PROMPTS)
     meta = {
         "weights": WEIGHTS, "prompts": PROMPTS, "tokens": TOKENS, "prompt_seeds": PROMPT_SEEDS,
         "pixel_mean": mean, "pixel_std": std, "unet_config": {k: list(v) if isinstance(v, tuple) else v
@@ -193,14 +190,11 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": text_path, "mult": args.text_lr_mult}],
                             lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * len(earlier))  # a later phase draws new clips
-    ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
-                     prompts["rain"][None].expand(args.pairs, -1, -1)])
+    ctx = prompt_batch(prompts, args.pairs)
     log = LossLog(out / LOG, every=20, append=bool(earlier), phase=len(earlier))
 
     def checkpoint(step: int, t_train: float, final: bool) -> None:
-        shadow = build_model(args.seed).diffusion_model
-        shadow.load_state_dict(ema)
-        save_weights(shadow, out / WEIGHTS)
+        save_ema(build_model(args.seed).diffusion_model, ema, out / WEIGHTS)
         now = dict(meta["train"], steps=step, wall_min=round((time.time() - t_start) / 60, 2), final=final,
                    last_losses=log.last, init=str(args.init.name) if args.init else None)
         record = dict(meta, train=now)

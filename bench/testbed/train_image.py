@@ -70,7 +70,6 @@ import torch
 
 from .train import import_comfy
 from .training import prompt_embeddings as fixed_prompts
-from .training import save_weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODEL_DIR = HERE / "image_model"
@@ -208,7 +207,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     from . import rain
-    from .training import LossLog, train_for_budget
+    from .training import LossLog, prompt_batch, save_ema, train_for_budget, write_prompts
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -220,9 +219,7 @@ def main(argv=None) -> int:
     net.train()
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     prompts = prompt_embeddings()
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in prompts.items()}, str(out / PROMPTS))
+    write_prompts(prompts, out / PROMPTS)
     meta = {
         "weights": WEIGHTS, "prompts": PROMPTS, "tokens": TOKENS, "prompt_seeds": PROMPT_SEEDS,
         "latent": "luma (BT.601) normalised, 2x2 pixel-unshuffle: [4, 16, 16] per 32x32 frame; frames are the batch",
@@ -234,14 +231,11 @@ def main(argv=None) -> int:
     }
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
-                     prompts["rain"][None].expand(args.pairs, -1, -1)])
+    ctx = prompt_batch(prompts, args.pairs)
     log = LossLog(out / LOG, every=10)
 
     def checkpoint(step: int, t_train: float, final: bool) -> None:
-        shadow = build_model(args.seed).diffusion_model
-        shadow.load_state_dict(ema)
-        save_weights(shadow, out / WEIGHTS)
+        save_ema(build_model(args.seed).diffusion_model, ema, out / WEIGHTS)
         record = dict(meta, train=dict(meta["train"], steps=step, frames_seen=2 * args.pairs * step,
                                        wall_min=round((time.time() - t_start) / 60, 2),
                                        train_min=round((time.time() - t_train) / 60, 2), final=final,

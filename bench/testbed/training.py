@@ -81,6 +81,25 @@ def prompt_embeddings(tokens: int, width: int, seeds: dict[str, int]) -> dict[st
             for name, seed in seeds.items()}
 
 
+def write_prompts(prompts: dict[str, torch.Tensor], path: pathlib.Path) -> None:
+    """Save the fixed prompts beside the weights (safetensors), for the host nodes that feed them to a graph."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in prompts.items()}, str(path))
+
+
+def prompt_batch(prompts: dict[str, torch.Tensor], pairs: int) -> torch.Tensor:
+    """The text batch of a training step: ``pairs`` rows of the null prompt (the clean twins), then ``pairs`` of
+    "rain" (the rainy twins)."""
+    return torch.cat([prompts["null"][None].expand(pairs, -1, -1), prompts["rain"][None].expand(pairs, -1, -1)])
+
+
+def save_ema(shadow: torch.nn.Module, ema: dict[str, torch.Tensor], path: pathlib.Path) -> None:
+    """Write the EMA weights: loaded into ``shadow`` (a fresh network of the trained one's shape), saved fp16."""
+    shadow.load_state_dict(ema)
+    save_weights(shadow, path)
+
+
 def save_weights(module: torch.nn.Module, path: pathlib.Path) -> None:
     """Write a state dict as fp16 safetensors (atomically)."""
     from safetensors.torch import save_file
