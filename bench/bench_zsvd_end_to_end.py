@@ -733,21 +733,38 @@ def run_cogvideox(args, host, mm, sizes, device, dtype, models_dir, result, sink
         free_everything()
 
 
+def run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair: bool):
+    """(e) (``pair`` False: one Wan 2.1 model, with the plain-CFG baseline in the same prompt) or (f) (a pair of
+    experts, no baseline): the ZSVD graph run timed, under the VRAM cap if one is asked for.
+    Returns (the timed run, its :func:`summarise_pack` figures, the cap or None)."""
+    cuda = device.type == "cuda"
+    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
+    nodes = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}}}
+    if pair:
+        nodes["unet_low"] = {"class_type": "UNETLoader",
+                             "inputs": {"unet_name": WAN_LOW_FILE, "weight_dtype": "default"}}
+    nodes["vae_loader"] = {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}
+    loader = {"nodes": nodes, "model": _link("unet", 0), "vae": _link("vae_loader", 0)}
+    if pair:
+        loader["low_noise"] = _link("unet_low", 0)
+    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
+                         baseline=not pair, decode=args.decode, inversion_cfg=1.0)
+    what, error_key, label = (("a pair of Wan experts (Wan 2.2 A14B's way): one inversion, one edit",
+                               "wan22_pair_error", "Wan pair") if pair else
+                              ("Wan 2.1: ZSVD edit and plain two-row CFG from one inversion", "wan_error", "Wan"))
+    log(f"pack workflow on {what}")
+    timed = run_pack_prompt(host, mm, prompt, device, cap, memlog, sink, result, save, error_key, label)
+    figures = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
+                                     "vae_decode": ["decode"], "load": list(nodes)})
+    return timed, figures, cap
+
+
 def run_wan(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save) -> None:
     cuda = device.type == "cuda"
     log("building the random Wan 2.1 checkpoint and VAE")
     seconds, built = build_wan(models_dir, sizes, device, dtype, args.seed)
     result["wan_build_s"] = r(seconds, 2)
-    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
-    loader = {"nodes": {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
-                        "vae_loader": {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}},
-              "model": _link("unet", 0), "vae": _link("vae_loader", 0)}
-    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
-                         baseline=True, decode=args.decode, inversion_cfg=1.0)
-    log("pack workflow on Wan 2.1: ZSVD edit and plain two-row CFG from one inversion")
-    timed = run_pack_prompt(host, mm, prompt, device, cap, memlog, sink, result, save, "wan_error", "Wan")
-    wan = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
-                                 "vae_decode": ["decode"], "load": ["unet", "vae_loader"]})
+    timed, wan, cap = run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair=False)
     s = timed["node_s"]
     wan["plain_cfg_edit_s"] = r(s.get("cfg_edit"))
     wan["edit_vs_plain_cfg"] = r(s["edit"] / s["cfg_edit"], 4) if s.get("cfg_edit") else None
@@ -781,18 +798,7 @@ def run_wan22_pair(args, host, mm, sizes, device, dtype, models_dir, result, sin
     seconds = build_wan(models_dir, sizes, device, dtype, args.seed)[0]
     seconds += build_wan_low_noise(models_dir, sizes, device, dtype, args.seed)[0]
     result["wan22_pair_build_s"] = r(seconds, 2)
-    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
-    loader = {"nodes": {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
-        "unet_low": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_LOW_FILE, "weight_dtype": "default"}},
-        "vae_loader": {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}},
-        "model": _link("unet", 0), "low_noise": _link("unet_low", 0), "vae": _link("vae_loader", 0)}
-    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
-                         baseline=False, decode=args.decode, inversion_cfg=1.0)
-    log("pack workflow on a pair of Wan experts (Wan 2.2 A14B's way): one inversion, one edit")
-    timed = run_pack_prompt(host, mm, prompt, device, cap, memlog, sink, result, save, "wan22_pair_error", "Wan pair")
-    pair = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
-                                  "vae_decode": ["decode"], "load": ["unet", "unet_low", "vae_loader"]})
+    timed, pair, cap = run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair=True)
     pair.update(expert_loads(memlog.lines))
     pair["settings"] = wan_settings(sizes, expert_boundary=0.5)
     one = result.get("wan21_1_3b")
