@@ -151,15 +151,13 @@ def main(argv=None) -> int:
                     help="continue from these weights (a later phase: fresh optimiser and warm-up, the loss log "
                          "and testbed.json's phases are appended to)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
 
     from . import clips, latent, rain
-    from .training import LossLog, prompt_batch, save_ema, train_for_budget, write_prompts
+    from .training import (LossLog, ema_copy, prompt_batch, save_ema, start_run, train_for_budget,
+                           write_prompts)
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    t_start = start_run(args.seed, out)
     mean, std = clips.training_pixel_stats()
     model = build_model(args.seed)
     net = model.diffusion_model
@@ -171,8 +169,7 @@ def main(argv=None) -> int:
         if (out / META).is_file():
             old = json.loads((out / META).read_text())["train"]
             earlier = old.get("phases", [old])
-    net.train()
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    ema = ema_copy(net)
     prompts = prompt_embeddings()
     write_prompts(prompts, out / PROMPTS)
     meta = {

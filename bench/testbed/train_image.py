@@ -203,21 +203,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=pathlib.Path, default=MODEL_DIR)
     ap.add_argument("--save-every-min", type=float, default=5.0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
 
     from . import rain
-    from .training import LossLog, prompt_batch, save_ema, train_for_budget, write_prompts
+    from .training import (LossLog, ema_copy, prompt_batch, save_ema, start_run, train_for_budget,
+                           write_prompts)
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    t_start = start_run(args.seed, out)
     mean, std = training_luma_stats()
     model = build_model(args.seed)
     net = model.diffusion_model
     ms = model.model_sampling
-    net.train()
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    ema = ema_copy(net)
     prompts = prompt_embeddings()
     write_prompts(prompts, out / PROMPTS)
     meta = {

@@ -75,6 +75,21 @@ def optimiser_step(opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch
     opt.step()
 
 
+def start_run(seed: int, out: pathlib.Path) -> float:
+    """What every training run starts with: one CPU thread (the committed weights' conditions), the global seed,
+    the output folder made; returns the start time (the wall clock the records count from)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    return time.time()
+
+
+def ema_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Put ``net`` in training mode and return the EMA's starting point: a detached copy of its weights."""
+    net.train()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def prompt_embeddings(tokens: int, width: int, seeds: dict[str, int]) -> dict[str, torch.Tensor]:
     """The fixed prompts, name -> ``[tokens, width]`` standard normal drawn from the name's seed in ``seeds``."""
     return {name: torch.randn(tokens, width, generator=torch.Generator().manual_seed(seed))
