@@ -67,9 +67,7 @@ def _synthetic(frames, height, width):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="CPU-sized problem (8 frames of 128x128, float32)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
-    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+    layer_timing.add_device_args(parser, "CPU-sized problem (8 frames of 128x128, float32)")
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--size", type=int, default=None, help="image height = width in pixels (latent = /8)")
     parser.add_argument("--chunks", type=int, default=None, help="cond/uncond chunks in the batch (2 = CFG)")

@@ -46,9 +46,7 @@ import layer_timing  # noqa: E402  (bench/: the timing rule and result names ben
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="CPU-sized problem (8 frames of 128x224, float32)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
-    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+    layer_timing.add_device_args(parser, "CPU-sized problem (8 frames of 128x224, float32)")
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--height", type=int, default=None, help="image height in pixels (latent = /8)")
     parser.add_argument("--width", type=int, default=None, help="image width in pixels (latent = /8)")

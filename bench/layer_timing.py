@@ -47,6 +47,14 @@ def median_best(fn, device: torch.device, warmup: int, repeat: int, peak: bool =
     return result + (extra,) if peak else result
 
 
+def add_device_args(parser, small_help: str) -> None:
+    """The options :func:`device_and_dtype` reads: ``--small`` (``small_help``: the bench's CPU-sized problem),
+    ``--device`` and ``--dtype``."""
+    parser.add_argument("--small", action="store_true", help=small_help)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
+    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+
+
 def device_and_dtype(args) -> tuple[torch.device, torch.dtype]:
     """Fill ``args.device`` (CUDA if there is one, CPU with ``args.small``) and ``args.dtype`` (float16 on CUDA,
     float32 on the CPU) where the command line left them out; return them as torch objects."""
