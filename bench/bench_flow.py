@@ -32,20 +32,19 @@ import platform
 import runpy
 import statistics
 import sys
-import time
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
+if str(PACK_DIR / "bench") not in sys.path:
+    sys.path.insert(0, str(PACK_DIR / "bench"))
+import layer_timing  # noqa: E402  (bench/: the timing rule bench_slr.py and bench_swcfa.py share)
 
 
 def _time(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+    """Median and best seconds of ``repeat`` calls after one warm-up (:func:`layer_timing.median_best` on the CPU)."""
+    import torch
+
+    return layer_timing.median_best(fn, torch.device("cpu"), 1, repeat)
 
 
 def _synthetic(frames, height=480, width=720):

@@ -202,30 +202,15 @@ def testbed_cuts_worker(spec: dict) -> dict:
     import torch
 
     sys.path.insert(0, str(BENCH_DIR))
+    _tests_on_path()
+    import host_harness
     from bench_testbed import boot
     from testbed import host_nodes
 
     work = pathlib.Path(spec["work"])
     host, sink, _ = boot(pathlib.Path(spec["comfyui"]), work)
     store: dict = {}
-
-    class Latent:
-        CATEGORY = "ZSVR/testbed"
-        RETURN_TYPES = ("LATENT",)
-        FUNCTION = "get"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"key": ("STRING", {"default": ""})}}
-
-        @classmethod
-        def IS_CHANGED(cls, key):
-            return str(id(store.get(key)))
-
-        def get(self, key):
-            return (store[key],)
-
-    host.nodes.NODE_CLASS_MAPPINGS["ZSVRBench_Latent"] = Latent
+    host.nodes.NODE_CLASS_MAPPINGS["ZSVRBench_Latent"] = host_harness.inject_node(store, "ZSVR/testbed", "LATENT")
     data = host_nodes.heldout_clips()
     rainy = torch.cat([data["rainy"][i] for i in TESTBED_CLIPS])
     clean = torch.cat([data["clean"][i] for i in TESTBED_CLIPS])

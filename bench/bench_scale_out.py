@@ -44,14 +44,10 @@ import pathlib
 import platform
 import runpy
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 PACK_DIR = BENCH_DIR.parent
@@ -64,52 +60,20 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # the tests' helpers (host_harness, long_clips, ...) import one another by name
 
 
-class PinnedServer:
-    """``python main.py --cpu`` on 127.0.0.1 pinned to one core, in its own process group."""
+def pinned_server(comfy_dir: pathlib.Path, base: pathlib.Path, models: pathlib.Path, core: int):
+    """The tests' ComfyUI server (``tests/test_servers.py``'s ``ComfyServer``: ``python main.py --cpu`` on
+    127.0.0.1 in its own process group, with the pack and the tests' RandomConditioning as a stand-in pack) pinned
+    to CPU core ``core`` (``taskset -c``) with one torch thread (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``)."""
+    from test_servers import ComfyServer
 
-    def __init__(self, comfy_dir: pathlib.Path, base: pathlib.Path, models: pathlib.Path, core: int, nodes_src: str):
-        (base / "custom_nodes" / "zsvr_test_nodes").mkdir(parents=True)
-        (base / "input").mkdir()
-        os.symlink(PACK_DIR, base / "custom_nodes" / "comfyui-zsvr")
-        (base / "custom_nodes" / "zsvr_test_nodes" / "__init__.py").write_text(nodes_src)
-        os.symlink(models, base / "models")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.core = core
-        self.log = base / "server.log"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        cmd = ["taskset", "-c", str(core), sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
-               str(self.port), "--disable-auto-launch", "--base-directory", str(base), "--database-url",
-               "sqlite:///:memory:", "--disable-api-nodes"]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+    class PinnedServer(ComfyServer):
+        def _launch(self) -> None:
+            if self.cmd[0] != "taskset":  # the first launch; a restart keeps the pinned command
+                self.cmd = ["taskset", "-c", str(core), "env", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", *self.cmd]
+            super()._launch()
 
-    def wait_ready(self, limit: float = 300.0) -> None:
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server on core {self.core} exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/system_stats", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"server on core {self.core} did not answer in {limit} s")
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout=20)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+    server = PinnedServer(comfy_dir, base, models, with_pack=True)
+    return server
 
 
 def tiny_models(comfy_dir: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
@@ -202,12 +166,10 @@ def main(argv=None) -> int:
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         parser.error("needs taskset and at least two CPU cores (one per server)")
     units = args.units or (4 if args.small else 8)
-    # the tests' RandomConditioning as the servers' stand-in pack (as tests/test_servers.py installs it)
-    random_conditioning_pack = (TESTS_DIR / "random_conditioning.py").read_text()
 
     from zsvr.headless import fleet, fleet_preflight, server_client
 
-    started: list[PinnedServer] = []
+    started: list = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="zsvr-scale-out-") as tmp:
         work = pathlib.Path(tmp)
@@ -215,10 +177,9 @@ def main(argv=None) -> int:
             models = tiny_models(comfy_dir, work / "models")
             clips = make_clips(work / "clips", 2 * units + 2)  # 2 warm-up, then a set per configuration
             warm, first, second = clips[:2], clips[2:2 + units], clips[2 + units:]
-            started = [PinnedServer(comfy_dir, work / f"s{core}", models, core, random_conditioning_pack)
-                       for core in (0, 1)]
+            started = [pinned_server(comfy_dir, work / f"s{core}", models, core) for core in (0, 1)]
             for s in started:
-                s.wait_ready()
+                s.wait_ready(300.0)
 
             async def registry():
                 async with server_client.ServerClient(started[0].url) as client:

@@ -40,42 +40,22 @@ figures as JSON to ``bench/results/``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
-import platform
-import re
 import runpy
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
+if str(PACK_DIR / "bench") not in sys.path:
+    sys.path.insert(0, str(PACK_DIR / "bench"))
+import layer_timing  # noqa: E402  (bench/: the timing rule and result names bench_swcfa.py shares)
 
 # SD1.5 self-attention layers: (level, channel multiplier, encoder+middle count, decoder count)
 SD15_LEVELS = [(0, 1, 2, 3), (1, 2, 2, 3), (2, 4, 2, 3), (3, 4, 1, 0)]
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device, warmup, repeat):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
 
 
 def _synthetic(frames, height, width):
@@ -87,9 +67,7 @@ def _synthetic(frames, height, width):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="CPU-sized problem (8 frames of 128x128, float32)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
-    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+    layer_timing.add_device_args(parser, "CPU-sized problem (8 frames of 128x128, float32)")
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--size", type=int, default=None, help="image height = width in pixels (latent = /8)")
     parser.add_argument("--chunks", type=int, default=None, help="cond/uncond chunks in the batch (2 = CFG)")
@@ -102,12 +80,7 @@ def main() -> int:
     from zsvr.kernels import optical_flow as of
     from zsvr.kernels import temporal_attention as ta
 
-    if args.device is None:
-        args.device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
-    device = torch.device(args.device)
-    if args.dtype is None:
-        args.dtype = "float32" if device.type == "cpu" else "float16"
-    dtype = getattr(torch, args.dtype)
+    device, dtype = layer_timing.device_and_dtype(args)
     frames = args.frames or (8 if args.small else 16)
     size = args.size or (128 if args.small else 512)
     chunks = args.chunks or (1 if args.small else 2)
@@ -117,7 +90,7 @@ def main() -> int:
     rows = frames * chunks
     latent = size // 8
     gen = torch.Generator().manual_seed(0)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    device_name = layer_timing.device_name(device)
     print(f"SLR temporal attention benchmark on {device_name} ({device}, {args.dtype}), torch {torch.__version__}")
     print(f"{frames} frames x {chunks} chunk(s) of {size}x{size} (latent {latent}x{latent}), SD1.5 self-attention "
           f"layers, {heads} heads; median/best of {repeat} after {warmup} warm-up")
@@ -156,8 +129,8 @@ def main() -> int:
             def neighbour():
                 return F.linear(neighbour_inner()[1], w_o)
 
-            timings = {"plain": _time(plain, device, warmup, repeat),
-                       "neighbour": _time(neighbour, device, warmup, repeat)}
+            timings = {"plain": layer_timing.median_best(plain, device, warmup, repeat),
+                       "neighbour": layer_timing.median_best(neighbour, device, warmup, repeat)}
             if level == 0:
                 grid = (side, side)
                 patch = max(8, round(size / side))
@@ -187,7 +160,8 @@ def main() -> int:
                         out[sl] = ta.trajectory_attention(o[sl], fwd, bwd, heads)
                     return F.linear(out, w_o)
 
-                timings["trajectory"] = _time(trajectory, device, max(1, warmup // 2), max(1, repeat // 2))
+                timings["trajectory"] = layer_timing.median_best(trajectory, device, max(1, warmup // 2),
+                                                                   max(1, repeat // 2))
             per_level[level] = {"tokens": tokens, "channels": c, "encoder_layers": enc, "decoder_layers": dec,
                                 **{f"{k}_ms": v[0] * 1e3 for k, v in timings.items()},
                                 **{f"{k}_best_ms": v[1] * 1e3 for k, v in timings.items()}}
@@ -207,8 +181,8 @@ def main() -> int:
         nchw = frames_.permute(0, 3, 1, 2).contiguous()
         return lambda: estimator(torch.stack([nchw[0], nchw[1]]), torch.stack([nchw[1], nchw[0]]))
 
-    flow_image_ms = _time(flow_pair(cpu_frames), torch.device("cpu"), 1, 5)[0] * 1e3
-    flow_x0_ms = _time(flow_pair(x0_frames), torch.device("cpu"), 1, 5)[0] * 1e3
+    flow_image_ms = layer_timing.median_best(flow_pair(cpu_frames), torch.device("cpu"), 1, 5)[0] * 1e3
+    flow_x0_ms = layer_timing.median_best(flow_pair(x0_frames), torch.device("cpu"), 1, 5)[0] * 1e3
 
     plain_step = sum(v["plain_ms"] * (v["encoder_layers"] + v["decoder_layers"]) for v in per_level.values())
     slr_before = sum(v["plain_ms"] * v["encoder_layers"] + v["neighbour_ms"] * v["decoder_layers"]
@@ -240,10 +214,7 @@ def main() -> int:
           f"(input video, once per run: {summary['flow_once_per_run_image_ms']:.0f} ms); {flow_x0_ms:.1f} ms at "
           f"{x0_side}x{x0_side} (x0 preview, every step after T_TA: {flow_per_step_x0:.0f} ms)")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = re.sub(r"[^A-Za-z0-9]+", "-", device_name).strip("-").lower() or device.type
-    path = args.out / f"slr_{tag}_{'small_' if args.small else ''}{stamp}.json"
+    path = layer_timing.result_path(args.out, "slr", device_name, device, args.small)
     path.write_text(json.dumps({
         "benchmark": "slr_temporal_attention", "device": str(device), "device_name": device_name,
         "dtype": args.dtype, "torch": torch.__version__, "frames": frames, "chunks": chunks, "size": size,

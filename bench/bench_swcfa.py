@@ -29,52 +29,24 @@ a correctness check.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
-import platform
-import re
 import runpy
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 runpy.run_path(str(PACK_DIR / "pack_import.py"))["import_pack"]()  # the pack as `zsvr`, its folder off sys.path
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device, warmup, repeat):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - base
-    return statistics.median(times), min(times), peak
+if str(PACK_DIR / "bench") not in sys.path:
+    sys.path.insert(0, str(PACK_DIR / "bench"))
+import layer_timing  # noqa: E402  (bench/: the timing rule and result names bench_slr.py shares)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="CPU-sized problem (8 frames of 128x224, float32)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available, cpu with --small)")
-    parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"])
+    layer_timing.add_device_args(parser, "CPU-sized problem (8 frames of 128x224, float32)")
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--height", type=int, default=None, help="image height in pixels (latent = /8)")
     parser.add_argument("--width", type=int, default=None, help="image width in pixels (latent = /8)")
@@ -88,12 +60,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from zsvr.kernels import cross_frame_attention as cfa
-    if args.device is None:
-        args.device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
-    device = torch.device(args.device)
-    if args.dtype is None:
-        args.dtype = "float32" if device.type == "cpu" else "float16"
-    dtype = getattr(torch, args.dtype)
+    device, dtype = layer_timing.device_and_dtype(args)
     frames = args.frames or (8 if args.small else 16)
     height = args.height or (128 if args.small else 512)
     width = args.width or (224 if args.small else 896)
@@ -120,13 +87,13 @@ def main() -> int:
     def plain():
         return attention(x, x, x)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    device_name = layer_timing.device_name(device)
     print(f"SW-CFA layer benchmark on {device_name} ({device}, {args.dtype}), torch {torch.__version__}")
     print(f"{frames} frames of {width}x{height} -> {tokens} tokens, {c} channels, {heads} heads (d={d}); "
           f"median/best of {repeat} after {args.warmup} warm-up")
 
     rows = []
-    t_plain, best_plain, mem_plain = _time(plain, device, args.warmup, repeat)
+    t_plain, best_plain, mem_plain = layer_timing.median_best(plain, device, args.warmup, repeat, peak=True)
     rows.append({"variant": "plain", "radius": 0, "median_ms": t_plain * 1e3, "best_ms": best_plain * 1e3,
                  "rel_plain": 1.0, "peak_extra_mb": None if mem_plain is None else mem_plain / 2**20})
     checks = {}
@@ -172,7 +139,7 @@ def main() -> int:
                 variants += [("naive_mean", naive_mean), ("concat_kv", concat_kv)]
             for name, fn in variants:
                 try:
-                    med, best, mem = _time(fn, device, args.warmup, repeat)
+                    med, best, mem = layer_timing.median_best(fn, device, args.warmup, repeat, peak=True)
                 except torch.cuda.OutOfMemoryError:
                     rows.append({"variant": name, "radius": radius, "error": "out of memory"})
                     torch.cuda.empty_cache()
@@ -197,10 +164,7 @@ def main() -> int:
         print(f"check {key}: swcfa vs naive max |diff| {val['max_abs_diff_swcfa_vs_naive']:.3g} "
               f"(outputs up to {val['output_max_abs']:.3g})")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = re.sub(r"[^A-Za-z0-9]+", "-", device_name).strip("-").lower() or device.type
-    path = args.out / f"swcfa_{tag}_{'small_' if args.small else ''}{stamp}.json"
+    path = layer_timing.result_path(args.out, "swcfa", device_name, device, args.small)
     path.write_text(json.dumps({
         "benchmark": "swcfa_layer", "device": str(device), "device_name": device_name, "dtype": args.dtype,
         "torch": torch.__version__, "frames": frames, "height": height, "width": width, "tokens": tokens,

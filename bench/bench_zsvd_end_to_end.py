@@ -485,6 +485,36 @@ def summarise_pack(timed: dict, names: dict) -> dict:
     return out
 
 
+def run_pack_prompt(host, mm, prompt: dict, device, cap: dict | None, memlog, sink: dict, result: dict, save,
+                    error_key: str, label: str) -> dict:
+    """Run one of the pack's prompts timed (:func:`run_timed`) with fresh memory-log and sink, then lift the VRAM
+    cap; a failed prompt is recorded as ``result[error_key]``, saved, and ends the bench naming ``label``."""
+    memlog.lines.clear()
+    sink.clear()
+    timed = run_timed(host, prompt, device)
+    release_vram_cap(mm, device, cap)
+    if not timed["ok"]:
+        result[error_key] = timed["error"]
+        save()
+        raise SystemExit(f"{label} workflow failed: {timed['error']}")
+    return timed
+
+
+def cap_figures(timed: dict, cap: dict | None, cap_gb: float) -> dict:
+    """A CUDA run's reserved peak and, under a cap, the cap and whether the run stayed under it."""
+    out = {"peak_reserved_gb": r(timed["peak_reserved_gb"], 2)}
+    if cap:
+        out["vram_cap_gb"] = cap_gb
+        out["ran_under_cap"] = bool(timed["peak_reserved_gb"] <= cap_gb)
+    return out
+
+
+def wan_settings(sizes: dict, **extra) -> dict:
+    """The settings recorded with a Wan run (the ZSVD graph at ``sizes``, rule ddpm)."""
+    return {"video_frames_h_w": list(sizes["wan_video"]), "text_tokens_width": list(sizes["wan_text"]),
+            "blocks": sizes["wan_blocks"], "inversion_rule": "ddpm", "model": sizes["wan"], **extra}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny models and clip (a CPU check of the script)")
@@ -664,14 +694,7 @@ def run_cogvideox(args, host, mm, sizes, device, dtype, models_dir, result, sink
                          decode=args.decode, inversion_cfg=3.5)
     log(f"pack workflow: ZSVD graph, {args.steps - args.skip} inversion forwards + {args.steps - args.skip} "
         "switched edit steps" + (f", capped at {args.vram_cap_gb} GB" if cap else ""))
-    memlog.lines.clear()
-    sink.clear()
-    timed = run_timed(host, prompt, device)
-    release_vram_cap(mm, device, cap)
-    if not timed["ok"]:
-        result["pack_error"] = timed["error"]
-        save()
-        raise SystemExit(f"pack workflow failed: {timed['error']}")
+    timed = run_pack_prompt(host, mm, prompt, device, cap, memlog, sink, result, save, "pack_error", "pack")
     pack = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
                                   "vae_decode": ["decode"], "load": ["loader"]})
     pack["output"] = sink.get("zsvd")
@@ -710,41 +733,47 @@ def run_cogvideox(args, host, mm, sizes, device, dtype, models_dir, result, sink
         free_everything()
 
 
+def run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair: bool):
+    """(e) (``pair`` False: one Wan 2.1 model, with the plain-CFG baseline in the same prompt) or (f) (a pair of
+    experts, no baseline): the ZSVD graph run timed, under the VRAM cap if one is asked for.
+    Returns (the timed run, its :func:`summarise_pack` figures, the cap or None)."""
+    cuda = device.type == "cuda"
+    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
+    nodes = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}}}
+    if pair:
+        nodes["unet_low"] = {"class_type": "UNETLoader",
+                             "inputs": {"unet_name": WAN_LOW_FILE, "weight_dtype": "default"}}
+    nodes["vae_loader"] = {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}
+    loader = {"nodes": nodes, "model": _link("unet", 0), "vae": _link("vae_loader", 0)}
+    if pair:
+        loader["low_noise"] = _link("unet_low", 0)
+    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
+                         baseline=not pair, decode=args.decode, inversion_cfg=1.0)
+    what, error_key, label = (("a pair of Wan experts (Wan 2.2 A14B's way): one inversion, one edit",
+                               "wan22_pair_error", "Wan pair") if pair else
+                              ("Wan 2.1: ZSVD edit and plain two-row CFG from one inversion", "wan_error", "Wan"))
+    log(f"pack workflow on {what}")
+    timed = run_pack_prompt(host, mm, prompt, device, cap, memlog, sink, result, save, error_key, label)
+    figures = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
+                                     "vae_decode": ["decode"], "load": list(nodes)})
+    return timed, figures, cap
+
+
 def run_wan(args, host, mm, sizes, device, dtype, models_dir, result, sink, memlog, save) -> None:
     cuda = device.type == "cuda"
     log("building the random Wan 2.1 checkpoint and VAE")
     seconds, built = build_wan(models_dir, sizes, device, dtype, args.seed)
     result["wan_build_s"] = r(seconds, 2)
-    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
-    loader = {"nodes": {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
-                        "vae_loader": {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}},
-              "model": _link("unet", 0), "vae": _link("vae_loader", 0)}
-    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
-                         baseline=True, decode=args.decode, inversion_cfg=1.0)
-    log("pack workflow on Wan 2.1: ZSVD edit and plain two-row CFG from one inversion")
-    memlog.lines.clear()
-    sink.clear()
-    timed = run_timed(host, prompt, device)
-    release_vram_cap(mm, device, cap)
-    if not timed["ok"]:
-        result["wan_error"] = timed["error"]
-        save()
-        raise SystemExit(f"Wan workflow failed: {timed['error']}")
-    wan = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
-                                 "vae_decode": ["decode"], "load": ["unet", "vae_loader"]})
+    timed, wan, cap = run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair=False)
     s = timed["node_s"]
     wan["plain_cfg_edit_s"] = r(s.get("cfg_edit"))
     wan["edit_vs_plain_cfg"] = r(s["edit"] / s["cfg_edit"], 4) if s.get("cfg_edit") else None
-    wan["settings"] = {"video_frames_h_w": list(sizes["wan_video"]), "text_tokens_width": list(sizes["wan_text"]),
-                       "blocks": sizes["wan_blocks"], "inversion_rule": "ddpm", "model": sizes["wan"]}
+    wan["settings"] = wan_settings(sizes)
     wan["output"] = sink.get("zsvd")
     wan["comfy_memory_log"] = memlog.lines[:40]
     if cuda:
         result["peak_vram_gb_wan21_1_3b"] = r(timed["peak_allocated_gb"], 2)
-        wan["peak_reserved_gb"] = r(timed["peak_reserved_gb"], 2)
-        if cap:
-            wan["vram_cap_gb"] = args.vram_cap_gb
-            wan["ran_under_cap"] = bool(timed["peak_reserved_gb"] <= args.vram_cap_gb)
+        wan.update(cap_figures(timed, cap, args.vram_cap_gb))
     result["wan21_1_3b"] = wan
     save()
     free_everything(host)
@@ -769,39 +798,16 @@ def run_wan22_pair(args, host, mm, sizes, device, dtype, models_dir, result, sin
     seconds = build_wan(models_dir, sizes, device, dtype, args.seed)[0]
     seconds += build_wan_low_noise(models_dir, sizes, device, dtype, args.seed)[0]
     result["wan22_pair_build_s"] = r(seconds, 2)
-    cap = apply_vram_cap(mm, device, args.vram_cap_gb) if (cuda and args.vram_cap_gb > 0) else None
-    loader = {"nodes": {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
-        "unet_low": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_LOW_FILE, "weight_dtype": "default"}},
-        "vae_loader": {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE_FILE}}},
-        "model": _link("unet", 0), "low_noise": _link("unet_low", 0), "vae": _link("vae_loader", 0)}
-    prompt = zsvd_prompt(loader, sizes["wan_video"], sizes["wan_text"], args, sizes["wan_blocks"], "ddpm",
-                         baseline=False, decode=args.decode, inversion_cfg=1.0)
-    log("pack workflow on a pair of Wan experts (Wan 2.2 A14B's way): one inversion, one edit")
-    memlog.lines.clear()
-    sink.clear()
-    timed = run_timed(host, prompt, device)
-    release_vram_cap(mm, device, cap)
-    if not timed["ok"]:
-        result["wan22_pair_error"] = timed["error"]
-        save()
-        raise SystemExit(f"Wan pair workflow failed: {timed['error']}")
-    pair = summarise_pack(timed, {"inversion": ["invert"], "edit": ["edit"], "vae_encode": ["encode"],
-                                  "vae_decode": ["decode"], "load": ["unet", "unet_low", "vae_loader"]})
+    timed, pair, cap = run_wan_prompt(args, host, mm, sizes, device, result, sink, memlog, save, pair=True)
     pair.update(expert_loads(memlog.lines))
-    pair["settings"] = {"video_frames_h_w": list(sizes["wan_video"]), "text_tokens_width": list(sizes["wan_text"]),
-                        "blocks": sizes["wan_blocks"], "inversion_rule": "ddpm", "model": sizes["wan"],
-                        "expert_boundary": 0.5}
+    pair["settings"] = wan_settings(sizes, expert_boundary=0.5)
     one = result.get("wan21_1_3b")
     if one:
         pair["transformer_vs_one_model"] = r(pair["transformer_s"] / one["transformer_s"], 4)
     pair["comfy_memory_log"] = memlog.lines[:40]
     if cuda:
         pair["peak_allocated_gb"] = r(timed["peak_allocated_gb"], 2)
-        pair["peak_reserved_gb"] = r(timed["peak_reserved_gb"], 2)
-        if cap:
-            pair["vram_cap_gb"] = args.vram_cap_gb
-            pair["ran_under_cap"] = bool(timed["peak_reserved_gb"] <= args.vram_cap_gb)
+        pair.update(cap_figures(timed, cap, args.vram_cap_gb))
     result["wan22_pair_1_3b_size"] = pair
     save()
     free_everything(host)

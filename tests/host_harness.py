@@ -102,6 +102,30 @@ class AnyType(str):
 ANY = AnyType("*")
 
 
+def inject_node(store: dict, category: str = "ZSVR/testing", output=ANY):
+    """A node class that outputs ``store[key]``: hands an object made outside the graph (a latent, sigmas, ...)
+    to a prompt. ``IS_CHANGED`` follows the object's identity, so a new object under the same key reruns the
+    node and everything after it (shared by the harness's ``ZSVRTest_Inject`` and the benches)."""
+
+    class Inject:
+        CATEGORY = category
+        RETURN_TYPES = (output,)
+        FUNCTION = "get"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"key": ("STRING", {"default": ""})}}
+
+        @classmethod
+        def IS_CHANGED(cls, key):
+            return str(id(store.get(key)))
+
+        def get(self, key):
+            return (store[key],)
+
+    return Inject
+
+
 @functools.lru_cache(maxsize=None)
 def _run_result_class():
     from zsvr.headless.comfy_boot import Execution
@@ -179,24 +203,7 @@ class Host:
         from random_conditioning import RandomConditioning
 
         host = self
-
-        class Inject:
-            """Outputs ``host.store[key]``: hands a test's object (a latent, sigmas, ...) to a prompt."""
-
-            CATEGORY = "ZSVR/testing"
-            RETURN_TYPES = (ANY,)
-            FUNCTION = "get"
-
-            @classmethod
-            def INPUT_TYPES(cls):
-                return {"required": {"key": ("STRING", {"default": ""})}}
-
-            @classmethod
-            def IS_CHANGED(cls, key):
-                return str(id(host.store.get(key)))
-
-            def get(self, key):
-                return (host.store[key],)
+        Inject = inject_node(host.store)
 
         class Capture:
             """Stores its input in ``host.captured[key]`` so a test can read what a node produced."""

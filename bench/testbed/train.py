@@ -65,6 +65,8 @@ import time
 
 import torch
 
+from .training import prompt_embeddings as fixed_prompts
+
 HERE = pathlib.Path(__file__).resolve().parent
 MODEL_DIR = HERE / "model"
 WEIGHTS = "zsvr_testbed_wan21_t2v.safetensors"
@@ -120,18 +122,7 @@ def build_model(seed: int):
 
 def prompt_embeddings() -> dict[str, torch.Tensor]:
     """The two fixed prompts, ``{"null", "rain"}`` -> ``[TOKENS, TEXT_DIM]`` (seeded standard normal)."""
-    return {name: torch.randn(TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(seed))
-            for name, seed in PROMPT_SEEDS.items()}
-
-
-def save_weights(module: torch.nn.Module, path: pathlib.Path) -> None:
-    """Write a state dict as fp16 safetensors (atomically)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    return fixed_prompts(TOKENS, TEXT_DIM, PROMPT_SEEDS)
 
 
 def sample_sigmas(model_sampling, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -160,15 +151,13 @@ def main(argv=None) -> int:
                     help="continue from these weights (a later phase: fresh optimiser and warm-up, the loss log "
                          "and testbed.json's phases are appended to)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
 
     from . import clips, latent, rain
-    from .training import LossLog, ema_update, optimiser_step, warmup_cosine_lr
+    from .training import (LossLog, ema_copy, prompt_batch, save_ema, start_run, train_for_budget,
+                           write_prompts)
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    t_start = start_run(args.seed, out)
     mean, std = clips.training_pixel_stats()
     model = build_model(args.seed)
     net = model.diffusion_model
@@ -180,12 +169,9 @@ def main(argv=None) -> int:
         if (out / META).is_file():
             old = json.loads((out / META).read_text())["train"]
             earlier = old.get("phases", [old])
-    net.train()
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    ema = ema_copy(net)
     prompts = prompt_embeddings()
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in prompts.items()}, str(out / PROMPTS))
+    write_prompts(prompts, out / PROMPTS)
     meta = {
         "weights": WEIGHTS, "prompts": PROMPTS, "tokens": TOKENS, "prompt_seeds": PROMPT_SEEDS,
         "pixel_mean": mean, "pixel_std": std, "unet_config": {k: list(v) if isinstance(v, tuple) else v
@@ -201,17 +187,11 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": text_path, "mult": args.text_lr_mult}],
                             lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * len(earlier))  # a later phase draws new clips
-    ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
-                     prompts["rain"][None].expand(args.pairs, -1, -1)])
-    budget = args.budget_min * 60.0
+    ctx = prompt_batch(prompts, args.pairs)
     log = LossLog(out / LOG, every=20, append=bool(earlier), phase=len(earlier))
-    step, last_save = 0, time.time()
-    t_train = time.time()
 
-    def checkpoint(final: bool) -> None:
-        shadow = build_model(args.seed).diffusion_model
-        shadow.load_state_dict(ema)
-        save_weights(shadow, out / WEIGHTS)
+    def checkpoint(step: int, t_train: float, final: bool) -> None:
+        save_ema(build_model(args.seed).diffusion_model, ema, out / WEIGHTS)
         now = dict(meta["train"], steps=step, wall_min=round((time.time() - t_start) / 60, 2), final=final,
                    last_losses=log.last, init=str(args.init.name) if args.init else None)
         record = dict(meta, train=now)
@@ -221,9 +201,7 @@ def main(argv=None) -> int:
                                "wall_min": round(sum(p["wall_min"] for p in phases), 2)}
         (out / META).write_text(json.dumps(record, indent=1))
 
-    while time.time() - t_train < budget:
-        frac = (time.time() - t_train) / budget
-        lr = warmup_cosine_lr(args.lr, step, 200, frac)
+    def losses():
         clean = clips.train_batch(gen, args.pairs)
         rainy = torch.stack([rain.add_rain(c, gen)[0] for c in clean])
         x0 = latent.to_model_space(torch.cat([clean, rainy]), mean, std)
@@ -237,15 +215,10 @@ def main(argv=None) -> int:
         loss = per_clip.mean()
         if args.diff_weight:
             loss = loss + args.diff_weight * (err[args.pairs:] - err[: args.pairs]).pow(2).mean()
-        optimiser_step(opt, net, loss, lr)
-        step += 1
-        ema_update(ema, net, step, 0.998)
-        log.add(step, time.time() - t_start, lr, loss, per_clip[: args.pairs].mean(), per_clip[args.pairs:].mean())
-        if time.time() - last_save > args.save_every_min * 60:
-            checkpoint(final=False)
-            last_save = time.time()
-    checkpoint(final=True)
-    log.close()
+        return loss, per_clip[: args.pairs].mean(), per_clip[args.pairs:].mean()
+
+    train_for_budget(args.budget_min, args.save_every_min, base_lr=args.lr, warmup=200, opt=opt, net=net, ema=ema,
+                     ema_decay=0.998, log=log, t_start=t_start, losses=losses, checkpoint=checkpoint)
     print((out / META).read_text())
     return 0
 

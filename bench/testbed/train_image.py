@@ -68,7 +68,8 @@ import time
 
 import torch
 
-from .train import import_comfy, save_weights
+from .train import import_comfy
+from .training import prompt_embeddings as fixed_prompts
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODEL_DIR = HERE / "image_model"
@@ -170,8 +171,7 @@ def build_model(seed: int):
 
 def prompt_embeddings() -> dict[str, torch.Tensor]:
     """The two fixed prompts, ``{"null", "rain"}`` -> ``[TOKENS, TEXT_DIM]`` (seeded standard normal)."""
-    return {name: torch.randn(TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(seed))
-            for name, seed in PROMPT_SEEDS.items()}
+    return fixed_prompts(TOKENS, TEXT_DIM, PROMPT_SEEDS)
 
 
 def read_meta(folder: pathlib.Path = MODEL_DIR) -> dict:
@@ -203,25 +203,20 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=pathlib.Path, default=MODEL_DIR)
     ap.add_argument("--save-every-min", type=float, default=5.0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
 
     from . import rain
-    from .training import LossLog, ema_update, optimiser_step, warmup_cosine_lr
+    from .training import (LossLog, ema_copy, prompt_batch, save_ema, start_run, train_for_budget,
+                           write_prompts)
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    t_start = start_run(args.seed, out)
     mean, std = training_luma_stats()
     model = build_model(args.seed)
     net = model.diffusion_model
     ms = model.model_sampling
-    net.train()
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    ema = ema_copy(net)
     prompts = prompt_embeddings()
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in prompts.items()}, str(out / PROMPTS))
+    write_prompts(prompts, out / PROMPTS)
     meta = {
         "weights": WEIGHTS, "prompts": PROMPTS, "tokens": TOKENS, "prompt_seeds": PROMPT_SEEDS,
         "latent": "luma (BT.601) normalised, 2x2 pixel-unshuffle: [4, 16, 16] per 32x32 frame; frames are the batch",
@@ -233,26 +228,18 @@ def main(argv=None) -> int:
     }
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    ctx = torch.cat([prompts["null"][None].expand(args.pairs, -1, -1),
-                     prompts["rain"][None].expand(args.pairs, -1, -1)])
-    budget = args.budget_min * 60.0
+    ctx = prompt_batch(prompts, args.pairs)
     log = LossLog(out / LOG, every=10)
-    step, last_save = 0, time.time()
-    t_train = time.time()
 
-    def checkpoint(final: bool) -> None:
-        shadow = build_model(args.seed).diffusion_model
-        shadow.load_state_dict(ema)
-        save_weights(shadow, out / WEIGHTS)
+    def checkpoint(step: int, t_train: float, final: bool) -> None:
+        save_ema(build_model(args.seed).diffusion_model, ema, out / WEIGHTS)
         record = dict(meta, train=dict(meta["train"], steps=step, frames_seen=2 * args.pairs * step,
                                        wall_min=round((time.time() - t_start) / 60, 2),
                                        train_min=round((time.time() - t_train) / 60, 2), final=final,
                                        last_losses=log.last, first_losses=log.first))
         (out / META).write_text(json.dumps(record, indent=1))
 
-    while time.time() - t_train < budget:
-        frac = (time.time() - t_train) / budget
-        lr = warmup_cosine_lr(args.lr, step, 50, frac)
+    def losses():
         clean, rainy = train_frames(gen, args.pairs)
         x0 = to_model_space(torch.cat([clean, rainy]), mean, std)
         eps = torch.randn(x0[: args.pairs].shape, generator=gen).repeat(2, 1, 1, 1)
@@ -261,16 +248,10 @@ def main(argv=None) -> int:
         x = x0 + sigma.view(-1, 1, 1, 1) * eps
         pred = net(ms.calculate_input(sigma, x), ms.timestep(sigma).float(), ctx)
         per_frame = (pred - eps).pow(2).mean(dim=(1, 2, 3))
-        loss = per_frame.mean()
-        optimiser_step(opt, net, loss, lr)
-        step += 1
-        ema_update(ema, net, step, args.ema)
-        log.add(step, time.time() - t_start, lr, loss, per_frame[: args.pairs].mean(), per_frame[args.pairs:].mean())
-        if time.time() - last_save > args.save_every_min * 60:
-            checkpoint(final=False)
-            last_save = time.time()
-    checkpoint(final=True)
-    log.close()
+        return per_frame.mean(), per_frame[: args.pairs].mean(), per_frame[args.pairs:].mean()
+
+    train_for_budget(args.budget_min, args.save_every_min, base_lr=args.lr, warmup=50, opt=opt, net=net, ema=ema,
+                     ema_decay=args.ema, log=log, t_start=t_start, losses=losses, checkpoint=checkpoint)
     print((out / META).read_text())
     return 0
 
