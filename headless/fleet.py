@@ -251,6 +251,12 @@ class Fleet:
                 return task
         return None
 
+    def _forget_faults(self, s: _Server) -> None:
+        """A server back after it was taken out is a new process (restarted, or reconnected): the units that failed
+        on it before may go to it again, rather than wait for a busy server while it idles."""
+        for task in self._pending:
+            task.faulted_on.discard(s.url)
+
     async def _worker(self, s: _Server) -> None:
         while self._open > 0:
             if not s.up or not s.ready.is_set():
@@ -524,6 +530,7 @@ class Fleet:
                 await asyncio.sleep(next(delays, PROBE_DELAYS_S[-1]))
                 if await self._probe(s):
                     s.up, s.down_since = True, None
+                    self._forget_faults(s)
                     self._emit("server_up", server=s.url)
                 continue
             delays = iter(PROBE_DELAYS_S)

@@ -422,6 +422,8 @@ def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path)
         await _until(lambda: lost in flaky.interrupted, "the abandoned prompt was interrupted")
         flaky.gate.set()
         await _until(lambda: "server_up" in events, "the flaky server is probed back")
+        # the other server is still busy: the unit lost on the flaky one goes back to it once it is up again
+        await _until(lambda: events.count("done") == 1, "the lost unit is done while the other server is busy")
         other.gate.set()
         results = await run
         await flaky.stop()
@@ -432,6 +434,7 @@ def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path)
     assert all(r.ok for r in results)
     (r,) = [r for r in results if r.rerun_after]
     assert r.attempts[0].prompt_id == lost and "websocket was dropped" in r.attempts[0].reason
+    assert [a.server for a in r.attempts] == [flaky.url, flaky.url] and r.server == flaky.url
     assert lost in flaky.deleted and lost in flaky.interrupted
     assert events.index("server_down") < events.index("server_up")
 
