@@ -146,6 +146,21 @@ def test_no_unrecorded_additions(host):
     )
 
 
+def test_only_the_runners_chunk_node_is_hidden_from_the_page(host):
+    """The page lists a node unless its info says ``deprecated`` (ComfyUI's one flag that keeps a node out of the
+    search and the library): the runner's own chunk node carries it, every node a user places does not (issue 25
+    item 7). Read as the server reads it for ``/object_info``."""
+    pack_ids = [k for k in host.nodes.NODE_CLASS_MAPPINGS if k.startswith(("ZSVR_", "ZSVRHeadless_"))]
+    hidden = set()
+    for node_id in pack_ids:
+        cls = host.nodes.NODE_CLASS_MAPPINGS[node_id]
+        info = cls.GET_NODE_INFO_V1() if hasattr(cls, "GET_NODE_INFO_V1") else {}
+        if info.get("deprecated") or getattr(cls, "DEPRECATED", False):
+            hidden.add(node_id)
+    assert "ZSVRHeadless_ChunkOutput" in pack_ids
+    assert hidden == {"ZSVRHeadless_ChunkOutput"}, hidden
+
+
 def test_compare_names_each_kind_of_change():
     """The comparison itself: each kind of change is reported, and in the right category."""
     released = {"ZSVR_A": {
