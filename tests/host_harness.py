@@ -422,3 +422,11 @@ def host(tmp_path_factory) -> Host:
             _HOST_FAILURE = f"booting ComfyUI at {comfy_dir} failed: {exc!r}"
             raise
     return _HOST
+
+
+@pytest.fixture(scope="session")
+def runner():
+    """The pack's runner module (``run_workflow.py``), for the tests that drive ``run_batch`` on the booted host."""
+    from zsvr import run_workflow
+
+    return run_workflow
