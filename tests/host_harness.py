@@ -90,6 +90,15 @@ def find_comfyui(locations: list[pathlib.Path] | None = None) -> tuple[pathlib.P
     return None, SKIP_LINE
 
 
+def comfyui_or_skip() -> pathlib.Path:
+    """The ComfyUI checkout to run against (:func:`find_comfyui`); skips the calling test or fixture, saying why,
+    when there is none."""
+    comfy_dir, reason = find_comfyui()
+    if comfy_dir is None:
+        pytest.skip(reason)
+    return comfy_dir
+
+
 class AnyType(str):
     """A socket type string that validation accepts against any other type."""
 
@@ -410,9 +419,7 @@ def pytest_terminal_summary(terminalreporter):
 def host(tmp_path_factory) -> Host:
     """The booted in-process ComfyUI (session-wide: one executor, so its cache spans tests)."""
     global _HOST, _HOST_FAILURE
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     if _HOST_FAILURE is not None:
         pytest.fail(_HOST_FAILURE)
     if _HOST is None:
