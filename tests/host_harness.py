@@ -272,6 +272,13 @@ def rel_error(a, b) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def input_error(host: Host) -> type:
+    """The pack's ``InputError`` class as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
+    import sys
+
+    return sys.modules[host.pack.__name__ + ".nodes.errors"].InputError
+
+
 def inject(host: Host, prompt: dict, key: str, value) -> list:
     """Hand ``value`` (made outside the graph) to ``prompt`` as the ``ZSVRTest_Inject`` node ``key``; returns the
     reference to its output, ``[key, 0]``."""

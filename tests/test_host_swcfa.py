@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from host_harness import add_sampling, rel_error, run_samples, sd15_sampling_inputs
-from unet_layers import LayerCapture, attn1_module
+from host_harness import add_sampling, input_error, rel_error, run_samples, sd15_sampling_inputs
+from unet_layers import LayerCapture, assert_refuses_other_than_image_unets, attn1_module
 from zsvr.kernels import cross_frame_attention as cfa
 
 LAYER = ("input", 1)  # the first U-Net block with a transformer (tiny SD1.5: input blocks 1 and 3)
@@ -42,13 +42,6 @@ def unet(host):
     import comfy.sd
 
     return comfy.sd.load_diffusion_model(str(host.models["sd15"]))
-
-
-def _input_error(host):
-    """The pack's InputError as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
-    import sys
-
-    return sys.modules[host.pack.__name__ + ".nodes.errors"].InputError
 
 
 def _swcfa(host, model, radius=2, frames_per_video=0, blocks="all", start=0.0, end=1.0):
@@ -201,7 +194,7 @@ def test_bad_input_frames_per_video_that_does_not_divide_the_batch(host):
 
 
 def test_bad_input_negative_radius(host, unet):
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'radius'"):
         _swcfa(host, unet, radius=-1)
     res = host.run(_sample_graph(host, swcfa={"radius": -1}, capture="bad"))
@@ -211,24 +204,14 @@ def test_bad_input_negative_radius(host, unet):
 @pytest.mark.parametrize("blocks,needle", [("decoder", "not a U-Net block group"), ("input:9", "outside"),
                                            ("input:0", "selects no block with self-attention")])
 def test_bad_input_blocks(host, unet, blocks, needle):
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'blocks'") as info:
         _swcfa(host, unet, blocks=blocks)
     assert needle in str(info.value)
 
 
 def test_bad_input_video_model_and_other_models(host):
-    import types
-
-    import comfy.sd
-    InputError = _input_error(host)
-    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
-    with pytest.raises(InputError, match="'model'.*already attends across frames"):
-        _swcfa(host, wan)
-    fake = types.SimpleNamespace(model=types.SimpleNamespace(
-        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
-    with pytest.raises(InputError, match="'model'.*does not support.*SD1.5 / SD2.x / SDXL"):
-        _swcfa(host, fake)
+    assert_refuses_other_than_image_unets(host, lambda model: _swcfa(host, model), ".*SD1.5 / SD2.x / SDXL")
 
 
 # -- TDM: a 10-step DDIM inversion handed to a sampling schedule of another length ------------------------

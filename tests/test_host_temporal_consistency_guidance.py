@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from host_harness import add_sampling, run_samples, sd15_sampling_inputs
+from host_harness import add_sampling, input_error, run_samples, sd15_sampling_inputs
 from unet_layers import Observer
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_consistency_guidance as tcg
@@ -64,10 +64,6 @@ def _static_video(frames=FRAMES, size=64, seed=0):
 
 def _pack_module(host, name):
     return sys.modules[host.pack.__name__ + name]
-
-
-def _input_error(host):
-    return _pack_module(host, ".nodes.errors").InputError
 
 
 def _inconsistency(host, samples, image):
@@ -232,7 +228,7 @@ def test_mismatched_image_frame_count_is_refused_through_the_executor(host):
 def test_bad_settings_are_refused(host, unet):
     import comfy.sd
 
-    InputError = _input_error(host)
+    InputError = input_error(host)
     node = _node(host)
     image = _static_video()
     with pytest.raises(InputError, match="'weight'"):

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from host_harness import add_sampling, rel_error, run_samples, sd15_sampling_inputs
-from unet_layers import LayerCapture, Observer, attn1_module
+from host_harness import add_sampling, input_error, rel_error, run_samples, sd15_sampling_inputs
+from unet_layers import LayerCapture, Observer, assert_refuses_other_than_image_unets, attn1_module
 from zsvr.kernels import noise_sharing as ns
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_attention as ta
@@ -88,10 +88,6 @@ def _video(frames=FRAMES, size=64, shift=8, seed=0, static=False):
 
 def _pack_module(host, name):
     return sys.modules[host.pack.__name__ + name]
-
-
-def _input_error(host):
-    return _pack_module(host, ".nodes.errors").InputError
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +336,7 @@ def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
     assert all(torch.equal(shared[:, :, t], shared[:, :, 0]) for t in range(5))
     assert noise.flow.shape == (4, 2, 8, 8) and float(noise.flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)
     assert not torch.equal(z[:, :, 1:], shared[:, :, 1:])
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'image'.*17 frames for a latent with 6 frames"):
         sampler.noise_sampler_for(torch.zeros(1, 16, 6, 8, 8), 2)
 
@@ -377,7 +373,7 @@ def test_bad_input_image_frame_count(host, unet):
 def test_bad_input_lambda_and_sampler(host):
     import comfy.samplers
 
-    InputError = _input_error(host)
+    InputError = input_error(host)
     node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_NoiseSharing"]
     ks = comfy.samplers.sampler_object("euler_ancestral")
     for lam in (-0.1, 1.5, float("nan")):
@@ -391,17 +387,8 @@ def test_bad_input_lambda_and_sampler(host):
 
 
 def test_bad_input_slr_model_and_settings(host, unet):
-    import types
-
-    import comfy.sd
-    InputError = _input_error(host)
-    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
-    with pytest.raises(InputError, match="'model'.*already attends across frames"):
-        _slr(host, wan)
-    fake = types.SimpleNamespace(model=types.SimpleNamespace(
-        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
-    with pytest.raises(InputError, match="'model'.*does not support"):
-        _slr(host, fake)
+    InputError = input_error(host)
+    assert_refuses_other_than_image_unets(host, lambda model: _slr(host, model))
     with pytest.raises(InputError, match="'trajectory_start'"):
         _slr(host, unet, trajectory_start=1.5)
     with pytest.raises(InputError, match="'start_percent'"):
@@ -527,7 +514,7 @@ def test_noise_sharing_takes_the_frame_axis_from_the_sampled_model(host, unet):
     import comfy.sd
 
     NS = _pack_module(host, ".nodes.engines.noise_sharing")
-    InputError = _input_error(host)
+    InputError = input_error(host)
     wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
     image_run = types.SimpleNamespace(inner_model=unet.model)
     video_run = types.SimpleNamespace(inner_model=wan.model)
