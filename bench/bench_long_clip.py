@@ -275,8 +275,8 @@ def tiny_cuts_worker(spec: dict) -> dict:
         if shot_cuts is not None:
             host.store[key + "_cuts"] = shot_cuts
             given["shot_cuts"] = ("inject", key + "_cuts")
-        return t._run(host, t._graph(host, latent_key=key + "_lat", flow_node=(kind, given), capture=key,
-                                     sampler=sampler, denoise=denoise), key)
+        return host_harness.run_samples(host, t._graph(host, latent_key=key + "_lat", flow_node=(kind, given),
+                                                       capture=key, sampler=sampler, denoise=denoise), key)
 
     def figures(out, alone):
         near = sorted({i for c in found for i in (c - 1, c)})
@@ -284,7 +284,7 @@ def tiny_cuts_worker(spec: dict) -> dict:
         cut_steps = {c - 1 for c in found}
         side = sorted({s for c in found for s in (c - 3, c - 2, c, c + 1) if 0 <= s < len(step)} - cut_steps)
         median = float(step[[s for s in range(len(step)) if s not in cut_steps and s not in side]].median())
-        return {"bleed_at_cut_frames": round(max(t._rel(out[i], alone[i]) for i in near), 5),
+        return {"bleed_at_cut_frames": round(max(host_harness.rel_error(out[i], alone[i]) for i in near), 5),
                 "seam_at_cuts": round(float(step[[c - 1 for c in found]].mean()) / median, 3),
                 "flicker_next_to_cuts": round(float(step[side].mean()) / median, 3)}
 

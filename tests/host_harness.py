@@ -90,6 +90,15 @@ def find_comfyui(locations: list[pathlib.Path] | None = None) -> tuple[pathlib.P
     return None, SKIP_LINE
 
 
+def comfyui_or_skip() -> pathlib.Path:
+    """The ComfyUI checkout to run against (:func:`find_comfyui`); skips the calling test or fixture, saying why,
+    when there is none."""
+    comfy_dir, reason = find_comfyui()
+    if comfy_dir is None:
+        pytest.skip(reason)
+    return comfy_dir
+
+
 class AnyType(str):
     """A socket type string that validation accepts against any other type."""
 
@@ -248,6 +257,70 @@ class Host:
         return _run_result_class()(**fields, progress=list(self.progress))
 
 
+# -- prompt pieces shared by the host tests ---------------------------------------
+def run_samples(host: Host, prompt: dict, key: str):
+    """Run ``prompt``, which must succeed, and return what its ``ZSVRTest_Capture`` stored under ``key``: a
+    latent's ``samples`` tensor, or the captured value itself when it is not a latent dict."""
+    result = host.run(prompt)
+    assert result.success, result.error_message
+    value = host.captured[key]
+    return value["samples"] if isinstance(value, dict) else value
+
+
+def rel_error(a, b) -> float:
+    """The relative error ``||a - b|| / ||b||`` of tensor ``a`` against the reference ``b``."""
+    return float((a - b).norm() / b.norm())
+
+
+def input_error(host: Host) -> type:
+    """The pack's ``InputError`` class as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
+    import sys
+
+    return sys.modules[host.pack.__name__ + ".nodes.errors"].InputError
+
+
+def inject(host: Host, prompt: dict, key: str, value) -> list:
+    """Hand ``value`` (made outside the graph) to ``prompt`` as the ``ZSVRTest_Inject`` node ``key``; returns the
+    reference to its output, ``[key, 0]``."""
+    host.store[key] = value
+    prompt[key] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": key}}
+    return [key, 0]
+
+
+def sd15_sampling_inputs(host: Host, *, model: str | None = None, latent_key: str = "lat", capture: str = "out",
+                         neg_tokens: int = 6) -> dict:
+    """The nodes a sampling prompt on the tiny SD1.5 U-Net starts from: the model "m" (its ``UNETLoader``, or
+    the model injected from ``host.store[model]``), random CLIP-L-wide conditionings "pos" (seed 1, 6 tokens)
+    and "neg" (seed 2, ``neg_tokens`` tokens), the latent "lat" injected from ``host.store[latent_key]``, and
+    "cap", the capture under ``capture`` of the output of the sampler "smp" (:func:`add_sampling` adds it)."""
+    return {
+        "m": ({"class_type": "UNETLoader",
+               "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
+              if model is None else {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}),
+        "pos": {"class_type": "ZSVRTest_RandomConditioning",
+                "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
+        "neg": {"class_type": "ZSVRTest_RandomConditioning",
+                "inputs": {"seed": 2, "tokens": neg_tokens, "width": 768, "scale": 1.0}},
+        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
+        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
+    }
+
+
+def add_sampling(prompt: dict, *, model: list, noise: list, sampler: list, steps: int, denoise: float, cfg: float,
+                 positive: list | None = None, negative: list | None = None) -> dict:
+    """Complete a sampling prompt: the schedule "sig" (``BasicScheduler``, normal, ``steps``, ``denoise``) and the
+    guider "gd" (``CFGGuider``, ``cfg``, on ``positive`` and ``negative``: the "pos" and "neg" nodes unless given),
+    both on ``model``, and the sampler "smp" (``SamplerCustomAdvanced``) on ``noise``, ``sampler`` and the latent
+    "lat". Each node argument is a ``[node id, output slot]`` reference. Returns ``prompt``."""
+    prompt["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model, "scheduler": "normal", "steps": steps,
+                                                                "denoise": denoise}}
+    prompt["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model, "positive": positive or ["pos", 0],
+                                                          "negative": negative or ["neg", 0], "cfg": cfg}}
+    prompt["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": noise, "guider": ["gd", 0], "sampler": sampler, "sigmas": ["sig", 0], "latent_image": ["lat", 0]}}
+    return prompt
+
+
 def _tiny_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     """Write the tiny models into ``models_dir`` (ComfyUI must be booted: they are built by its model classes).
 
@@ -353,9 +426,7 @@ def pytest_terminal_summary(terminalreporter):
 def host(tmp_path_factory) -> Host:
     """The booted in-process ComfyUI (session-wide: one executor, so its cache spans tests)."""
     global _HOST, _HOST_FAILURE
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     if _HOST_FAILURE is not None:
         pytest.fail(_HOST_FAILURE)
     if _HOST is None:
@@ -365,3 +436,11 @@ def host(tmp_path_factory) -> Host:
             _HOST_FAILURE = f"booting ComfyUI at {comfy_dir} failed: {exc!r}"
             raise
     return _HOST
+
+
+@pytest.fixture(scope="session")
+def runner():
+    """The pack's runner module (``run_workflow.py``), for the tests that drive ``run_batch`` on the booted host."""
+    from zsvr import run_workflow
+
+    return run_workflow

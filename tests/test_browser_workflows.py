@@ -54,7 +54,7 @@ import urllib.request
 
 import pytest
 
-from host_harness import PACK_DIR, find_comfyui
+from host_harness import PACK_DIR, comfyui_or_skip
 
 CHROMIUM = os.environ.get("ZSVR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
@@ -114,9 +114,7 @@ def _frontend_args(frontend: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(frontend, tmp_path_factory):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     if CHROMIUM is None:
         pytest.skip("Chromium not found: browser check skipped (apt-get install chromium, or set ZSVR_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright not installed: browser check skipped")

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from test_host_inversion import _graph, _latent, _rel
+from host_harness import rel_error
+from test_host_inversion import _graph, _latent
 
 FAMILIES = ["wan", "hunyuan"]
 
@@ -21,7 +22,7 @@ def test_switch_over_all_blocks_makes_the_edit_the_reconstruction(host, family):
     g = _switched(_graph(host, family, "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_all"), "all")
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["sw_all"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["sw_all"]["samples"], host.store["lat"]["samples"]) < 1e-4
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -36,7 +37,7 @@ def test_switch_over_no_blocks_is_plain_negative_prompting(host, family):
     res = host.run(_switched(_graph(host, family, "ddpm", 2, steps=8, remove_seed=99, strength=6.0, capture="sw_one"), "1"))
     assert res.success, res.error_message
     one = host.captured["sw_one"]["samples"]
-    assert _rel(one, host.captured["plain"]["samples"]) > 1e-4 and _rel(one, host.store["lat"]["samples"]) > 1e-4
+    assert rel_error(one, host.captured["plain"]["samples"]) > 1e-4 and rel_error(one, host.store["lat"]["samples"]) > 1e-4
 
 
 def test_switch_leaves_the_input_model_untouched(host):
@@ -58,7 +59,7 @@ def test_switched_model_with_the_inverter_inverts_exactly(host):
     g["inv"]["inputs"]["model"] = ["sw", 0]
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
 
 
 def test_bad_input_blocks_outside_the_model(host):
@@ -92,8 +93,8 @@ def test_hunyuan_switch_of_single_blocks_only_and_with_text_masks(host):
     g2["null"]["inputs"]["masked_tokens"] = 2
     res = host.run(g2)
     assert res.success, res.error_message
-    assert _rel(host.captured["hy_all_m"]["samples"], host.store["lat"]["samples"]) < 1e-4
-    assert _rel(host.captured["hy_single"]["samples"], host.store["lat"]["samples"]) > 1e-4
+    assert rel_error(host.captured["hy_all_m"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["hy_single"]["samples"], host.store["lat"]["samples"]) > 1e-4
 
 
 def test_hunyuan_switch_chains_to_an_existing_attention_override(host):
@@ -121,4 +122,4 @@ def test_hunyuan_switch_chains_to_an_existing_attention_override(host):
     res = host.run(g)
     assert res.success, res.error_message
     assert calls, "the user's override was never called"
-    assert _rel(host.captured["hy_chain"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["hy_chain"]["samples"], host.store["lat"]["samples"]) < 1e-4

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import tiny_models as tm
-from test_host_inversion import _graph as _inv_graph, _rel
+from host_harness import rel_error
+from test_host_inversion import _graph as _inv_graph
 
 FOLDER = "tiny-cogvideox"
 ROPE_FOLDER = "tiny-cogvideox-rope"
@@ -248,7 +249,7 @@ def test_model_prediction_equals_diffusers(host, cog, folder, shape):
         v = ref(hidden_states=x_t.movedim(1, 2), encoder_hidden_states=padded, timestep=torch.full((shape[0],), t),
                 image_rotary_emb=rope, return_dict=False)[0].movedim(2, 1)
         x0 = ac.sqrt() * x_t - (1 - ac).sqrt() * v
-    assert _rel(ours, x0) < 1e-5
+    assert rel_error(ours, x0) < 1e-5
 
 
 def test_bf16_weights_compute_through_comfy_manual_cast(host, cog):
@@ -269,7 +270,7 @@ def test_bf16_weights_compute_through_comfy_manual_cast(host, cog):
     with torch.no_grad():
         a = half.model.apply_model(x, sigma, c_crossattn=ctx)
         b = full.model.apply_model(x, sigma, c_crossattn=ctx)
-    assert a.dtype == torch.float32 and 0 < _rel(a, b) < 0.05
+    assert a.dtype == torch.float32 and 0 < rel_error(a, b) < 0.05
 
 
 def test_loaded_model_samples_with_core_ksampler(host, cog):
@@ -305,7 +306,7 @@ def test_core_vae_encode_decode(host, cog):
     ref = AutoencoderKLCogVideoX.from_pretrained(str(cog / FOLDER / "vae")).eval()
     with torch.no_grad():
         want = ref.encode(frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).latent_dist.mode()
-    assert _rel(latent, want) < 1e-5
+    assert rel_error(latent, want) < 1e-5
 
 
 def test_core_tiled_vae_nodes_code_in_tiles(host, cog):
@@ -348,7 +349,7 @@ def test_core_tiled_vae_nodes_code_in_tiles(host, cog):
                 want_latent[..., y0 // 8:y1 // 8, x0 // 8:x1 // 8] = ref.encode(crop).latent_dist.mode()
                 part = ref.decode(latent[..., y0 // 8:y1 // 8, x0 // 8:x1 // 8]).sample  # the node's own latent
                 want_pixels[:, y0:y1, x0:x1] = ((part[0].movedim(0, -1) + 1) / 2).clamp(0, 1)
-    assert _rel(latent, want_latent) < 1e-5, f"tiled encode vs per-tile diffusers: {_rel(latent, want_latent):.3g}"
+    assert rel_error(latent, want_latent) < 1e-5, f"tiled encode vs per-tile diffusers: {rel_error(latent, want_latent):.3g}"
     err = float((tiled - want_pixels).abs().max())
     assert err < 1e-5, f"tiled decode vs per-tile diffusers: max abs error {err:.3g}"
     _, tiled_one, plain_one = coded(512, 32)  # one tile: the plain pass
@@ -362,7 +363,7 @@ def test_invert_then_replay_reproduces_the_latent(host, cog, rule):
     for skip in (0, 5):
         res = host.run(_graph(host, rule, skip, capture=f"cog_rec_{rule}_{skip}"))
         assert res.success, res.error_message
-        err = _rel(host.captured[f"cog_rec_{rule}_{skip}"]["samples"], host.store["lat"]["samples"])
+        err = rel_error(host.captured[f"cog_rec_{rule}_{skip}"]["samples"], host.store["lat"]["samples"])
         if rule == "ddpm":
             assert err < 1e-4, f"{rule}/skip {skip}: relative error {err:.3g}"
     if rule == "zsvd":  # the official last step: every level above it exact, the end is the prediction there
@@ -370,8 +371,8 @@ def test_invert_then_replay_reproduces_the_latent(host, cog, rule):
         assert res.success, res.error_message
         last = host.captured["cog_rec_zsvd_last"]["samples"]
         for skip in (0, 5):
-            assert _rel(host.captured[f"cog_rec_zsvd_{skip}"]["samples"], last) < 1e-4
-        assert _rel(last, host.store["lat"]["samples"]) > 1e-6
+            assert rel_error(host.captured[f"cog_rec_zsvd_{skip}"]["samples"], last) < 1e-4
+        assert rel_error(last, host.store["lat"]["samples"]) > 1e-6
 
 
 def test_switch_all_blocks_is_reconstruction_and_no_blocks_is_negative_prompting(host, cog):
@@ -383,10 +384,10 @@ def test_switch_all_blocks_is_reconstruction_and_no_blocks_is_negative_prompting
         assert res.success, res.error_message
     out = {k: host.captured[f"cog_sw_{k}"]["samples"] for k in runs}
     latent = host.store["lat"]["samples"]
-    assert _rel(out["all"], latent) < 1e-4
+    assert rel_error(out["all"], latent) < 1e-4
     assert torch.equal(out["none"], out["plain"])
-    assert _rel(out["plain"], latent) > 1e-3  # the edit does change the latent
-    assert _rel(out["one"], out["plain"]) > 1e-4 and _rel(out["one"], latent) > 1e-4
+    assert rel_error(out["plain"], latent) > 1e-3  # the edit does change the latent
+    assert rel_error(out["one"], out["plain"]) > 1e-4 and rel_error(out["one"], latent) > 1e-4
 
 
 def test_switched_model_in_the_inverter_inverts_exactly(host, cog):
@@ -396,7 +397,7 @@ def test_switched_model_in_the_inverter_inverts_exactly(host, cog):
     g["inv"]["inputs"]["model"] = ["sw", 0]
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["cog_sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["cog_sw_inv"]["samples"], host.store["lat"]["samples"]) < 1e-4
 
 
 def test_switch_without_the_editor_is_refused(host, cog):
@@ -463,13 +464,13 @@ def test_joint_attention_switch_matches_the_papers_rule(host, cog):
         ref_vid = project(attend(qr[:, :, 7:], torch.cat((kn[:, :, :5], kr[:, :, 7:]), dim=2),
                                  torch.cat((vn[:, :, :5], vr[:, :, 7:]), dim=2)))  # video: null text + own video
 
-    assert _rel(vid_null, ref_null[:, 5:]) < 1e-5 and _rel(txt_null, ref_null[:, :5]) < 1e-5
-    assert _rel(vid_rm, ref_vid) < 1e-5 and _rel(txt_rm, ref_txt) < 1e-5
-    assert _rel(vid_null, stock_null[0]) < 1e-6 and _rel(txt_rm, stock_rm[1]) < 1e-5
-    assert _rel(vid_rm, stock_rm[0]) > 1e-3  # the switch did change the video rows
+    assert rel_error(vid_null, ref_null[:, 5:]) < 1e-5 and rel_error(txt_null, ref_null[:, :5]) < 1e-5
+    assert rel_error(vid_rm, ref_vid) < 1e-5 and rel_error(txt_rm, ref_txt) < 1e-5
+    assert rel_error(vid_null, stock_null[0]) < 1e-6 and rel_error(txt_rm, stock_rm[1]) < 1e-5
+    assert rel_error(vid_rm, stock_rm[0]) > 1e-3  # the switch did change the video rows
     # an unswitched block is diffusers' attention, computed with the host's attention backend
-    assert _rel(other[0], blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm,
-                                          image_rotary_emb=rope)[0]) < 1e-6
+    assert rel_error(other[0], blocks[0].attn1(hidden_states=video_rm, encoder_hidden_states=text_rm,
+                                               image_rotary_emb=rope)[0]) < 1e-6
 
 
 def test_every_block_uses_the_hosts_attention_and_a_users_override(host, cog):
@@ -604,8 +605,8 @@ def test_zsvd_edit_equals_the_official_loop_including_its_last_step(host, cog):
     ref = _official_zsvd_reference(transformer, scheduler_config, x0, null_text, remove_text, steps=steps, skip=skip,
                                    strength=strength, blocks=[0, 2], seed=seed)
     ref_out = base.process_latent_out(ref)
-    err = _rel(pack_out, ref_out)
+    err = rel_error(pack_out, ref_out)
     print(f"zsvd edit vs the official loop (10 steps, skip 4, strength 15, blocks 0,2): relative error {err:.3g}")
     assert err < 1e-5
     # the old ending (the stored residual added back) would be far from it: the last step matters here
-    assert _rel(pack_out, host.store["lat"]["samples"]) > 1e-3
+    assert rel_error(pack_out, host.store["lat"]["samples"]) > 1e-3

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 import test_host_zvrd as zvrd
+from host_harness import rel_error, run_samples
 from test_host_cogvideox import _graph as _cog_graph, _load as _cog_load, cog  # noqa: F401  (cog: a fixture)
-from test_host_inversion import _graph as _zsvd_graph, _rel
+from test_host_inversion import _graph as _zsvd_graph
 from unet_layers import Observer
 
 VIDEO = ["wan", "hunyuan"]
@@ -84,7 +85,7 @@ def test_invert_then_replay_reproduces_the_latent_under_windows(host, family, sc
         res = host.run(_windowed_zsvd(_zsvd_graph(host, family, "ddpm", skip, steps=6, capture=f"cw_rec{skip}"),
                                       schedule=schedule))
         assert res.success, res.error_message
-        err = _rel(host.captured[f"cw_rec{skip}"]["samples"], host.store["lat"]["samples"])
+        err = rel_error(host.captured[f"cw_rec{skip}"]["samples"], host.store["lat"]["samples"])
         print(f"{family}/{schedule}/skip {skip}: replay relative error {err:.3g}")
         assert err < 1e-4
 
@@ -94,7 +95,7 @@ def test_invert_then_replay_reproduces_the_latent_under_windows_cogvideox(host, 
     for skip in (0, 3):
         res = host.run(_cog_zsvd(host, skip, capture=f"cog_rec{skip}"))
         assert res.success, res.error_message
-        err = _rel(host.captured[f"cog_rec{skip}"]["samples"], host.store["lat"]["samples"])
+        err = rel_error(host.captured[f"cog_rec{skip}"]["samples"], host.store["lat"]["samples"])
         print(f"cogvideox/skip {skip}: replay relative error {err:.3g}")
         assert err < 1e-4
 
@@ -113,7 +114,7 @@ def test_switch_over_all_blocks_makes_the_edit_the_reconstruction_under_windows(
                                                  capture="cw_sw")), "all")
     res = host.run(g)
     assert res.success, res.error_message
-    err = _rel(host.captured["cw_sw"]["samples"], host.store["lat"]["samples"])
+    err = rel_error(host.captured["cw_sw"]["samples"], host.store["lat"]["samples"])
     print(f"{family}: switch over all blocks, edit vs input {err:.3g}")
     assert err < 1e-4
     # and the switch does act: one block switched is neither the reconstruction nor plain negative prompting
@@ -122,7 +123,7 @@ def test_switch_over_all_blocks_makes_the_edit_the_reconstruction_under_windows(
                                                  capture="cw_one")), "1")
         res = host.run(g)
         assert res.success, res.error_message
-        assert _rel(host.captured["cw_one"]["samples"], host.store["lat"]["samples"]) > 1e-3
+        assert rel_error(host.captured["cw_one"]["samples"], host.store["lat"]["samples"]) > 1e-3
 
 
 class _AttentionRecorder:
@@ -229,7 +230,7 @@ def test_the_input_models_are_untouched(host):
     g["gd"]["inputs"]["model"] = ["swm", 0]
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["untouched"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["untouched"]["samples"], host.store["lat"]["samples"]) < 1e-4
     for name, m in models:
         assert repr(m.model_options) == before[name], name
         assert "context_window" not in m.model_options.get("transformer_options", {}), name
@@ -248,7 +249,7 @@ def test_switch_order_does_not_matter(host):
     g["inv"]["inputs"]["model"] = ["cwi", 0]
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["sw_first"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["sw_first"]["samples"], host.store["lat"]["samples"]) < 1e-4
 
 
 def test_inversion_and_edit_under_different_windows_are_refused(host):
@@ -346,7 +347,7 @@ def test_sd_inversion_and_replay_under_windows(host, rule):
             g = _zsvd_graph(host, "eps", rule, skip, steps=SD_STEPS, capture=f"sd_ddpm_{skip}")
             res = host.run(_sd_windowed(g))
             assert res.success, res.error_message
-            err = _rel(host.captured[f"sd_ddpm_{skip}"]["samples"], host.store["lat"]["samples"])
+            err = rel_error(host.captured[f"sd_ddpm_{skip}"]["samples"], host.store["lat"]["samples"])
             print(f"sd/ddpm/skip {skip}: windowed replay relative error {err:.3g}")
             assert err < 1e-4
         return
@@ -355,9 +356,9 @@ def test_sd_inversion_and_replay_under_windows(host, rule):
         res = host.run(_sd_windowed(g) if windowed else g)
         assert res.success, res.error_message
     out, plain = host.captured["sd_ddim_True"]["samples"], host.captured["sd_ddim_False"]["samples"]
-    err = _rel(out, host.store["lat"]["samples"])
-    print(f"sd/ddim: windowed vs plain {_rel(out, plain):.3g}; replay relative error {err:.3g}")
-    assert _rel(out, plain) < 1e-5
+    err = rel_error(out, host.store["lat"]["samples"])
+    print(f"sd/ddim: windowed vs plain {rel_error(out, plain):.3g}; replay relative error {err:.3g}")
+    assert rel_error(out, plain) < 1e-5
 
 
 def test_sd_windows_with_a_step_count_the_host_cannot_sample_are_refused(host):
@@ -382,7 +383,7 @@ def test_frame_attention_keeps_two_static_videos_apart_in_every_window(host, nod
     identical frames) equal the unpatched windowed model. As one 4-frame video (frames_per_video 0) the middle
     window mixes the two images, so the result differs."""
     host.store["two"] = _sd_latent(2, videos=True)
-    plain = zvrd._run(host, _sd_windowed(_sd_graph(host, latent_key="two", capture="fa_plain")), "fa_plain")
+    plain = run_samples(host, _sd_windowed(_sd_graph(host, latent_key="two", capture="fa_plain")), "fa_plain")
     outs = {}
     for fpv in (2, 0):
         g = _sd_graph(host, latent_key="two", capture=f"fa_{node}_{fpv}")
@@ -396,11 +397,11 @@ def test_frame_attention_keeps_two_static_videos_apart_in_every_window(host, nod
                 "end_percent": 1.0}}
         for name in ("sig", "gd"):
             g[name]["inputs"]["model"] = ["slr", 0]
-        outs[fpv] = zvrd._run(host, _sd_windowed(g), f"fa_{node}_{fpv}")
-    print(f"{node}: two static videos under windows, vs unpatched {_rel(outs[2], plain):.3g}; "
-          f"as one video {_rel(outs[0], plain):.3g}")
-    assert _rel(outs[2], plain) < 1e-5
-    assert _rel(outs[0], plain) > 1e-3
+        outs[fpv] = run_samples(host, _sd_windowed(g), f"fa_{node}_{fpv}")
+    print(f"{node}: two static videos under windows, vs unpatched {rel_error(outs[2], plain):.3g}; "
+          f"as one video {rel_error(outs[0], plain):.3g}")
+    assert rel_error(outs[2], plain) < 1e-5
+    assert rel_error(outs[0], plain) > 1e-3
 
 
 def _observed(host, key, observer):
@@ -424,12 +425,12 @@ def test_noise_sharing_under_windows(host):
     for windowed in (True, False):
         g = _sd_graph(host, latent_key="same4", capture=f"ns_{windowed}", sampler="euler_ancestral", noise="shared",
                       sharing={}, denoise=0.8)
-        outs[windowed] = zvrd._run(host, _sd_windowed(g) if windowed else g, f"ns_{windowed}")
+        outs[windowed] = run_samples(host, _sd_windowed(g) if windowed else g, f"ns_{windowed}")
     shared = outs[True]
-    assert _rel(shared, outs[False]) < 1e-5
+    assert rel_error(shared, outs[False]) < 1e-5
     assert float((shared - shared[:1]).abs().max()) <= 1e-5 * float(shared.abs().max())
     g = _sd_graph(host, latent_key="same4", capture="ns_indep", sampler="euler_ancestral", noise="random", denoise=0.8)
-    indep = zvrd._run(host, _sd_windowed(g), "ns_indep")
+    indep = run_samples(host, _sd_windowed(g), "ns_indep")
     assert float((indep - indep[:1]).abs().max()) > 1e-2
 
 
@@ -449,12 +450,12 @@ def test_temporal_consistency_guidance_under_windows(host):
             "start_percent": 0.0, "end_percent": 1.0}}
         for name in ("sig", "gd"):
             g[name]["inputs"]["model"] = ["tcg", 0]
-        outs[windowed] = zvrd._run(host, _sd_windowed(g) if windowed else g, f"tcg_{windowed}")
+        outs[windowed] = run_samples(host, _sd_windowed(g) if windowed else g, f"tcg_{windowed}")
         counts[windowed] = observer.events["tcg.guided"]
-    unguided = zvrd._run(host, _sd_windowed(_sd_graph(host, capture="tcg_none", denoise=0.6)), "tcg_none")
-    assert _rel(outs[True], outs[False]) < 1e-5
+    unguided = run_samples(host, _sd_windowed(_sd_graph(host, capture="tcg_none", denoise=0.6)), "tcg_none")
+    assert rel_error(outs[True], outs[False]) < 1e-5
     assert counts[True] == counts[False] == SD_STEPS
-    assert _rel(outs[True], unguided) > 1e-3
+    assert rel_error(outs[True], unguided) > 1e-3
 
 
 def test_early_stop_under_windows(host):
@@ -462,15 +463,15 @@ def test_early_stop_under_windows(host):
     which equals the plain run's (frames alone) and differs from the full run."""
     host.store["lat"] = _sd_latent(10)
     kw = {"noise": "random", "denoise": 0.6}
-    full = zvrd._run(host, _sd_windowed(_sd_graph(host, capture="es_full", **kw)), "es_full")
+    full = run_samples(host, _sd_windowed(_sd_graph(host, capture="es_full", **kw)), "es_full")
     at_last = {"stop_step": SD_STEPS, "stop_percent": 1.0}
-    last = zvrd._run(host, _sd_windowed(_sd_graph(host, capture="es_last", early=at_last, **kw)), "es_last")
+    last = run_samples(host, _sd_windowed(_sd_graph(host, capture="es_last", early=at_last, **kw)), "es_last")
     assert torch.equal(last, full)
     outs = {}
     for windowed in (True, False):
         g = _sd_graph(host, capture=f"es1_{windowed}", early={"stop_step": 1, "stop_percent": 1.0}, **kw)
-        outs[windowed] = zvrd._run(host, _sd_windowed(g) if windowed else g, f"es1_{windowed}")
-    print(f"early stop at step 1 under windows: vs plain {_rel(outs[True], outs[False]):.3g}, "
-          f"vs the full run {_rel(outs[True], full):.3g}")
-    assert _rel(outs[True], outs[False]) < 1e-5
-    assert _rel(outs[True], full) > 1e-3
+        outs[windowed] = run_samples(host, _sd_windowed(g) if windowed else g, f"es1_{windowed}")
+    print(f"early stop at step 1 under windows: vs plain {rel_error(outs[True], outs[False]):.3g}, "
+          f"vs the full run {rel_error(outs[True], full):.3g}")
+    assert rel_error(outs[True], outs[False]) < 1e-5
+    assert rel_error(outs[True], full) > 1e-3

@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from host_harness import inject, rel_error
+
 STEPS = 100
 
 
@@ -69,10 +71,6 @@ def _graph(host, family, rule, skip, *, first_step=None, remove_seed=None, stren
     return g
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 # Exactness does not depend on the step count (each replay step undoes its inversion step), so the SD
 # families run 8 steps at skips 0 (all), 3 (middle) and 7 (last step only); one case keeps the official
 # settings in full (100 steps, rule zsvd, skip 40, the V zero-SNR family of CogVideoX). The tiny Wan
@@ -92,7 +90,7 @@ def test_invert_then_replay_reproduces_the_latent(host, family, rule, steps, ski
         result = host.run(_graph(host, family, rule, skip, steps=steps, capture=f"rec_{skip}"))
         assert result.success, result.error_message
         out = host.captured[f"rec_{skip}"]["samples"]
-        err = _rel(out, host.store["lat"]["samples"])
+        err = rel_error(out, host.store["lat"]["samples"])
         if rule == "zsvd":
             assert err > 1e-6, f"{family}/zsvd/skip {skip}: the input came back, so a residual was added"
         else:
@@ -102,7 +100,7 @@ def test_invert_then_replay_reproduces_the_latent(host, family, rule, steps, ski
         assert result.success, result.error_message
         last = host.captured["rec_last"]["samples"]
         for skip in skips:
-            err = _rel(host.captured[f"rec_{skip}"]["samples"], last)
+            err = rel_error(host.captured[f"rec_{skip}"]["samples"], last)
             assert err < 1e-4, f"{family}/zsvd/{steps} steps/skip {skip}: {err:.3g} from the last level's prediction"
 
 
@@ -118,9 +116,9 @@ def test_last_step_prediction_ends_on_the_prediction(host, family, rule):
         assert result.success, result.error_message
         outs[key] = host.captured[key]["samples"]
     if rule == "ddpm":  # ddim's hand-over at skip 5 is its own trajectory; the two-run identity is for ddpm
-        assert _rel(outs["p0"], outs["plast"]) < 1e-4
-        assert _rel(outs["e0"], host.store["lat"]["samples"]) < 1e-4
-    assert _rel(outs["e0"], outs["p0"]) > 1e-6
+        assert rel_error(outs["p0"], outs["plast"]) < 1e-4
+        assert rel_error(outs["e0"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(outs["e0"], outs["p0"]) > 1e-6
 
 
 @pytest.mark.parametrize("family", ["eps", "wan"])
@@ -132,7 +130,7 @@ def test_ddim_inversion_error_shrinks_with_more_steps(host, family):
     for steps in (10, 40):
         result = host.run(_graph(host, family, "ddim", 0, steps=steps, capture=f"ddim{steps}"))
         assert result.success, result.error_message
-        errs[steps] = _rel(host.captured[f"ddim{steps}"]["samples"], host.store["lat"]["samples"])
+        errs[steps] = rel_error(host.captured[f"ddim{steps}"]["samples"], host.store["lat"]["samples"])
     print(f"DDIM inversion replay relative error ({family}): 10 steps {errs[10]:.3g}, 40 steps {errs[40]:.3g}")
     assert errs[40] < errs[10]
     assert errs[40] < 0.3
@@ -207,7 +205,7 @@ def test_editor_equals_core_cfg_and_differs_from_reconstruction(host):
     assert res.success, res.error_message
     edit, cfg, recon = (host.captured[k]["samples"] for k in ("edit", "cfg", "recon"))
     assert torch.allclose(edit, cfg, rtol=0, atol=1e-6 * float(cfg.abs().max()))
-    assert _rel(edit, recon) > 1e-3
+    assert rel_error(edit, recon) > 1e-3
 
 
 def test_changing_skip_does_not_rerun_the_inversion(host):
@@ -220,7 +218,7 @@ def test_changing_skip_does_not_rerun_the_inversion(host):
     assert "inv" not in second.executed and "inv" in second.cached
     assert "rep" in second.executed
     # an inversion made at skip 0 serves skip 5 exactly
-    assert _rel(host.captured["c2"]["samples"], host.store["lat"]["samples"]) < 1e-4
+    assert rel_error(host.captured["c2"]["samples"], host.store["lat"]["samples"]) < 1e-4
 
 
 def test_inversion_progress_and_interrupt(host):
@@ -283,10 +281,8 @@ def _fails(host, graph, *needles):
 
 def test_bad_input_latent_of_another_shape(host):
     host.store["lat"] = _latent("wan")
-    host.store["other"] = {"samples": torch.randn(1, 16, 3, 4, 4)}
     g = _graph(host, "wan", "ddpm", 2, steps=6)
-    g["other"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "other"}}
-    g["smp"]["inputs"]["latent_image"] = ["other", 0]
+    g["smp"]["inputs"]["latent_image"] = inject(host, g, "other", {"samples": torch.randn(1, 16, 3, 4, 4)})
     _fails(host, g, "latent_image", "(1, 16, 2, 4, 4)")
 
 
@@ -314,27 +310,22 @@ def test_bad_input_skip_below_first_step(host):
 
 def test_bad_input_sigmas_not_decreasing(host):
     host.store["lat"] = _latent("wan")
-    host.store["bad_sig"] = torch.tensor([1.0, 0.5, 0.7, 0.0])
     g = _graph(host, "wan", "ddpm", 0, steps=6)
-    g["sig"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "bad_sig"}}
+    g["inv"]["inputs"]["sigmas"] = inject(host, g, "bad_sig", torch.tensor([1.0, 0.5, 0.7, 0.0]))
     _fails(host, g, "'sigmas'", "decreasing")
 
 
 def test_bad_input_empty_conditioning(host):
     host.store["lat"] = _latent("wan")
-    host.store["empty"] = []
     g = _graph(host, "wan", "ddpm", 0, steps=6)
-    g["e"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "empty"}}
-    g["inv"]["inputs"]["negative"] = ["e", 0]
+    g["inv"]["inputs"]["negative"] = inject(host, g, "empty", [])
     _fails(host, g, "'negative'", "empty")
 
 
 def test_bad_input_conditioning_batch_cannot_broadcast(host):
     host.store["lat"] = _latent("eps", batch=3)
-    host.store["c2"] = [[torch.randn(2, 6, 768), {}]]
     g = _graph(host, "eps", "ddpm", 0, steps=6)
-    g["c2"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "c2"}}
-    g["inv"]["inputs"]["positive"] = ["c2", 0]
+    g["inv"]["inputs"]["positive"] = inject(host, g, "c2", [[torch.randn(2, 6, 768), {}]])
     _fails(host, g, "'positive'", "batch size 2")
 
 

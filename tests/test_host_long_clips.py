@@ -28,13 +28,6 @@ CHUNKS = {"chunk_frames": 49, "overlap": 8}
 
 
 @pytest.fixture(scope="module")
-def runner():
-    from zsvr import run_workflow
-
-    return run_workflow
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("long")
     frames = long_clips.realrain_frames(150, 176, 120)

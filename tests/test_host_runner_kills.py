@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import long_clips
-from host_harness import PACK_DIR, REALRAIN_DIR, find_comfyui
+from host_harness import PACK_DIR, REALRAIN_DIR, comfyui_or_skip
 from test_host_long_clips import passthrough
 
 pytestmark = pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
@@ -81,9 +81,7 @@ def _chunks(folder, name):
 
 
 def test_killed_five_times_the_rerun_gives_the_uninterrupted_result(tmp_path):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     import json
 
     frames = long_clips.realrain_frames(33, 64, 48)

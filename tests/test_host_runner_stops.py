@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from host_harness import PACK_DIR, REALRAIN_DIR, find_comfyui
+from host_harness import PACK_DIR, REALRAIN_DIR, comfyui_or_skip
 
 SLOW_PACK = '''"""Stand-in sampler: progress steps every 50 ms through ComfyUI's progress bar."""
 import os
@@ -68,9 +68,7 @@ pytestmark = pytest.mark.skipif(not (REALRAIN_DIR / "152.mp4").is_file(), reason
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     root = tmp_path_factory.mktemp("stops")
     nodes_dir = root / "base" / "custom_nodes"
     (nodes_dir / "slow_pack").mkdir(parents=True)

@@ -43,7 +43,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 import long_clips  # noqa: E402
-from host_harness import PACK_DIR, REALRAIN_DIR, find_comfyui  # noqa: E402
+from host_harness import PACK_DIR, REALRAIN_DIR, comfyui_or_skip  # noqa: E402
 from test_host_long_clips import passthrough  # noqa: E402
 from test_servers import ComfyServer  # noqa: E402
 from zsvr.headless import servers, stitch  # noqa: E402
@@ -65,9 +65,7 @@ FINISHED = re.compile(r"^(\S+ chunk \d+/\d+): ok on ", re.M)
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Servers a and b with the pack (no models: the workflow needs none); stopped afterwards."""
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     root = tmp_path_factory.mktemp("kill_servers")
     started = []
     try:

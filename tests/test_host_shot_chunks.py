@@ -39,13 +39,6 @@ test prints it): 68 and 40 at frames 10-11, 53 and 58 at frames 16-17; with cuts
 
 
 @pytest.fixture(scope="module")
-def runner():
-    from zsvr import run_workflow
-
-    return run_workflow
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("shots")
     parts = [long_clips.clip_frames(name, count, 64, 48, first=3) for name, count in SHOTS]

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import long_clips
-from host_harness import REALRAIN_DIR
+from host_harness import REALRAIN_DIR, add_sampling, rel_error, run_samples, sd15_sampling_inputs
 
 pytestmark = pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 
@@ -124,14 +124,8 @@ def _graph(host, *, latent_key, flow_node=None, capture="out", sampler="euler", 
     ``flow_node``: (class_type, inputs); inputs whose value is ``("inject", key)`` are injected, a value "MODEL" is
     the U-Net, "SAMPLER" the KSamplerSelect output. For ZSVR_NoiseSharing the node's NOISE and SAMPLER are used.
     """
-    g = {
-        "m": {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}},
-        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
-        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": 6, "width": 768, "scale": 1.0}},
-        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
-        "ks": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}},
-        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
-    }
+    g = sd15_sampling_inputs(host, latent_key=latent_key, capture=capture)
+    g["ks"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
     model_ref, sampler_ref = ["m", 0], ["ks", 0]
     g["noise"] = {"class_type": "DisableNoise", "inputs": {}}
     noise_ref = ["noise", 0]
@@ -153,24 +147,8 @@ def _graph(host, *, latent_key, flow_node=None, capture="out", sampler="euler", 
             noise_ref, sampler_ref = ["flow", 0], ["flow", 1]
         else:
             model_ref = ["flow", 0]
-    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps,
-                                                           "denoise": denoise}}
-    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0], "negative": ["neg", 0],
-                                                     "cfg": 3.0}}
-    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": noise_ref, "guider": ["gd", 0], "sampler": sampler_ref, "sigmas": ["sig", 0],
-        "latent_image": ["lat", 0]}}
-    return g
-
-
-def _run(host, graph, key):
-    res = host.run(graph)
-    assert res.success, res.error_message
-    return host.captured[key]["samples"]
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
+    return add_sampling(g, model=model_ref, noise=noise_ref, sampler=sampler_ref, steps=steps, denoise=denoise,
+                        cfg=3.0)
 
 
 def _latent_for(images: torch.Tensor, seed=0) -> torch.Tensor:
@@ -193,29 +171,29 @@ def _shot_alone_check(host, clip, name, make_node, sampler="euler", denoise=0.6,
     host.store[f"{name}_cuts"] = cuts
     host.store[f"{name}_nocuts"] = sc.ShotCuts((), TOTAL)
     kw = dict(sampler=sampler, denoise=denoise)
-    joined = _run(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", f"{name}_cuts"),
-                               capture=f"{name}_joined", **kw), f"{name}_joined")
-    plain = _run(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", None),
-                              capture=f"{name}_plain", **kw), f"{name}_plain")
-    empty = _run(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", f"{name}_nocuts"),
-                              capture=f"{name}_empty", **kw), f"{name}_empty")
+    joined = run_samples(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", f"{name}_cuts"),
+                                      capture=f"{name}_joined", **kw), f"{name}_joined")
+    plain = run_samples(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", None),
+                                     capture=f"{name}_plain", **kw), f"{name}_plain")
+    empty = run_samples(host, _graph(host, latent_key=f"{name}_lat", flow_node=make_node(f"{name}_img", f"{name}_nocuts"),
+                                     capture=f"{name}_empty", **kw), f"{name}_empty")
     assert torch.equal(empty, plain)  # no cuts: exactly the node without shot_cuts
     alone = []
     for k, (start, end) in enumerate(sc.shot_bounds(list(cuts.cuts), TOTAL)):
         host.store[f"{name}_img{k}"] = images[start:end].clone()
         host.store[f"{name}_lat{k}"] = {"samples": latent[start:end].clone()}
-        alone.append(_run(host, _graph(host, latent_key=f"{name}_lat{k}",
-                                       flow_node=make_node(f"{name}_img{k}", None), capture=f"{name}_alone{k}", **kw),
-                          f"{name}_alone{k}"))
+        alone.append(run_samples(host, _graph(host, latent_key=f"{name}_lat{k}",
+                                              flow_node=make_node(f"{name}_img{k}", None), capture=f"{name}_alone{k}", **kw),
+                                 f"{name}_alone{k}"))
     alone = torch.cat(alone)
-    worst = max(_rel(joined[s:e], alone[s:e]) for s, e in sc.shot_bounds(list(CUTS), TOTAL))
+    worst = max(rel_error(joined[s:e], alone[s:e]) for s, e in sc.shot_bounds(list(CUTS), TOTAL))
     assert worst < 1e-5, worst  # no blend across a cut: every shot as if sampled alone
     at_cuts = [i for c in CUTS for i in (c - 1, c)]
-    blended = max(_rel(plain[i], alone[i]) for i in at_cuts)
+    blended = max(rel_error(plain[i], alone[i]) for i in at_cuts)
     if expect_blend:
         assert blended > 1e-3, blended  # without shot_cuts the frames next to a cut are blended with the other shot
-    unguided = _run(host, _graph(host, latent_key=f"{name}_lat", capture=f"{name}_none", **kw), f"{name}_none")
-    assert _rel(joined, unguided) > 1e-3  # the node acts on every shot: the equality above is not trivial
+    unguided = run_samples(host, _graph(host, latent_key=f"{name}_lat", capture=f"{name}_none", **kw), f"{name}_none")
+    assert rel_error(joined, unguided) > 1e-3  # the node acts on every shot: the equality above is not trivial
     print(f"{name}: joined with shot_cuts vs shots alone {worst:.1e}; without shot_cuts at the cuts {blended:.1e}")
     return joined, plain, alone
 
@@ -223,7 +201,7 @@ def _shot_alone_check(host, clip, name, make_node, sampler="euler", denoise=0.6,
 def test_temporal_consistency_guidance_never_guides_across_a_cut(host, clip):
     def node(image_key, cuts_key):
         inputs = {"model": "MODEL", "image": ("inject", image_key), "weight": 0.3, "mode": "x0",
-                  "frames_per_video": 0, "start_percent": 0.0, "end_percent": 1.0}
+                         "frames_per_video": 0, "start_percent": 0.0, "end_percent": 1.0}
         if cuts_key:
             inputs["shot_cuts"] = ("inject", cuts_key)
         return "ZSVR_TemporalConsistencyGuidance", inputs
@@ -236,7 +214,7 @@ def test_temporal_consistency_guidance_never_guides_across_a_cut(host, clip):
 def test_slr_temporal_attention_never_attends_across_a_cut(host, clip):
     def node(image_key, cuts_key):
         inputs = {"model": "MODEL", "trajectory_start": 0.0, "frames_per_video": 0, "image": ("inject", image_key),
-                  "start_percent": 0.0, "end_percent": 1.0}
+                         "start_percent": 0.0, "end_percent": 1.0}
         if cuts_key:
             inputs["shot_cuts"] = ("inject", cuts_key)
         return "ZSVR_SLRTemporalAttention", inputs
@@ -267,12 +245,12 @@ def test_the_loader_feeds_a_flow_node_in_one_graph(host, clip):
         "start_percent": 0.0, "end_percent": 1.0, "shot_cuts": ["load", 4]}}
     for key in ("sig", "gd"):
         g[key]["inputs"]["model"] = ["flow", 0]
-    out = _run(host, g, "graph_out")
+    out = run_samples(host, g, "graph_out")
     host.store["graph_img"], host.store["graph_cuts"] = images, cuts
     ref = _graph(host, latent_key="graph_lat", capture="graph_ref", flow_node=("ZSVR_TemporalConsistencyGuidance", {
         "model": "MODEL", "image": ("inject", "graph_img"), "weight": 0.3, "mode": "x0", "frames_per_video": 0,
         "start_percent": 0.0, "end_percent": 1.0, "shot_cuts": ("inject", "graph_cuts")}))
-    assert torch.equal(out, _run(host, ref, "graph_ref"))
+    assert torch.equal(out, run_samples(host, ref, "graph_ref"))
 
 
 def test_noise_sharing_on_a_video_latent_maps_cuts_to_latent_frames(host):
@@ -313,7 +291,7 @@ def test_shot_cuts_of_another_clip_are_refused(host, clip):
                                               "mode": "x0", "frames_per_video": 0, "start_percent": 0.0,
                                               "end_percent": 1.0}),
         ("ZSVR_SLRTemporalAttention", {"model": "MODEL", "trajectory_start": 0.0, "frames_per_video": 0,
-                                       "start_percent": 0.0, "end_percent": 1.0}),
+                                              "start_percent": 0.0, "end_percent": 1.0}),
         ("ZSVR_NoiseSharing", {"noise_seed": 5, "sampler": "SAMPLER", "lambda": 0.3, "image": ("inject", "bad_img")}),
     ]:
         inputs["shot_cuts"] = ("inject", "bad_cuts")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unet_layers import LayerCapture, attn1_module
+from host_harness import add_sampling, input_error, rel_error, run_samples, sd15_sampling_inputs
+from unet_layers import LayerCapture, assert_refuses_other_than_image_unets, attn1_module
 from zsvr.kernels import cross_frame_attention as cfa
 
 LAYER = ("input", 1)  # the first U-Net block with a transformer (tiny SD1.5: input blocks 1 and 3)
@@ -15,18 +16,10 @@ STEPS = 2
 def _sample_graph(host, *, model="m", swcfa=None, neg_tokens=6, cfg=3.0, latent_key="lat", capture="out", steps=STEPS,
                   denoise=0.5):
     """UNETLoader (or an injected model) [-> ZSVR_SWCFA] -> CFGGuider -> SamplerCustomAdvanced (no added noise)."""
-    g = {
-        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
-        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": neg_tokens, "width": 768, "scale": 1.0}},
-        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
-        "noise": {"class_type": "DisableNoise", "inputs": {}},
-        "smp_sel": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
-    }
-    if model == "m":
-        g["m"] = {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
-    else:
-        g["m"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}
+    g = sd15_sampling_inputs(host, model=None if model == "m" else model, latent_key=latent_key, capture=capture,
+                             neg_tokens=neg_tokens)
+    g["noise"] = {"class_type": "DisableNoise", "inputs": {}}
+    g["smp_sel"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     model_ref = ["m", 0]
     if swcfa is not None:
         inputs = {"model": model_ref, "radius": 2, "frames_per_video": 0, "blocks": "all", "start_percent": 0.0,
@@ -34,11 +27,8 @@ def _sample_graph(host, *, model="m", swcfa=None, neg_tokens=6, cfg=3.0, latent_
         inputs.update(swcfa)
         g["sw"] = {"class_type": "ZSVR_SWCFA", "inputs": inputs}
         model_ref = ["sw", 0]
-    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps, "denoise": denoise}}
-    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0], "negative": ["neg", 0], "cfg": cfg}}
-    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["noise", 0], "guider": ["gd", 0], "sampler": ["smp_sel", 0], "sigmas": ["sig", 0], "latent_image": ["lat", 0]}}
-    return g
+    return add_sampling(g, model=model_ref, noise=["noise", 0], sampler=["smp_sel", 0], steps=steps, denoise=denoise,
+                        cfg=cfg)
 
 
 def _latent(batch=6, seed=0, identical=False):
@@ -47,28 +37,11 @@ def _latent(batch=6, seed=0, identical=False):
     return {"samples": x.expand(batch, 4, 8, 8).contiguous() if identical else x}
 
 
-def _run(host, graph, key):
-    res = host.run(graph)
-    assert res.success, res.error_message
-    return host.captured[key]["samples"]
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 @pytest.fixture(scope="module")
 def unet(host):
     import comfy.sd
 
     return comfy.sd.load_diffusion_model(str(host.models["sd15"]))
-
-
-def _input_error(host):
-    """The pack's InputError as ComfyUI loaded it (the pack's module name there differs from ``zsvr``)."""
-    import sys
-
-    return sys.modules[host.pack.__name__ + ".nodes.errors"].InputError
 
 
 def _swcfa(host, model, radius=2, frames_per_video=0, blocks="all", start=0.0, end=1.0):
@@ -99,26 +72,26 @@ def _reference_output(attn, call, radius, frames_per_video):
 # -- equalities with the unpatched model ------------------------------------------------------------------
 def test_radius_zero_equals_the_unpatched_model(host):
     host.store["lat"] = _latent()
-    plain = _run(host, _sample_graph(host, capture="plain"), "plain")
-    r0 = _run(host, _sample_graph(host, swcfa={"radius": 0}, capture="r0"), "r0")
+    plain = run_samples(host, _sample_graph(host, capture="plain"), "plain")
+    r0 = run_samples(host, _sample_graph(host, swcfa={"radius": 0}, capture="r0"), "r0")
     assert torch.equal(r0, plain)
-    r2 = _run(host, _sample_graph(host, swcfa={"radius": 2}, capture="r2"), "r2")
-    assert _rel(r2, plain) > 1e-3  # the patch is active on distinct frames
+    r2 = run_samples(host, _sample_graph(host, swcfa={"radius": 2}, capture="r2"), "r2")
+    assert rel_error(r2, plain) > 1e-3  # the patch is active on distinct frames
 
 
 def test_identical_frames_give_the_unpatched_output(host):
     host.store["same"] = _latent(identical=True)
-    plain = _run(host, _sample_graph(host, latent_key="same", capture="same_plain"), "same_plain")
+    plain = run_samples(host, _sample_graph(host, latent_key="same", capture="same_plain"), "same_plain")
     for fpv in (0, 3):
-        out = _run(host, _sample_graph(host, latent_key="same", swcfa={"radius": 3, "frames_per_video": fpv},
-                                       capture=f"same_sw{fpv}"), f"same_sw{fpv}")
-        assert _rel(out, plain) < 1e-5, fpv
+        out = run_samples(host, _sample_graph(host, latent_key="same", swcfa={"radius": 3, "frames_per_video": fpv},
+                                              capture=f"same_sw{fpv}"), f"same_sw{fpv}")
+        assert rel_error(out, plain) < 1e-5, fpv
 
 
 def test_empty_block_list_equals_the_unpatched_model(host):
     host.store["lat"] = _latent()
-    plain = _run(host, _sample_graph(host, capture="plain_b"), "plain_b")
-    out = _run(host, _sample_graph(host, swcfa={"blocks": ""}, capture="noblocks"), "noblocks")
+    plain = run_samples(host, _sample_graph(host, capture="plain_b"), "plain_b")
+    out = run_samples(host, _sample_graph(host, swcfa={"blocks": ""}, capture="noblocks"), "noblocks")
     assert torch.equal(out, plain)
 
 
@@ -134,7 +107,7 @@ def test_one_layer_matches_eq_7_9(host, unet, neg_tokens, radius, fpv):
     model = cap.install(_swcfa(host, unet, radius=radius, frames_per_video=fpv))
     host.store["patched"] = model
     host.store["lat"] = _latent(seed=3)
-    _run(host, _sample_graph(host, model="patched", neg_tokens=neg_tokens, capture="layer"), "layer")
+    run_samples(host, _sample_graph(host, model="patched", neg_tokens=neg_tokens, capture="layer"), "layer")
     layouts = [len(c["cond_or_uncond"]) for c in cap.calls]
     assert layouts == ([1] * 2 * STEPS if neg_tokens != 6 else [2] * STEPS), layouts
     attn = attn1_module(unet, LAYER)
@@ -162,7 +135,7 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
     cap = LayerCapture(LAYER)
     host.store["windowed"] = cap.install(_swcfa(host, windowed, radius=1, frames_per_video=3))
     host.store["lat"] = _latent(seed=4)
-    _run(host, _sample_graph(host, model="windowed", capture="cw", steps=5), "cw")
+    run_samples(host, _sample_graph(host, model="windowed", capture="cw", steps=5), "cw")
     windows = {tuple(c["index_list"]) for c in cap.calls}
     assert windows == {(0, 1, 2, 3), (2, 3, 4, 5)}, windows  # windows straddle the two videos' boundary
     attn = attn1_module(unet, LAYER)
@@ -174,13 +147,13 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
 # -- videos, blocks, schedule -----------------------------------------------------------------------------
 def test_two_videos_in_one_batch_do_not_mix(host):
     host.store["lat"] = _latent(seed=5)
-    both = _run(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 3}, capture="two"), "two")
-    as_one = _run(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 0}, capture="one"), "one")
+    both = run_samples(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 3}, capture="two"), "two")
+    as_one = run_samples(host, _sample_graph(host, swcfa={"radius": 2, "frames_per_video": 0}, capture="one"), "one")
     for k, rows in enumerate((slice(0, 3), slice(3, 6))):
         host.store[f"vid{k}"] = {"samples": host.store["lat"]["samples"][rows].clone()}
-        alone = _run(host, _sample_graph(host, latent_key=f"vid{k}", swcfa={"radius": 2}, capture=f"alone{k}"), f"alone{k}")
-        assert _rel(both[rows], alone) < 1e-5, k
-        assert _rel(as_one[rows], alone) > 1e-3, k  # one 6-frame video does mix across the boundary
+        alone = run_samples(host, _sample_graph(host, latent_key=f"vid{k}", swcfa={"radius": 2}, capture=f"alone{k}"), f"alone{k}")
+        assert rel_error(both[rows], alone) < 1e-5, k
+        assert rel_error(as_one[rows], alone) > 1e-3, k  # one 6-frame video does mix across the boundary
 
 
 def test_blocks_and_schedule_select_where_the_patch_acts(host, unet):
@@ -194,7 +167,7 @@ def test_blocks_and_schedule_select_where_the_patch_acts(host, unet):
     model.set_model_attn1_patch(probe)
     host.store["probe"] = model
     host.store["lat"] = _latent(seed=6)
-    _run(host, _sample_graph(host, model="probe", capture="probe_out", denoise=1.0), "probe_out")
+    run_samples(host, _sample_graph(host, model="probe", capture="probe_out", denoise=1.0), "probe_out")
     sigma_start = unet.get_model_object("model_sampling").percent_to_sigma(0.5)
     sigmas = sorted({s for _, s, _ in seen})
     assert len(sigmas) == STEPS and sigmas[0] < sigma_start < sigmas[-1]  # one step on each side
@@ -221,7 +194,7 @@ def test_bad_input_frames_per_video_that_does_not_divide_the_batch(host):
 
 
 def test_bad_input_negative_radius(host, unet):
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'radius'"):
         _swcfa(host, unet, radius=-1)
     res = host.run(_sample_graph(host, swcfa={"radius": -1}, capture="bad"))
@@ -231,24 +204,14 @@ def test_bad_input_negative_radius(host, unet):
 @pytest.mark.parametrize("blocks,needle", [("decoder", "not a U-Net block group"), ("input:9", "outside"),
                                            ("input:0", "selects no block with self-attention")])
 def test_bad_input_blocks(host, unet, blocks, needle):
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'blocks'") as info:
         _swcfa(host, unet, blocks=blocks)
     assert needle in str(info.value)
 
 
 def test_bad_input_video_model_and_other_models(host):
-    import types
-
-    import comfy.sd
-    InputError = _input_error(host)
-    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
-    with pytest.raises(InputError, match="'model'.*already attends across frames"):
-        _swcfa(host, wan)
-    fake = types.SimpleNamespace(model=types.SimpleNamespace(
-        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
-    with pytest.raises(InputError, match="'model'.*does not support.*SD1.5 / SD2.x / SDXL"):
-        _swcfa(host, fake)
+    assert_refuses_other_than_image_unets(host, lambda model: _swcfa(host, model), ".*SD1.5 / SD2.x / SDXL")
 
 
 # -- TDM: a 10-step DDIM inversion handed to a sampling schedule of another length ------------------------
@@ -320,10 +283,10 @@ def test_ddim_inversion_hands_its_x_T_to_a_sampling_schedule_of_another_length(h
     for name, steps, kwargs in (("same", INV_STEPS, {}), ("other", 16, {}), ("fresh", 16, {"fresh_noise": True}),
                                 ("swcfa", 16, {"radius": 3})):
         calls.clear()
-        out = _run(host, _tdm_graph(host, steps, capture=f"tdm_{name}", **kwargs), f"tdm_{name}")
+        out = run_samples(host, _tdm_graph(host, steps, capture=f"tdm_{name}", **kwargs), f"tdm_{name}")
         assert torch.isfinite(out).all(), name
         assert len(calls) == steps, (name, len(calls))
-        outputs[name], errors[name] = out, _rel(out, x)
+        outputs[name], errors[name] = out, rel_error(out, x)
         inversion = host.captured["tdm_inversion"]
         assert inversion.rule == "ddim" and inversion.steps == INV_STEPS
         first_input, first_sigma = calls[0]
@@ -337,7 +300,7 @@ def test_ddim_inversion_hands_its_x_T_to_a_sampling_schedule_of_another_length(h
     assert errors["other"] < 0.3
     assert errors["other"] < 1.5 * errors["same"]
     assert errors["fresh"] > 10 * errors["other"]
-    assert _rel(outputs["swcfa"], outputs["other"]) > 1e-3  # SW-CFA acts on the handed-over trajectory
+    assert rel_error(outputs["swcfa"], outputs["other"]) > 1e-3  # SW-CFA acts on the handed-over trajectory
 
     res = host.run(_tdm_graph(host, 16, capture="tdm_bad", scheduler="ddim_uniform"))
     assert not res.success

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from host_harness import add_sampling, input_error, run_samples, sd15_sampling_inputs
 from unet_layers import Observer
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_consistency_guidance as tcg
@@ -21,14 +22,7 @@ def _graph(host, *, tcg_inputs=None, latent_key="lat", image_key="img", capture=
            cfg=3.0, noise="random", control=False, model=None):
     """UNETLoader (or the injected ``model``) [-> ZSVR_TemporalConsistencyGuidance] -> CFGGuider [+ tile ControlNet]
     -> SamplerCustomAdvanced."""
-    g = {
-        "m": ({"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
-              if model is None else {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}),
-        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
-        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": 6, "width": 768, "scale": 1.0}},
-        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
-        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
-    }
+    g = sd15_sampling_inputs(host, model=model, latent_key=latent_key, capture=capture)
     model_ref = ["m", 0]
     if tcg_inputs is not None:
         inputs = {"model": model_ref, "weight": 0.2, "mode": "x0", "frames_per_video": 0, "start_percent": 0.0,
@@ -50,20 +44,8 @@ def _graph(host, *, tcg_inputs=None, latent_key="lat", image_key="img", capture=
     g["noise"] = ({"class_type": "RandomNoise", "inputs": {"noise_seed": 0}} if noise == "random"
                   else {"class_type": "DisableNoise", "inputs": {}})
     g["ks"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
-    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps,
-                                                           "denoise": denoise}}
-    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": positive, "negative": negative,
-                                                     "cfg": cfg}}
-    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["noise", 0], "guider": ["gd", 0], "sampler": ["ks", 0], "sigmas": ["sig", 0],
-        "latent_image": ["lat", 0]}}
-    return g
-
-
-def _run(host, graph, key):
-    res = host.run(graph)
-    assert res.success, res.error_message
-    return host.captured[key]["samples"]
+    return add_sampling(g, model=model_ref, noise=["noise", 0], sampler=["ks", 0], steps=steps, denoise=denoise,
+                        cfg=cfg, positive=positive, negative=negative)
 
 
 def _flickering_latent(seed=0, amount=1.5):
@@ -82,10 +64,6 @@ def _static_video(frames=FRAMES, size=64, seed=0):
 
 def _pack_module(host, name):
     return sys.modules[host.pack.__name__ + name]
-
-
-def _input_error(host):
-    return _pack_module(host, ".nodes.errors").InputError
 
 
 def _inconsistency(host, samples, image):
@@ -123,8 +101,8 @@ def _node(host):
 def test_weight_zero_equals_the_unpatched_model_exactly(host, mode):
     host.store["lat"] = _flickering_latent(seed=1)
     host.store["img"] = _static_video()
-    plain = _run(host, _graph(host, capture="w0_plain"), "w0_plain")
-    off = _run(host, _graph(host, tcg_inputs={"weight": 0.0, "mode": mode}, capture="w0_off"), "w0_off")
+    plain = run_samples(host, _graph(host, capture="w0_plain"), "w0_plain")
+    off = run_samples(host, _graph(host, tcg_inputs={"weight": 0.0, "mode": mode}, capture="w0_off"), "w0_off")
     assert torch.equal(off, plain)
     assert "sampler_post_cfg_function" not in host.captured["w0_off_model"].model_options
 
@@ -143,23 +121,17 @@ def test_the_input_model_is_left_untouched(host, unet):
         observer = Observer()
         observer.install(patched, _pack_module(host, ".nodes.run_state").OBSERVER_KEY)
         host.store["tcg_direct"] = patched
-        graph = _graph(host, capture="direct")
-        graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tcg_direct"}}
-        for ref in ("gd", "sig"):
-            graph[ref]["inputs"]["model"] = ["inj", 0]
-        _run(host, graph, "direct")
+        graph = _graph(host, capture="direct", model="tcg_direct")
+        run_samples(host, graph, "direct")
         assert observer.events["tcg.guided"] == STEPS
     assert repr(unet.model_options) == before_options and unet.patches_uuid == before_uuid
     assert not unet.weight_wrapper_patches and "sampler_post_cfg_function" not in unet.model_options
     # the shared module carries no leftover weight functions once the plain model is loaded again
     host.store["plain_direct"] = unet
-    graph = _graph(host, capture="direct_plain")
-    graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "plain_direct"}}
-    for ref in ("gd", "sig"):
-        graph[ref]["inputs"]["model"] = ["inj", 0]
-    again = _run(host, graph, "direct_plain")
+    graph = _graph(host, capture="direct_plain", model="plain_direct")
+    again = run_samples(host, graph, "direct_plain")
     assert not any(getattr(m, "weight_function", []) for m in unet.model.modules())
-    assert torch.equal(again, _run(host, _graph(host, capture="loader_plain"), "loader_plain"))
+    assert torch.equal(again, run_samples(host, _graph(host, capture="loader_plain"), "loader_plain"))
 
 
 # -- the guidance works ----------------------------------------------------------------------------------------
@@ -167,10 +139,10 @@ def test_the_input_model_is_left_untouched(host, unet):
 def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host, unet, mode):
     host.store["lat"] = _flickering_latent(seed=3)
     host.store["img"] = _static_video()
-    plain = _run(host, _graph(host, capture="g_plain"), "g_plain")
+    plain = run_samples(host, _graph(host, capture="g_plain"), "g_plain")
     observer = _observed(host, unet)
-    guided = _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}",
-                               model="observed_unet"), f"g_{mode}")
+    guided = run_samples(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}",
+                                      model="observed_unet"), f"g_{mode}")
     before = _inconsistency(host, host.store["lat"]["samples"], host.store["img"])
     loss_plain = _inconsistency(host, plain, host.store["img"])
     loss_guided = _inconsistency(host, guided, host.store["img"])
@@ -183,8 +155,8 @@ def test_guidance_reduces_the_temporal_inconsistency_of_the_sampled_latent(host,
     assert len(losses) == STEPS and all(loss > 0 for loss in losses)
     # the flow is cached on the patch: a second run with the same MODEL estimates nothing again
     host.store["lat"] = _flickering_latent(seed=4)
-    _run(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}", model="observed_unet"),
-         f"g_{mode}")
+    run_samples(host, _graph(host, tcg_inputs={"weight": 0.2, "mode": mode}, capture=f"g_{mode}", model="observed_unet"),
+                f"g_{mode}")
     assert _patch_of(host.captured[f"g_{mode}_model"]) is patch and observer.events["tcg.flow_estimated"] == 1
 
 
@@ -192,8 +164,8 @@ def test_schedule_window_limits_the_guided_steps(host, unet):
     host.store["lat"] = _flickering_latent(seed=5)
     host.store["img"] = _static_video()
     observer = _observed(host, unet)
-    _run(host, _graph(host, tcg_inputs={"start_percent": 0.0, "end_percent": 0.3}, steps=4, denoise=1.0,
-                      capture="window", model="observed_unet"), "window")
+    run_samples(host, _graph(host, tcg_inputs={"start_percent": 0.0, "end_percent": 0.3}, steps=4, denoise=1.0,
+                             capture="window", model="observed_unet"), "window")
     assert 0 < observer.events["tcg.guided"] < 4
 
 
@@ -216,11 +188,8 @@ def test_through_model_gradient_goes_through_the_model(host, unet):
 
     patch._through_model = spy
     host.store["tcg_spy"] = patched
-    graph = _graph(host, capture="spy")
-    graph["inj"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": "tcg_spy"}}
-    for ref in ("gd", "sig"):
-        graph[ref]["inputs"]["model"] = ["inj", 0]
-    _run(host, graph, "spy")
+    graph = _graph(host, capture="spy", model="tcg_spy")
+    run_samples(host, graph, "spy")
     assert len(seen) == STEPS
     for sigma, gap, cosine, loss, loss_x0 in seen:
         assert loss == pytest.approx(loss_x0, rel=1e-5)  # the recomputed prediction is the step's own
@@ -237,8 +206,8 @@ def test_frames_per_video_keeps_two_videos_apart(host):
     for fpv in (2, 0):
         for name, first in (("a", lat[:2]), ("b", other)):
             host.store["lat"] = {"samples": torch.cat([first, lat[2:]])}
-            results[fpv, name] = _run(host, _graph(host, tcg_inputs={"frames_per_video": fpv}, noise="disable",
-                                                   capture="fpv"), "fpv")
+            results[fpv, name] = run_samples(host, _graph(host, tcg_inputs={"frames_per_video": fpv}, noise="disable",
+                                                          capture="fpv"), "fpv")
     a, b = results[2, "a"], results[2, "b"]
     assert torch.allclose(a[2:], b[2:], atol=1e-5) and not torch.allclose(a[:2], b[:2])
     # as one video (frames_per_video 0) frame 2 is compared with frame 1, so the first frames matter
@@ -259,7 +228,7 @@ def test_mismatched_image_frame_count_is_refused_through_the_executor(host):
 def test_bad_settings_are_refused(host, unet):
     import comfy.sd
 
-    InputError = _input_error(host)
+    InputError = input_error(host)
     node = _node(host)
     image = _static_video()
     with pytest.raises(InputError, match="'weight'"):
@@ -302,7 +271,7 @@ def test_clones_sample_like_the_patched_model_run_after_run(host, unet, mode):
     host.store["tcg_fresh"] = node.execute(unet, host.store["img"], 0.2, mode, 0, 0.0, 1.0).result[0]
     host.store["lat"] = {"samples": latent["samples"].clone()}
     kept = [host.store["lat"]]
-    reference = _run(host, _graph(host, noise="disable", model="tcg_fresh", capture="tcg_clone"), "tcg_clone")
+    reference = run_samples(host, _graph(host, noise="disable", model="tcg_fresh", capture="tcg_clone"), "tcg_clone")
     patched = node.execute(unet, host.store["img"], 0.2, mode, 0, 0.0, 1.0).result[0]
     swcfa = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_SWCFA"]
     for name, model in (("clone", patched.clone()), ("chained", swcfa.execute(patched, 0, 0, "all", 0.0, 1.0).result[0])):
@@ -312,7 +281,7 @@ def test_clones_sample_like_the_patched_model_run_after_run(host, unet, mode):
         for run in range(2):
             host.store["lat"] = {"samples": latent["samples"].clone()}  # a new LATENT: the sampler runs again
             kept.append(host.store["lat"])
-            out = _run(host, _graph(host, noise="disable", model="tcg_clone_model", capture="tcg_clone"), "tcg_clone")
+            out = run_samples(host, _graph(host, noise="disable", model="tcg_clone_model", capture="tcg_clone"), "tcg_clone")
             assert torch.equal(out, reference), (mode, name, run)
         assert observer.events["tcg.guided"] == 2 * STEPS
         assert observer.events["tcg.flow_estimated"] == (1 if name == "clone" else 0)  # cached on the shared patch

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from host_harness import rel_error
 from random_conditioning import RandomConditioning
-from test_host_inversion import _graph, _latent, _rel
+from test_host_inversion import _graph, _latent
 
 STEPS = 8
 NULL_SEED, REMOVE_SEED, INVERSION_SEED = 7, 99, 11
@@ -115,10 +116,10 @@ def test_pair_inversion_and_edit_equal_a_two_model_reference(host, experts, rule
     assert {level[s] for _, s, _ in calls[inverted:]} == set(range(1, STEPS))  # the edit, from skip 1
     ref = _reference(high, low, rule, 1, switch_step, 5.0, REMOVE_SEED, host.store["lat"]["samples"])
     out = host.captured["pair_edit"]["samples"]
-    assert _rel(out, ref) < 1e-5, _rel(out, ref)
+    assert rel_error(out, ref) < 1e-5, rel_error(out, ref)
     # the pair matters: either expert alone gives another edit
     alone = _reference(high, low, rule, 1, STEPS, 5.0, REMOVE_SEED, host.store["lat"]["samples"])
-    assert _rel(out, alone) > 1e-3
+    assert rel_error(out, alone) > 1e-3
 
 
 @pytest.mark.parametrize("skip", [0, 3, 6])
@@ -126,7 +127,7 @@ def test_pair_strength_one_reconstructs(host, experts, skip):
     host.store["lat"] = _latent("wan", seed=5)
     res = host.run(_pair_graph(host, "ddpm", skip, 0.5, capture=f"pair_rec{skip}"))
     assert res.success, res.error_message
-    assert _rel(host.captured[f"pair_rec{skip}"]["samples"], host.store["lat"]["samples"]) < 1e-5
+    assert rel_error(host.captured[f"pair_rec{skip}"]["samples"], host.store["lat"]["samples"]) < 1e-5
 
 
 @pytest.mark.parametrize("rule", ["ddpm", "zsvd"])
@@ -187,8 +188,8 @@ def test_switch_on_both_experts_makes_the_edit_the_reconstruction(host, experts)
             g["gd"]["inputs"]["model_low_noise"] = ["swl", 0]
         res = host.run(g)
         assert res.success, res.error_message
-    assert _rel(host.captured["sw_both"]["samples"], host.store["lat"]["samples"]) < 1e-5
-    assert _rel(host.captured["sw_high"]["samples"], host.store["lat"]["samples"]) > 1e-4
+    assert rel_error(host.captured["sw_both"]["samples"], host.store["lat"]["samples"]) < 1e-5
+    assert rel_error(host.captured["sw_high"]["samples"], host.store["lat"]["samples"]) > 1e-4
 
 
 def test_changing_skip_or_strength_keeps_the_pair_inversion_cached(host, experts):
@@ -251,7 +252,7 @@ def test_pair_under_context_windows_reconstructs_and_needs_the_same_windows(host
     g["gd"]["inputs"].update(model=["sw", 0], model_low_noise=["swl", 0])
     res = host.run(g)
     assert res.success, res.error_message
-    assert _rel(host.captured["pair_cw"]["samples"], host.store["lat"]["samples"]) < 1e-5
+    assert rel_error(host.captured["pair_cw"]["samples"], host.store["lat"]["samples"]) < 1e-5
     g["inv"]["inputs"]["model_low_noise"] = ["ml", 0]
     res = host.run(g)
     assert not res.success and "'model_low_noise'" in res.error_message and "context windows" in res.error_message, \
@@ -307,9 +308,9 @@ def test_5b_zsvd_chain_and_switch_reconstruct(host, wan22, windows):
         res = host.run(_graph_5b(host, 2, blocks=blocks, strength=strength, windows=windows, capture=key))
         assert res.success, res.error_message
     lat = host.store["lat"]["samples"]
-    assert _rel(host.captured[f"5b_rec_{tag}"]["samples"], lat) < 1e-5
-    assert _rel(host.captured[f"5b_all_{tag}"]["samples"], lat) < 1e-5
-    assert _rel(host.captured[f"5b_one_{tag}"]["samples"], lat) > 1e-4
+    assert rel_error(host.captured[f"5b_rec_{tag}"]["samples"], lat) < 1e-5
+    assert rel_error(host.captured[f"5b_all_{tag}"]["samples"], lat) < 1e-5
+    assert rel_error(host.captured[f"5b_one_{tag}"]["samples"], lat) > 1e-4
 
 
 def test_wan22_vae_frame_rule_and_latent(host, wan22):
@@ -327,6 +328,6 @@ def test_wan22_vae_frame_rule_and_latent(host, wan22):
     assert res.success, res.error_message
     latent = host.captured["vae_lat"]["samples"]
     assert tuple(latent.shape) == (1, 48, 3, 2, 2)
-    assert _rel(host.captured["vae_rec"]["samples"], latent) < 1e-5
+    assert rel_error(host.captured["vae_rec"]["samples"], latent) < 1e-5
     decoded = host.captured["vae_img"]
     assert tuple(decoded.shape) == (9, 32, 32, 3) and torch.isfinite(decoded).all()

@@ -20,74 +20,53 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 # The attention switch covers some of the tiny models' blocks, never all: switched over every block the edit is
 # the reconstruction (strength would change nothing), so block 0 of the tiny Wan's 2 and 0-1 of the tiny
 # CogVideoX's 3 (test_workflow_converts_validates_and_runs_on_tiny_models asserts strength changes the output).
+WAN_FILES = {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")}
+SD15_FILES = {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
+              "ControlNetLoader": ("control_net_name", "controlnet_sd15")}
+
+
+def _tiny_zsvd(files: dict, *, video: dict | None = None, steps: int = 6, skip: int = 2, blocks: str = "0",
+               text_width: int | str = 4096, more: dict | None = None, **entry) -> dict:
+    """The TINY entry of a ZSVD workflow: its model ``files``; Load Video at ``video`` (5 frames of 32x32 unless
+    given); a ``steps``-step schedule whose inversion starts at step ``skip`` (first_step) and whose replay skips
+    as many; the attention switch over ``blocks``; ``more`` settings of other nodes (by class or title); the
+    text conditioning's ``text_width``; ``entry``: further keys of the entry (``models``)."""
+    return {
+        "files": dict(files),
+        "settings": {
+            "ZSVR_LoadVideo": video or {"frame_cap": 5, "width": 32, "height": 32},
+            **(more or {}),
+            "BasicScheduler": {"steps": steps},
+            "ZSVR_DDPMInvert": {"first_step": skip},
+            "ZSVR_InversionSampler": {"skip": skip},
+            "ZSVR_AttentionSwitch": {"blocks": blocks},
+        },
+        "text_width": text_width,
+        **entry,
+    }
+
+
 TINY = {
-    "ZSVD rain removal - Wan 2.1.json": {
-        "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
-        "settings": {
-            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
-            "BasicScheduler": {"steps": 6},
-            "ZSVR_DDPMInvert": {"first_step": 2},
-            "ZSVR_InversionSampler": {"skip": 2},
-            "ZSVR_AttentionSwitch": {"blocks": "0"},
-        },
-        "text_width": 4096,
-    },
-    "ZSVD rain removal (whole long clip) - Wan 2.1.json": {
-        # frame_cap stays 0: the whole 49-frame clip (13 latent frames) in windows of 6 latent frames sharing 3,
-        # and the tiled VAE in pieces of 16 frames, so windows and temporal tiles are both exercised
-        "files": {"UNETLoader": ("unet_name", "wan"), "VAELoader": ("vae_name", "wan_vae")},
-        "settings": {
-            "ZSVR_LoadVideo": {"width": 32, "height": 32},
-            "WanContextWindowsManual": {"context_length": 21, "context_overlap": 9},
-            "VAEEncodeTiled": {"temporal_size": 16, "temporal_overlap": 4},
-            "VAEDecodeTiled": {"temporal_size": 16, "temporal_overlap": 4},
-            "BasicScheduler": {"steps": 6},
-            "ZSVR_DDPMInvert": {"first_step": 2},
-            "ZSVR_InversionSampler": {"skip": 2},
-            "ZSVR_AttentionSwitch": {"blocks": "0"},
-        },
-        "text_width": 4096,
-    },
-    "ZSVD rain removal - Wan 2.2 14B.json": {
-        # node titles: the two experts' loaders differ; the tiny pair (two random Wan 2.1-architecture models)
-        "files": {"High-noise expert": ("unet_name", "wan"), "Low-noise expert": ("unet_name", "wan_low"),
-                  "VAELoader": ("vae_name", "wan_vae")},
-        "settings": {
-            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
-            "BasicScheduler": {"steps": 6},
-            "ZSVR_DDPMInvert": {"first_step": 2},
-            "ZSVR_InversionSampler": {"skip": 2},
-            "ZSVR_AttentionSwitch": {"blocks": "0"},
-        },
-        "text_width": 4096,
-    },
-    "ZSVD rain removal - Wan 2.2 5B.json": {
-        # the tiny WAN22_T2V (48-channel latent) and the random full-size Wan 2.2 VAE, written on first use
-        "files": {"UNETLoader": ("unet_name", "wan22"), "VAELoader": ("vae_name", "wan22_vae")},
-        "settings": {
-            "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
-            "BasicScheduler": {"steps": 6},
-            "ZSVR_DDPMInvert": {"first_step": 2},
-            "ZSVR_InversionSampler": {"skip": 2},
-            "ZSVR_AttentionSwitch": {"blocks": "0"},
-        },
-        "text_width": 4096,
-        "models": "wan22",
-    },
-    "ZSVD rain removal (paper settings) - CogVideoX-2b.json": {
-        "files": {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
-        "settings": {
-            "ZSVR_LoadVideo": {"frame_cap": 9, "width": 64, "height": 64},
-            "BasicScheduler": {"steps": 10},
-            "ZSVR_DDPMInvert": {"first_step": 4},
-            "ZSVR_InversionSampler": {"skip": 4},
-            "ZSVR_AttentionSwitch": {"blocks": "0-1"},
-        },
-        "text_width": "cogvideox",
-    },
+    "ZSVD rain removal - Wan 2.1.json": _tiny_zsvd(WAN_FILES),
+    # frame_cap stays 0: the whole 49-frame clip (13 latent frames) in windows of 6 latent frames sharing 3,
+    # and the tiled VAE in pieces of 16 frames, so windows and temporal tiles are both exercised
+    "ZSVD rain removal (whole long clip) - Wan 2.1.json": _tiny_zsvd(
+        WAN_FILES, video={"width": 32, "height": 32},
+        more={"WanContextWindowsManual": {"context_length": 21, "context_overlap": 9},
+              "VAEEncodeTiled": {"temporal_size": 16, "temporal_overlap": 4},
+              "VAEDecodeTiled": {"temporal_size": 16, "temporal_overlap": 4}}),
+    # node titles: the two experts' loaders differ; the tiny pair (two random Wan 2.1-architecture models)
+    "ZSVD rain removal - Wan 2.2 14B.json": _tiny_zsvd(
+        {"High-noise expert": ("unet_name", "wan"), "Low-noise expert": ("unet_name", "wan_low"),
+         "VAELoader": ("vae_name", "wan_vae")}),
+    # the tiny WAN22_T2V (48-channel latent) and the random full-size Wan 2.2 VAE, written on first use
+    "ZSVD rain removal - Wan 2.2 5B.json": _tiny_zsvd(
+        {"UNETLoader": ("unet_name", "wan22"), "VAELoader": ("vae_name", "wan22_vae")}, models="wan22"),
+    "ZSVD rain removal (paper settings) - CogVideoX-2b.json": _tiny_zsvd(
+        {"ZSVR_LoadCogVideoX": ("model_folder", "folder:" + "tiny_cogvideox_wf")},
+        video={"frame_cap": 9, "width": 64, "height": 64}, steps=10, skip=4, blocks="0-1", text_width="cogvideox"),
     "ZVRD video restoration (SLR) - SD1.5.json": {
-        "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
-                  "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
+        "files": dict(SD15_FILES),
         "settings": {
             "ZSVR_LoadVideo": {"frame_cap": 4, "width": 32, "height": 32},
             "BasicScheduler": {"steps": 4},
@@ -96,8 +75,7 @@ TINY = {
     },
     "TDM video restoration (SW-CFA) - SD1.5.json": {
         # the tiny checkpoint carries a random full-size CLIP-L, so CLIPTextEncode runs for real (text_width None)
-        "files": {"CheckpointLoaderSimple": ("ckpt_name", "sd15_ckpt"),
-                  "ControlNetLoader": ("control_net_name", "controlnet_sd15")},
+        "files": dict(SD15_FILES),
         "settings": {
             "ZSVR_LoadVideo": {"frame_cap": 5, "width": 32, "height": 32},
             "Inversion schedule": {"steps": 3},  # node titles: the two BasicSchedulers differ

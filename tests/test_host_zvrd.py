@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from unet_layers import LayerCapture, Observer, attn1_module
+from host_harness import add_sampling, input_error, rel_error, run_samples, sd15_sampling_inputs
+from unet_layers import LayerCapture, Observer, assert_refuses_other_than_image_unets, attn1_module
 from zsvr.kernels import noise_sharing as ns
 from zsvr.kernels import optical_flow as of
 from zsvr.kernels import temporal_attention as ta
@@ -28,16 +29,8 @@ def _graph(host, *, model="m", slr=None, latent_key="lat", capture="out", steps=
     ``noise``: None = DisableNoise, "random" = RandomNoise(0), "shared" = the NoiseSharing node's NOISE.
     ``sharing``: inputs of a ZSVR_NoiseSharing wrapping the sampler; ``early``: inputs of a ZSVR_EarlyStop after it.
     """
-    g = {
-        "pos": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 1, "tokens": 6, "width": 768, "scale": 1.0}},
-        "neg": {"class_type": "ZSVRTest_RandomConditioning", "inputs": {"seed": 2, "tokens": neg_tokens, "width": 768, "scale": 1.0}},
-        "lat": {"class_type": "ZSVRTest_Inject", "inputs": {"key": latent_key}},
-        "cap": {"class_type": "ZSVRTest_Capture", "inputs": {"value": ["smp", 0], "key": capture}},
-    }
-    if model == "m":
-        g["m"] = {"class_type": "UNETLoader", "inputs": {"unet_name": host.models["sd15"].name, "weight_dtype": "default"}}
-    else:
-        g["m"] = {"class_type": "ZSVRTest_Inject", "inputs": {"key": model}}
+    g = sd15_sampling_inputs(host, model=None if model == "m" else model, latent_key=latent_key, capture=capture,
+                             neg_tokens=neg_tokens)
     model_ref = ["m", 0]
     if slr is not None:
         inputs = {"model": model_ref, "trajectory_start": 0.0, "frames_per_video": 0, "start_percent": 0.0,
@@ -73,11 +66,8 @@ def _graph(host, *, model="m", slr=None, latent_key="lat", capture="out", steps=
         noise_ref = ["noise", 0]
     else:
         noise_ref = ["ns", 0]
-    g["sig"] = {"class_type": "BasicScheduler", "inputs": {"model": model_ref, "scheduler": "normal", "steps": steps, "denoise": denoise}}
-    g["gd"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0], "negative": ["neg", 0], "cfg": cfg}}
-    g["smp"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": noise_ref, "guider": ["gd", 0], "sampler": sampler_ref, "sigmas": ["sig", 0], "latent_image": ["lat", 0]}}
-    return g
+    return add_sampling(g, model=model_ref, noise=noise_ref, sampler=sampler_ref, steps=steps, denoise=denoise,
+                        cfg=cfg)
 
 
 def _latent(seed=0, identical=False, size=8):
@@ -96,22 +86,8 @@ def _video(frames=FRAMES, size=64, shift=8, seed=0, static=False):
     return torch.stack(out).permute(0, 2, 3, 1).contiguous()
 
 
-def _run(host, graph, key):
-    res = host.run(graph)
-    assert res.success, res.error_message
-    return host.captured[key]["samples"] if isinstance(host.captured[key], dict) else host.captured[key]
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 def _pack_module(host, name):
     return sys.modules[host.pack.__name__ + name]
-
-
-def _input_error(host):
-    return _pack_module(host, ".nodes.errors").InputError
 
 
 @pytest.fixture(scope="module")
@@ -154,16 +130,16 @@ def _labels(call, fpv):
 def test_slr_on_identical_frames_equals_the_unpatched_model(host, unet):
     host.store["same"] = _latent(identical=True)
     host.store["static_video"] = _video(static=True)
-    plain = _run(host, _graph(host, latent_key="same", capture="plain"), "plain")
+    plain = run_samples(host, _graph(host, latent_key="same", capture="plain"), "plain")
     # through the executor, with the input video as guidance
-    out = _run(host, _graph(host, latent_key="same", slr={"image": "static_video"}, capture="slr_img"), "slr_img")
-    assert _rel(out, plain) < 1e-5
+    out = run_samples(host, _graph(host, latent_key="same", slr={"image": "static_video"}, capture="slr_img"), "slr_img")
+    assert rel_error(out, plain) < 1e-5
     # guidance from the model's own x0 prediction; check that trajectory attention really ran
     model = _slr(host, unet, trajectory_start=0.0)
     observer = _observe(host, model)
     host.store["slr_x0"] = model
-    out = _run(host, _graph(host, model="slr_x0", latent_key="same", capture="slr_x0_out"), "slr_x0_out")
-    assert _rel(out, plain) < 1e-5
+    out = run_samples(host, _graph(host, model="slr_x0", latent_key="same", capture="slr_x0_out"), "slr_x0_out")
+    assert rel_error(out, plain) < 1e-5
     stats = observer.events
     assert stats["slr.trajectory"] > 0 and stats["slr.neighbour"] > 0 and stats["slr.fallback"] > 0  # step 1: no x0
 
@@ -177,7 +153,7 @@ def test_neighbour_attention_in_a_real_layer_matches_eq_5(host, unet, neg_tokens
         cap.install(model)
     host.store["slr_eq5"] = model
     host.store["lat"] = _latent(seed=3)
-    _run(host, _graph(host, model="slr_eq5", neg_tokens=neg_tokens, capture="eq5"), "eq5")
+    run_samples(host, _graph(host, model="slr_eq5", neg_tokens=neg_tokens, capture="eq5"), "eq5")
     trajectory_sigma = _patch_of(model).trajectory_sigma
     worst = 0.0
     for block, cap in caps.items():
@@ -209,9 +185,9 @@ def test_trajectory_attention_in_a_real_layer_matches_eq_6_7(host, unet):
     observer = _observe(host, model)
     host.store["slr_traj"] = model
     host.store["lat"] = _latent(seed=4)
-    out = _run(host, _graph(host, model="slr_traj", capture="traj"), "traj")
-    neighbour_only = _run(host, _graph(host, slr={"trajectory_start": 1.0}, capture="traj_off"), "traj_off")
-    assert _rel(out, neighbour_only) > 1e-4  # trajectory attention changes the result
+    out = run_samples(host, _graph(host, model="slr_traj", capture="traj"), "traj")
+    neighbour_only = run_samples(host, _graph(host, slr={"trajectory_start": 1.0}, capture="traj_off"), "traj_off")
+    assert rel_error(out, neighbour_only) > 1e-4  # trajectory attention changes the result
     assert observer.events["slr.trajectory"] > 0 and observer.chosen()["flow"] > 0
     history = observer.runs[-1].history  # the run's state: the last step's choices
     call = cap.calls[-1]  # the last step
@@ -241,7 +217,7 @@ def test_core_context_windows_use_the_windows_frames(host, unet):
     host.store["slr_cw"] = model
     gen = torch.Generator().manual_seed(9)
     host.store["lat6"] = {"samples": torch.randn(6, 4, 8, 8, generator=gen) * 3}
-    _run(host, _graph(host, model="slr_cw", latent_key="lat6", capture="cw", steps=5), "cw")
+    run_samples(host, _graph(host, model="slr_cw", latent_key="lat6", capture="cw", steps=5), "cw")
     assert observer.events["slr.trajectory"] > 0
     attn = attn1_module(unet, NEIGHBOUR_LAYER)
     for k, call in enumerate(cap.calls):
@@ -300,8 +276,8 @@ def test_noise_sharing_noise_and_step_noise_are_shared(host):
     seen: list = []
     host.store["rec"] = _recording_sampler(seen)
     host.store["zeros"] = {"samples": torch.zeros(FRAMES, 4, 8, 8)}  # an empty latent: x_T is the scaled noise
-    _run(host, _graph(host, sampler={"inject": "rec"}, latent_key="zeros", noise="shared", sharing={"noise_seed": 11},
-                      denoise=1.0, capture="rec_out"), "rec_out")
+    run_samples(host, _graph(host, sampler={"inject": "rec"}, latent_key="zeros", noise="shared", sharing={"noise_seed": 11},
+                             denoise=1.0, capture="rec_out"), "rec_out")
     x_t, zs = seen[-1]
     assert all(torch.equal(x_t[i], x_t[0]) for i in range(FRAMES))  # same x_T (noise-scaled) for every frame
     for z in zs:
@@ -328,8 +304,8 @@ def test_noise_sharing_lambda_one_is_unchanged_and_blending_is_wired(host):
         seen: list = []
         host.store["rec"] = _recording_sampler(seen)
         host.store["lat"] = _latent(seed=6)
-        _run(host, _graph(host, sampler={"inject": "rec"}, noise="shared", sharing=sharing, capture=f"ns_{name}"),
-             f"ns_{name}")
+        run_samples(host, _graph(host, sampler={"inject": "rec"}, noise="shared", sharing=sharing, capture=f"ns_{name}"),
+                    f"ns_{name}")
         runs[name] = (seen[-1][1], host.captured[f"ns_{name}_sampler"])
     plain, lam1, blend = (torch.stack(runs[k][0]) for k in ("plain", "lam1", "blend"))
     assert torch.equal(lam1, plain)  # lambda 1 leaves the shared noise unchanged, image or not
@@ -360,7 +336,7 @@ def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
     assert all(torch.equal(shared[:, :, t], shared[:, :, 0]) for t in range(5))
     assert noise.flow.shape == (4, 2, 8, 8) and float(noise.flow[:, 0].median()) == pytest.approx(-1.0, abs=0.1)
     assert not torch.equal(z[:, :, 1:], shared[:, :, 1:])
-    InputError = _input_error(host)
+    InputError = input_error(host)
     with pytest.raises(InputError, match="'image'.*17 frames for a latent with 6 frames"):
         sampler.noise_sampler_for(torch.zeros(1, 16, 6, 8, 8), 2)
 
@@ -368,17 +344,17 @@ def test_noise_sharing_on_a_video_latent_maps_image_frames_to_latent_time(host):
 def test_early_stop_at_the_last_step_equals_no_early_stop_with_shared_noise(host):
     host.store["same"] = _latent(seed=7, identical=True)
     kw = dict(latent_key="same", sampler="euler_ancestral", noise="shared", sharing={"noise_seed": 3}, denoise=1.0)
-    plain = _run(host, _graph(host, capture="es_none", **kw), "es_none")
-    by_percent = _run(host, _graph(host, early={"stop_step": 0, "stop_percent": 1.0}, capture="es_pct", **kw), "es_pct")
-    by_step = _run(host, _graph(host, early={"stop_step": STEPS, "stop_percent": 0.5}, capture="es_step", **kw),
-                   "es_step")
+    plain = run_samples(host, _graph(host, capture="es_none", **kw), "es_none")
+    by_percent = run_samples(host, _graph(host, early={"stop_step": 0, "stop_percent": 1.0}, capture="es_pct", **kw), "es_pct")
+    by_step = run_samples(host, _graph(host, early={"stop_step": STEPS, "stop_percent": 0.5}, capture="es_step", **kw),
+                          "es_step")
     assert torch.equal(by_percent, plain) and torch.equal(by_step, plain)
-    early = _run(host, _graph(host, early={"stop_step": 1, "stop_percent": 1.0}, capture="es_1", **kw), "es_1")
+    early = run_samples(host, _graph(host, early={"stop_step": 1, "stop_percent": 1.0}, capture="es_1", **kw), "es_1")
     assert not torch.equal(early, plain)
     # shared x_T and z on identical frames with a frame-independent model: identical frames out
-    assert all(_rel(plain[i], plain[0]) < 1e-6 for i in range(FRAMES))
-    random = _run(host, _graph(host, capture="es_rand", **{**kw, "noise": "random"}), "es_rand")
-    assert _rel(random[1], random[0]) > 1e-2
+    assert all(rel_error(plain[i], plain[0]) < 1e-6 for i in range(FRAMES))
+    random = run_samples(host, _graph(host, capture="es_rand", **{**kw, "noise": "random"}), "es_rand")
+    assert rel_error(random[1], random[0]) > 1e-2
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
@@ -397,7 +373,7 @@ def test_bad_input_image_frame_count(host, unet):
 def test_bad_input_lambda_and_sampler(host):
     import comfy.samplers
 
-    InputError = _input_error(host)
+    InputError = input_error(host)
     node = host.nodes.NODE_CLASS_MAPPINGS["ZSVR_NoiseSharing"]
     ks = comfy.samplers.sampler_object("euler_ancestral")
     for lam in (-0.1, 1.5, float("nan")):
@@ -411,17 +387,8 @@ def test_bad_input_lambda_and_sampler(host):
 
 
 def test_bad_input_slr_model_and_settings(host, unet):
-    import types
-
-    import comfy.sd
-    InputError = _input_error(host)
-    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
-    with pytest.raises(InputError, match="'model'.*already attends across frames"):
-        _slr(host, wan)
-    fake = types.SimpleNamespace(model=types.SimpleNamespace(
-        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
-    with pytest.raises(InputError, match="'model'.*does not support"):
-        _slr(host, fake)
+    InputError = input_error(host)
+    assert_refuses_other_than_image_unets(host, lambda model: _slr(host, model))
     with pytest.raises(InputError, match="'trajectory_start'"):
         _slr(host, unet, trajectory_start=1.5)
     with pytest.raises(InputError, match="'start_percent'"):
@@ -455,14 +422,14 @@ def test_slr_clones_sample_like_the_patched_model_run_after_run(host, unet, guid
     key = f"slr_clone_{guidance}"
     host.store[key] = _slr(host, unet, **kw)
     _fresh_latent(host, "lat", latent)
-    reference = _run(host, _graph(host, model=key, capture=key), key)
+    reference = run_samples(host, _graph(host, model=key, capture=key), key)
     patched = _slr(host, unet, **kw)
     for name, model in (("clone", patched.clone()), ("chained", _swcfa_after(host, patched))):
         observer = _observe(host, model)
         host.store[key] = model
         for run in range(2):
             _fresh_latent(host, "lat", latent)
-            out = _run(host, _graph(host, model=key, capture=key), key)
+            out = run_samples(host, _graph(host, model=key, capture=key), key)
             assert torch.equal(out, reference), (guidance, name, run)
         assert len(observer.runs) == 2 and observer.runs[0] is not observer.runs[1]  # a fresh state per run
         assert observer.events["slr.trajectory"] > 0
@@ -528,7 +495,7 @@ def test_attention_patches_make_no_host_syncs(host, unet, monkeypatch):
         counter.wrap_attention_patches(model)
         host.store["sync_model"] = model
         _fresh_latent(host, "lat", latent)
-        _run(host, _graph(host, model="sync_model", capture="sync"), "sync")
+        run_samples(host, _graph(host, model="sync_model", capture="sync"), "sync")
         assert counter.calls == [], (name, counter.calls)
     # the debug observer's statistics are the one place that reads back (bincount(...).tolist())
     model = _swcfa_after(host, _slr(host, unet, trajectory_start=0.0, image=host.store["moving"]), radius=2)
@@ -536,7 +503,7 @@ def test_attention_patches_make_no_host_syncs(host, unet, monkeypatch):
     observer = _observe(host, model)
     host.store["sync_model"] = model
     _fresh_latent(host, "lat", latent)
-    _run(host, _graph(host, model="sync_model", capture="sync"), "sync")
+    run_samples(host, _graph(host, model="sync_model", capture="sync"), "sync")
     assert observer.chosen() and any(call[0] == "tolist" for call in counter.calls)
 
 
@@ -547,7 +514,7 @@ def test_noise_sharing_takes_the_frame_axis_from_the_sampled_model(host, unet):
     import comfy.sd
 
     NS = _pack_module(host, ".nodes.engines.noise_sharing")
-    InputError = _input_error(host)
+    InputError = input_error(host)
     wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
     image_run = types.SimpleNamespace(inner_model=unet.model)
     video_run = types.SimpleNamespace(inner_model=wan.model)
@@ -584,7 +551,7 @@ def test_a_series_of_runs_on_different_clips_keeps_memory_flat(host):
         host.store["lat_series"] = _latent(seed=100 + i)
         graph = _graph(host, slr={"image": f"clip_{i}"}, sharing={"image": f"clip_{i}", "lambda": 0.5},
                        noise="shared", latent_key="lat_series", capture="series")
-        _run(host, graph, "series")
+        run_samples(host, graph, "series")
         del host.store[f"clip_{i}"]
         assert [len([o for o in _live(kind) if id(o) not in before]) for kind in kinds] == [1, 1], i
         sizes.append(_live_tensor_bytes())

@@ -9,7 +9,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-from host_harness import find_comfyui  # noqa: E402
+from host_harness import comfyui_or_skip  # noqa: E402
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())
@@ -35,9 +35,7 @@ def test_the_registry_installs_what_the_readme_installs():
 
 
 def test_requires_comfyui_admits_the_comfyui_the_tests_run_on():
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     text = (comfy_dir / "comfyui_version.py").read_text()
     found = tuple(int(x) for x in re.search(r'__version__ = "(\d+)\.(\d+)\.(\d+)"', text).groups())
     least = tuple(int(x) for x in PYPROJECT["tool"]["comfy"]["requires-comfyui"].lstrip(">=").split("."))

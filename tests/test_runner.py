@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from host_harness import PACK_DIR, REALRAIN_DIR, find_comfyui
+from host_harness import PACK_DIR, REALRAIN_DIR, comfyui_or_skip
 from zsvr.headless.comfy_boot import PackLoad, explain_missing
 
 STANDIN_PACK = '''"""Stand-in third-party pack: one V1 node, a web route registered on import (as many packs do)."""
@@ -75,9 +75,7 @@ def _pack(folder, name: str, source: str):
 
 @pytest.mark.skipif(not (REALRAIN_DIR / "152.mp4").is_file(), reason="shared/data/realrain not found")
 def test_runner_runs_a_workflow_using_another_installed_pack(tmp_path):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     base = tmp_path / "comfy"
     nodes_dir = base / "custom_nodes"
     _pack(nodes_dir, "standin_pack", STANDIN_PACK)

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from host_harness import PACK_DIR, REALRAIN_DIR, find_comfyui
+from host_harness import PACK_DIR, REALRAIN_DIR, comfyui_or_skip
 from zsvr.headless import console, run_checks
 from zsvr.headless.clip_job import ChunkOptions
 from zsvr.nodes.errors import InputError
@@ -62,9 +62,7 @@ def test_chunk_options_are_checked_against_the_files_frame_rule():
 
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 def test_a_bad_command_line_is_one_line_before_comfyui_boots(tmp_path):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     clip = sorted(REALRAIN_DIR.glob("*.mp4"))[0]
     taken = tmp_path / "taken.mp4"
     taken.write_bytes(b"not a folder")
@@ -126,9 +124,7 @@ def test_the_executors_error_block_shows_only_with_verbose():
 
 @pytest.mark.skipif(not REALRAIN_DIR.is_dir(), reason="shared/data/realrain not found")
 def test_a_failing_clip_is_one_line_naming_the_users_file(tmp_path):
-    comfy_dir, reason = find_comfyui()
-    if comfy_dir is None:
-        pytest.skip(reason)
+    comfy_dir = comfyui_or_skip()
     clips = tmp_path / "clips"
     clips.mkdir()
     bad = clips / "broken.mp4"

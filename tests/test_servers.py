@@ -15,6 +15,7 @@ Two kinds of test:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -53,6 +54,21 @@ async def _until(condition, what: str, limit: float = 20.0) -> None:
         if loop.time() > end:
             raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def _serving(*fakes: FakeComfy):
+    """Start the fake servers, hand them to the block, and stop them when it ends (also when it fails)."""
+    try:
+        yield [await f.start() for f in fakes]
+    finally:
+        for f in fakes:
+            await f.stop()
+
+
+def _in_background(fleet: Fleet, clips, out: pathlib.Path) -> asyncio.Task:
+    """``fleet`` running one unit of :data:`PROMPT` per clip, as a task: the scenario acts while it runs."""
+    return asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
 
 
 # ---------------------------------------------------------------------------
@@ -126,14 +142,12 @@ def test_units_are_uploaded_once_per_server_queued_and_their_outputs_fetched(tmp
     (out / "a" / "a_00001_.mp4").write_bytes(b"an older result")  # a name already taken is not overwritten
 
     async def scenario():
-        fakes = [await FakeComfy("A").start(), await FakeComfy("B").start()]
-        units = fleet_units.clip_units(PROMPT, clips, out)
-        # a second unit on the same clip (as chunks are): the clip is uploaded once per server all the same
-        units.append(fleet_units.Unit("a.mp4 again", json.loads(json.dumps(units[0].prompt)), units[0].uploads, out,
-                                  group="a.mp4"))
-        results = await Fleet([f.url for f in fakes]).run(units)
-        for f in fakes:
-            await f.stop()
+        async with _serving(FakeComfy("A"), FakeComfy("B")) as fakes:
+            units = fleet_units.clip_units(PROMPT, clips, out)
+            # a second unit on the same clip (as chunks are): the clip is uploaded once per server all the same
+            units.append(fleet_units.Unit("a.mp4 again", json.loads(json.dumps(units[0].prompt)), units[0].uploads,
+                                          out, group="a.mp4"))
+            results = await Fleet([f.url for f in fakes]).run(units)
         return fakes, results
 
     fakes, results = asyncio.run(scenario())
@@ -168,18 +182,16 @@ def test_pull_scheduling_keeps_at_most_two_units_on_a_busy_server_and_the_rest_g
     clips = _clips(tmp_path / "in", ("a", "b", "c", "d", "e", "f", "g", "h"))
 
     async def scenario():
-        slow, fast = await FakeComfy("slow").start(), await FakeComfy("fast").start()
-        slow.gate, fast.gate = asyncio.Event(), asyncio.Event()
-        fleet = Fleet([slow.url, fast.url], depth=2)
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: slow.held() == 2 and fast.held() == 2, "both servers hold two units")
-        fast.gate.set()  # the fast GPU runs; the slow one stays on its first unit
-        await _until(lambda: len(fast.executed) == 6, "the fast server ran the other six units")
-        assert slow.held() == 2 and not slow.executed  # it never got more than its two
-        slow.gate.set()
-        results = await run
-        await slow.stop()
-        await fast.stop()
+        async with _serving(FakeComfy("slow"), FakeComfy("fast")) as (slow, fast):
+            slow.gate, fast.gate = asyncio.Event(), asyncio.Event()
+            fleet = Fleet([slow.url, fast.url], depth=2)
+            run = _in_background(fleet, clips, tmp_path / "out")
+            await _until(lambda: slow.held() == 2 and fast.held() == 2, "both servers hold two units")
+            fast.gate.set()  # the fast GPU runs; the slow one stays on its first unit
+            await _until(lambda: len(fast.executed) == 6, "the fast server ran the other six units")
+            assert slow.held() == 2 and not slow.executed  # it never got more than its two
+            slow.gate.set()
+            results = await run
         return slow, fast, fleet, results
 
     slow, fast, fleet, results = asyncio.run(scenario())
@@ -197,9 +209,8 @@ def test_depth_one_holds_a_single_unit_per_server(tmp_path):
     clips = _clips(tmp_path / "in", ("a", "b", "c"))
 
     async def scenario():
-        fake = await FakeComfy("one").start()
-        results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out"))
-        await fake.stop()
+        async with _serving(FakeComfy("one")) as (fake,):
+            results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out"))
         return fake, results
 
     fake, results = asyncio.run(scenario())
@@ -214,15 +225,13 @@ def test_an_out_of_memory_error_reruns_the_unit_on_another_server(tmp_path):
                 "This error means you ran out of memory on your GPU.")
 
     async def scenario():
-        small, big = await FakeComfy("small", script=oom).start(), await FakeComfy("big").start()
-        big.ws_gate = asyncio.Event()  # the big card joins once the unit has failed on the small one
-        fleet = Fleet([small.url, big.url], depth=1)
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: small.history, "the unit ran out of memory on the small card")
-        big.ws_gate.set()
-        results = await run
-        await small.stop()
-        await big.stop()
+        async with _serving(FakeComfy("small", script=oom), FakeComfy("big")) as (small, big):
+            big.ws_gate = asyncio.Event()  # the big card joins once the unit has failed on the small one
+            fleet = Fleet([small.url, big.url], depth=1)
+            run = _in_background(fleet, clips, tmp_path / "out")
+            await _until(lambda: small.history, "the unit ran out of memory on the small card")
+            big.ws_gate.set()
+            results = await run
         return small, big, fleet, results
 
     small, big, fleet, results = asyncio.run(scenario())
@@ -249,13 +258,11 @@ def test_input_errors_are_reported_once_and_not_retried(tmp_path):
         return ("error", "RuntimeError", "mat1 and mat2 shapes cannot be multiplied (5x4 and 3x2)")
 
     async def scenario():
-        fakes = [await FakeComfy("A", script=script).start(), await FakeComfy("B", script=script).start()]
-        units = fleet_units.clip_units(PROMPT, clips, tmp_path / "out")
-        units[2].prompt["1"]["inputs"]["frame_cap"] = -1  # refused by /prompt's validation
-        fleet = Fleet([f.url for f in fakes])
-        results = await fleet.run(units)
-        for f in fakes:
-            await f.stop()
+        async with _serving(FakeComfy("A", script=script), FakeComfy("B", script=script)) as fakes:
+            units = fleet_units.clip_units(PROMPT, clips, tmp_path / "out")
+            units[2].prompt["1"]["inputs"]["frame_cap"] = -1  # refused by /prompt's validation
+            fleet = Fleet([f.url for f in fakes])
+            results = await fleet.run(units)
         return fakes, fleet, results
 
     fakes, fleet, results = asyncio.run(scenario())
@@ -278,16 +285,14 @@ def test_a_server_that_dies_holding_a_unit_is_taken_out_and_the_unit_runs_elsewh
     events = []
 
     async def scenario():
-        doomed = await FakeComfy("doomed", script=lambda f, pid, p: "die").start()
-        healthy = await FakeComfy("healthy").start()
-        healthy.gate = asyncio.Event()
-        fleet = Fleet([doomed.url, healthy.url],
-                              listener=lambda e, info: events.append((e, info.get("server"))))
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: not doomed.alive, "the doomed server died")
-        healthy.gate.set()
-        results = await run
-        await healthy.stop()
+        doomed = FakeComfy("doomed", script=lambda f, pid, p: "die")
+        async with _serving(doomed, FakeComfy("healthy")) as (doomed, healthy):
+            healthy.gate = asyncio.Event()
+            fleet = Fleet([doomed.url, healthy.url], listener=lambda e, info: events.append((e, info.get("server"))))
+            run = _in_background(fleet, clips, tmp_path / "out")
+            await _until(lambda: not doomed.alive, "the doomed server died")
+            healthy.gate.set()
+            results = await run
         return doomed, healthy, fleet, results
 
     doomed, healthy, fleet, results = asyncio.run(scenario())
@@ -334,17 +339,13 @@ def test_a_server_answering_with_unsafe_file_names_writes_nothing_outside_output
     (out / "out_link").symlink_to(outside, target_is_directory=True)
 
     async def scenario():
-        hostile = await FakeComfy("hostile", script=lambda fake, pid, prompt: ("outputs", outputs)).start()
-        good = await FakeComfy("good").start()
-        good.gate = asyncio.Event()
-        fleet = Fleet([hostile.url, good.url], depth=1)
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
-        await _until(lambda: hostile.executed, "the hostile server answered")
-        good.gate.set()
-        results = await run
-        await hostile.stop()
-        await good.stop()
-        return results
+        hostile = FakeComfy("hostile", script=lambda fake, pid, prompt: ("outputs", outputs))
+        async with _serving(hostile, FakeComfy("good")) as (hostile, good):
+            good.gate = asyncio.Event()
+            run = _in_background(Fleet([hostile.url, good.url], depth=1), clips, out)
+            await _until(lambda: hostile.executed, "the hostile server answered")
+            good.gate.set()
+            return await run
 
     (result,) = asyncio.run(scenario())
     assert result.ok and result.attempts[0].outcome != "ok" and "history" in result.attempts[0].reason
@@ -378,20 +379,16 @@ def test_a_server_answering_huge_endless_slow_or_mistyped_bodies_is_at_fault(tmp
     out.mkdir(parents=True)
 
     async def scenario():
-        hostile = await FakeComfy("hostile").start()
-        setattr(hostile, f"{endpoint}_answer", how)
-        good = await FakeComfy("good").start()
-        good.gate = asyncio.Event()
-        fleet = Fleet([hostile.url, good.url], depth=1)
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, out)))
-        await _until(lambda: hostile.executed, "the hostile server ran the unit")
-        await _until(lambda: any(r[1] == f"/{endpoint}" or r[1].startswith(f"/{endpoint}/")
-                                 for r in hostile.requests), "the runner asked the hostile server")
-        await asyncio.sleep(0.2)
-        good.gate.set()
-        results = await asyncio.wait_for(run, 30)
-        await hostile.stop()
-        await good.stop()
+        async with _serving(FakeComfy("hostile"), FakeComfy("good")) as (hostile, good):
+            setattr(hostile, f"{endpoint}_answer", how)
+            good.gate = asyncio.Event()
+            run = _in_background(Fleet([hostile.url, good.url], depth=1), clips, out)
+            await _until(lambda: hostile.executed, "the hostile server ran the unit")
+            await _until(lambda: any(r[1] == f"/{endpoint}" or r[1].startswith(f"/{endpoint}/")
+                                     for r in hostile.requests), "the runner asked the hostile server")
+            await asyncio.sleep(0.2)
+            good.gate.set()
+            results = await asyncio.wait_for(run, 30)
         return results, good.url
 
     (result,), good_url = asyncio.run(scenario())
@@ -411,23 +408,21 @@ def test_a_dropped_websocket_reruns_the_unit_and_the_server_comes_back(tmp_path)
     events = []
 
     async def scenario():
-        flaky, other = await FakeComfy("flaky").start(), await FakeComfy("other").start()
-        flaky.gate = asyncio.Event()
-        other.gate = asyncio.Event()
-        fleet = Fleet([flaky.url, other.url], depth=1, listener=lambda e, info: events.append(e))
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: flaky.running is not None and other.running is not None, "both run a unit")
-        lost = flaky.running
-        await flaky.drop_sockets()
-        await _until(lambda: lost in flaky.interrupted, "the abandoned prompt was interrupted")
-        flaky.gate.set()
-        await _until(lambda: "server_up" in events, "the flaky server is probed back")
-        # the other server is still busy: the unit lost on the flaky one goes back to it once it is up again
-        await _until(lambda: events.count("done") == 1, "the lost unit is done while the other server is busy")
-        other.gate.set()
-        results = await run
-        await flaky.stop()
-        await other.stop()
+        async with _serving(FakeComfy("flaky"), FakeComfy("other")) as (flaky, other):
+            flaky.gate = asyncio.Event()
+            other.gate = asyncio.Event()
+            fleet = Fleet([flaky.url, other.url], depth=1, listener=lambda e, info: events.append(e))
+            run = _in_background(fleet, clips, tmp_path / "out")
+            await _until(lambda: flaky.running is not None and other.running is not None, "both run a unit")
+            lost = flaky.running
+            await flaky.drop_sockets()
+            await _until(lambda: lost in flaky.interrupted, "the abandoned prompt was interrupted")
+            flaky.gate.set()
+            await _until(lambda: "server_up" in events, "the flaky server is probed back")
+            # the other server is still busy: the unit lost on the flaky one goes back to it once it is up again
+            await _until(lambda: events.count("done") == 1, "the lost unit is done while the other server is busy")
+            other.gate.set()
+            results = await run
         return flaky, other, lost, results
 
     flaky, other, lost, results = asyncio.run(scenario())
@@ -443,16 +438,12 @@ def test_a_unit_past_the_timeout_is_interrupted_and_rerun_elsewhere(tmp_path):
     clips = _clips(tmp_path / "in", ("a",))
 
     async def scenario():
-        stuck = await FakeComfy("stuck", script=lambda f, pid, p: "hang").start()
-        spare = await FakeComfy("spare").start()
-        spare.ws_gate = asyncio.Event()  # the spare joins once the unit runs on the stuck server
-        fleet = Fleet([stuck.url, spare.url], depth=1, unit_timeout=0.3)
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: stuck.running is not None, "the unit started on the stuck server")
-        spare.ws_gate.set()
-        results = await run
-        await stuck.stop()
-        await spare.stop()
+        async with _serving(FakeComfy("stuck", script=lambda f, pid, p: "hang"), FakeComfy("spare")) as (stuck, spare):
+            spare.ws_gate = asyncio.Event()  # the spare joins once the unit runs on the stuck server
+            run = _in_background(Fleet([stuck.url, spare.url], depth=1, unit_timeout=0.3), clips, tmp_path / "out")
+            await _until(lambda: stuck.running is not None, "the unit started on the stuck server")
+            spare.ws_gate.set()
+            results = await run
         return stuck, spare, results
 
     stuck, spare, results = asyncio.run(scenario())
@@ -468,10 +459,8 @@ def test_a_unit_failing_on_every_server_stops_after_the_fixed_number_of_attempts
     oom = lambda f, pid, p: ("error", "torch.OutOfMemoryError", "CUDA out of memory")  # noqa: E731
 
     async def scenario():
-        fakes = [await FakeComfy("A", script=oom).start(), await FakeComfy("B", script=oom).start()]
-        results = await Fleet([f.url for f in fakes]).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
-        for f in fakes:
-            await f.stop()
+        async with _serving(FakeComfy("A", script=oom), FakeComfy("B", script=oom)) as fakes:
+            results = await Fleet([f.url for f in fakes]).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
         return fakes, results
 
     fakes, (r,) = asyncio.run(scenario())
@@ -486,8 +475,8 @@ def test_when_every_server_is_gone_the_remaining_units_fail_with_each_reason(tmp
     clips = _clips(tmp_path / "in", ("a", "b", "c"))
 
     async def scenario():
-        fake = await FakeComfy("only", script=lambda f, pid, p: "die").start()
-        results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
+        async with _serving(FakeComfy("only", script=lambda f, pid, p: "die")) as (fake,):
+            results = await Fleet([fake.url], depth=1).run(fleet_units.clip_units(PROMPT, clips, tmp_path / "o"))
         return fake, results
 
     fake, results = asyncio.run(scenario())
@@ -500,18 +489,15 @@ def test_cancelling_deletes_the_queued_prompts_and_interrupts_the_running_ones(t
     clips = _clips(tmp_path / "in", ("a", "b", "c", "d", "e"))
 
     async def scenario():
-        fakes = [await FakeComfy("A").start(), await FakeComfy("B").start()]
-        for f in fakes:
-            f.gate = asyncio.Event()
-        fleet = Fleet([f.url for f in fakes])
-        run = asyncio.create_task(fleet.run(fleet_units.clip_units(PROMPT, clips, tmp_path / "out")))
-        await _until(lambda: all(f.held() == 2 for f in fakes), "each server holds two units")
-        held = [(f.running, [p for p, _, _ in f.pending]) for f in fakes]
-        run.cancel()  # what Ctrl-C does to asyncio.run's main task
-        with pytest.raises(asyncio.CancelledError):
-            await run
-        for f in fakes:
-            await f.stop()
+        async with _serving(FakeComfy("A"), FakeComfy("B")) as fakes:
+            for f in fakes:
+                f.gate = asyncio.Event()
+            run = _in_background(Fleet([f.url for f in fakes]), clips, tmp_path / "out")
+            await _until(lambda: all(f.held() == 2 for f in fakes), "each server holds two units")
+            held = [(f.running, [p for p, _, _ in f.pending]) for f in fakes]
+            run.cancel()  # what Ctrl-C does to asyncio.run's main task
+            with pytest.raises(asyncio.CancelledError):
+                await run
         return fakes, held
 
     fakes, held = asyncio.run(scenario())
@@ -526,10 +512,9 @@ def test_a_token_from_the_environment_is_sent_on_every_request_and_never_shown(t
     lines = []
 
     async def scenario(token):
-        fake = await FakeComfy("guarded", token=secret).start()
-        run = await servers.run_remote_async(PROMPT, clips, tmp_path / "out", [], [fake.url],
-                                                          say=lines.append, stream=io.StringIO())
-        await fake.stop()
+        async with _serving(FakeComfy("guarded", token=secret)) as (fake,):
+            run = await servers.run_remote_async(PROMPT, clips, tmp_path / "out", [], [fake.url],
+                                                 say=lines.append, stream=io.StringIO())
         return fake, run.code, run.results
 
     monkeypatch.setenv("ZSVR_SERVER_TOKEN", secret)
@@ -556,22 +541,21 @@ def test_a_server_that_redirects_gets_no_token_sent_on(tmp_path, monkeypatch):
     lines = []
 
     async def scenario():
-        elsewhere = await FakeComfy("elsewhere").start()
+        async with _serving(FakeComfy("elsewhere")) as (elsewhere,):
 
-        async def bounce(request):
-            raise web.HTTPFound(elsewhere.url + request.path_qs)
+            async def bounce(request):
+                raise web.HTTPFound(elsewhere.url + request.path_qs)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", bounce)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        run = await servers.run_remote_async(PROMPT, _clips(tmp_path / "in", ("a",)), tmp_path / "out", [],
-                                             [f"http://127.0.0.1:{port}"], say=lines.append, stream=io.StringIO())
-        await runner.cleanup()
-        await elsewhere.stop()
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", bounce)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]
+            run = await servers.run_remote_async(PROMPT, _clips(tmp_path / "in", ("a",)), tmp_path / "out", [],
+                                                 [f"http://127.0.0.1:{port}"], say=lines.append, stream=io.StringIO())
+            await runner.cleanup()
         return elsewhere, run.code
 
     monkeypatch.setenv("ZSVR_SERVER_TOKEN", secret)
@@ -586,16 +570,13 @@ def test_servers_without_the_pack_or_unreachable_are_reported_at_start_and_not_u
     lines = []
 
     async def scenario():
-        good, bare = await FakeComfy("good").start(), await FakeComfy("bare", has_pack=False).start()
-        gone = await FakeComfy("gone").start()
-        await gone.stop()
-        prompt = json.loads(json.dumps(PROMPT))
-        prompt["3"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny.safetensors"}}
-        run = await servers.run_remote_async(prompt, clips, tmp_path / "out", [],
-                                                              [good.url, bare.url, gone.url], say=lines.append,
-                                                              stream=io.StringIO())
-        await good.stop()
-        await bare.stop()
+        fakes = FakeComfy("good"), FakeComfy("bare", has_pack=False), FakeComfy("gone")
+        async with _serving(*fakes) as (good, bare, gone):
+            await gone.stop()
+            prompt = json.loads(json.dumps(PROMPT))
+            prompt["3"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny.safetensors"}}
+            run = await servers.run_remote_async(prompt, clips, tmp_path / "out", [], [good.url, bare.url, gone.url],
+                                                 say=lines.append, stream=io.StringIO())
         return good, bare, gone, run.code, run.results, run.fleet
 
     good, bare, gone, code, results, fleet = asyncio.run(scenario())
@@ -613,11 +594,10 @@ def test_a_server_lacking_a_model_file_is_reported_and_none_left_is_an_error(tmp
     lines = []
 
     async def scenario():
-        fake = await FakeComfy("nomodel").start()
-        prompt = json.loads(json.dumps(PROMPT))
-        prompt["3"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "wan.safetensors"}}
-        run = await servers.run_remote_async(prompt, clips, tmp_path / "out", [], [fake.url], say=lines.append)
-        await fake.stop()
+        async with _serving(FakeComfy("nomodel")) as (fake,):
+            prompt = json.loads(json.dumps(PROMPT))
+            prompt["3"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "wan.safetensors"}}
+            run = await servers.run_remote_async(prompt, clips, tmp_path / "out", [], [fake.url], say=lines.append)
         return fake, run
 
     fake, run = asyncio.run(scenario())
@@ -640,10 +620,9 @@ def test_set_overrides_and_conversion_use_the_servers_registry(tmp_path):
           "links": [[1, 1, 0, 2, 0, "VIDEO"]]}
 
     async def scenario(sets):
-        fake = await FakeComfy("reg").start()
-        run = await servers.run_remote_async(ui, clips, tmp_path / "out", sets, [fake.url], say=lines.append,
-                                             stream=io.StringIO())
-        await fake.stop()
+        async with _serving(FakeComfy("reg")) as (fake,):
+            run = await servers.run_remote_async(ui, clips, tmp_path / "out", sets, [fake.url], say=lines.append,
+                                                 stream=io.StringIO())
         return fake, run
 
     fake, run = asyncio.run(scenario(["Load Video (ZSVR).frame_cap=4"]))

@@ -1,4 +1,5 @@
-"""Test helpers for SD U-Net attention layers: find a layer's attn1 module and record its calls."""
+"""Test helpers for SD U-Net attention layers: find a layer's attn1 module and record its calls; the models a
+frame-attention patch of an image U-Net must refuse."""
 
 
 def attn1_module(model_patcher, block, index=0):
@@ -77,3 +78,25 @@ class Observer:
         """Install on ``model_patcher`` (its ``transformer_options[key]``); returns the model."""
         model_patcher.model_options.setdefault("transformer_options", {})[key] = self
         return model_patcher
+
+
+def assert_refuses_other_than_image_unets(host, patch, unsupported: str = "") -> None:
+    """``patch(model)``, a node that patches an image U-Net's self-attention across frames (SW-CFA, SLR), refuses
+    with the pack's ``InputError`` on ``'model'`` the tiny Wan (a video model: it already attends across frames)
+    and a model whose diffusion model is no U-Net (the message then matches ``does not support`` + ``unsupported``)."""
+    import types
+
+    import comfy.sd
+    import pytest
+    import torch
+
+    from host_harness import input_error
+
+    InputError = input_error(host)
+    wan = comfy.sd.load_diffusion_model(str(host.models["wan"]))
+    with pytest.raises(InputError, match="'model'.*already attends across frames"):
+        patch(wan)
+    fake = types.SimpleNamespace(model=types.SimpleNamespace(
+        diffusion_model=torch.nn.Linear(1, 1), latent_format=types.SimpleNamespace(latent_dimensions=2)))
+    with pytest.raises(InputError, match="'model'.*does not support" + unsupported):
+        patch(fake)

@@ -232,13 +232,24 @@ def _zsvd_edit(g: Graph, load, model, vae, null, remove, *, loaders: list[dict],
                    [inv, *switches, editor], [rep, smp, *trim], [dec, video, save])
 
 
+def _load_video(g: Graph, frame_cap: int, width: int, height: int, frame_rule: str, size_multiple: int, **widgets):
+    """Load Video of the pack's example clip at this size and frame rule (``widgets``: any other, e.g. fit)."""
+    return g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": frame_cap, "width": width,
+                                           "height": height, "frame_rule": frame_rule, "size_multiple": size_multiple,
+                                           **widgets}, size=(320, 380))
+
+
+def _umt5_loader(g: Graph):
+    """The UMT5 text encoder of every Wan model (fp8, as in ComfyUI's templates)."""
+    return g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                 size=(320, 110))
+
+
 def _wan_inputs(g: Graph, frame_cap: int, frame_rule: str = "4k+1"):
     """Load Video (832x480, ``frame_rule`` frames) and the three Wan 2.1 1.3B loaders: (load, unet, clip, vae)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": frame_cap, "width": 832, "height": 480,
-                                           "frame_rule": frame_rule, "size_multiple": 16}, size=(320, 380))
+    load = _load_video(g, frame_cap, 832, 480, frame_rule, 16)
     unet = g.add("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors"}, size=(320, 100))
-    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
-                 size=(320, 110))
+    clip = _umt5_loader(g)
     vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
     return load, unet, clip, vae
 
@@ -328,14 +339,12 @@ def _shifted(g: Graph, unet: dict) -> dict:
 def zsvd_wan22_14b(g: Graph) -> Graph:
     """ZSVD deraining on Wan 2.2 A14B: the high-noise expert for the noisy half of the schedule, the low-noise one
     for the rest, in one inversion and one edit."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 832, "height": 480,
-                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    load = _load_video(g, 49, 832, 480, "4k+1", 16)
     high = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_HIGH_NOISE_FILE}, size=(320, 100),
                  title="High-noise expert")
     low = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_LOW_NOISE_FILE}, size=(320, 100), title="Low-noise expert")
     high_s, low_s = _shifted(g, high), _shifted(g, low)
-    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
-                 size=(320, 110))
+    clip = _umt5_loader(g)
     vae = g.add("VAELoader", (0, 0), {"vae_name": "wan_2.1_vae.safetensors"}, size=(320, 70))
     null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (high_s, 0), (vae, 0), null, remove,
@@ -361,12 +370,10 @@ def zsvd_wan22_14b(g: Graph) -> Graph:
 
 def zsvd_wan22_5b(g: Graph) -> Graph:
     """ZSVD deraining on Wan 2.2 TI2V 5B (one model, the Wan 2.2 VAE's 48-channel latent)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 1280, "height": 704,
-                                           "frame_rule": "4k+1", "size_multiple": 32}, size=(320, 380))
+    load = _load_video(g, 49, 1280, 704, "4k+1", 32)
     unet = g.add("UNETLoader", (0, 0), {"unet_name": WAN22_5B_FILE}, size=(320, 100))
     shifted = _shifted(g, unet)
-    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
-                 size=(320, 110))
+    clip = _umt5_loader(g)
     vae = g.add("VAELoader", (0, 0), {"vae_name": "wan2.2_vae.safetensors"}, size=(320, 70))
     null, remove = _null_and(g, (clip, 0), RAIN_PROMPT, "Remove prompt")
     note_at = _zsvd_edit(g, load, (shifted, 0), (vae, 0), null, remove, loaders=[unet, clip, vae], steps=50,
@@ -385,6 +392,35 @@ def zsvd_wan22_5b(g: Graph) -> Graph:
     return g
 
 
+def _sd15_loaders(g: Graph):
+    """The SD1.5 checkpoint and the tile ControlNet: (ckpt, cnet)."""
+    ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+                 size=(320, 110))
+    cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
+    return ckpt, cnet
+
+
+def _tile_control(g: Graph, positive, negative, cnet, load):
+    """ControlNetApplyAdvanced at full strength over the whole schedule: the ``cnet`` ControlNet with the loaded
+    frames as its hint, on the ``positive`` / ``negative`` prompt nodes."""
+    control = g.add("ControlNetApplyAdvanced", (0, 0), {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+                    size=(320, 190))
+    g.connect(positive, 0, control, "positive")
+    g.connect(negative, 0, control, "negative")
+    g.connect(cnet, 0, control, "control_net")
+    g.connect(load, 0, control, "image")
+    return control
+
+
+def _cfg_guider(g: Graph, model, control, cfg: float, size):
+    """CFGGuider at ``cfg`` on the ``model`` node, guided by both conditionings of the ``control`` node."""
+    guider = g.add("CFGGuider", (0, 0), {"cfg": cfg}, size=size)
+    g.connect(model, 0, guider, "model")
+    g.connect(control, 0, guider, "positive")
+    g.connect(control, 1, guider, "negative")
+    return guider
+
+
 TDM_TASK_PROMPT = "remove the rain"
 
 
@@ -399,11 +435,8 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     plain model and the null prompt; only sampling gets ControlNet, the task
     prompt and SW-CFA.
     """
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 640, "height": 384,
-                                           "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
-    ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-                 size=(320, 110))
-    cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
+    load = _load_video(g, 16, 640, 384, "any", 8, fit="crop")
+    ckpt, cnet = _sd15_loaders(g)
     null, task = _null_and(g, (ckpt, 1), TDM_TASK_PROMPT, "Task prompt")
     enc = g.add("VAEEncode", (0, 0), size=(320, 60))
     g.connect(load, 0, enc, "pixels")
@@ -423,19 +456,11 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
     smp_sched = g.add("BasicScheduler", (0, 0), {"scheduler": "normal", "steps": 32, "denoise": 1.0},
                       title="Sampling schedule")
     g.connect(ckpt, 0, smp_sched, "model")
-    control = g.add("ControlNetApplyAdvanced", (0, 0), {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
-                    size=(320, 190))
-    g.connect(task, 0, control, "positive")
-    g.connect(null, 0, control, "negative")
-    g.connect(cnet, 0, control, "control_net")
-    g.connect(load, 0, control, "image")
+    control = _tile_control(g, task, null, cnet, load)
     swcfa = g.add("ZSVR_SWCFA", (0, 0), {"radius": 3, "frames_per_video": 0, "blocks": "all",
                                          "start_percent": 0.0, "end_percent": 1.0}, size=(380, 160))
     g.connect(ckpt, 0, swcfa, "model")
-    guider = g.add("CFGGuider", (0, 0), {"cfg": 7.5}, size=(380, 100))
-    g.connect(swcfa, 0, guider, "model")
-    g.connect(control, 0, guider, "positive")
-    g.connect(control, 1, guider, "negative")
+    guider = _cfg_guider(g, swcfa, control, 7.5, size=(380, 100))
     smp, dec, video, save = _sample_decode_save(g, (rep, 0), (guider, 0), (rep, 1), (smp_sched, 0), (enc, 0),
                                                 (ckpt, 2), load, "zsvr/tdm_restored")
     note_at = arrange(load, [ckpt, cnet, enc], [null, task, control], [inv_sched, inv, rep, smp_sched],
@@ -463,8 +488,7 @@ def tdm_swcfa_sd15(g: Graph) -> Graph:
 
 def zsvd_cogvideox(g: Graph) -> Graph:
     """ZSVD on CogVideoX-2b with the official settings (100 steps, skip 40, strength 15, blocks 0-3,15-29)."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 49, "width": 720, "height": 480,
-                                           "frame_rule": "4k+1", "size_multiple": 16}, size=(320, 380))
+    load = _load_video(g, 49, 720, 480, "4k+1", 16)
     cog = g.add("ZSVR_LoadCogVideoX", (0, 0), {"model_folder": "CogVideoX-2b", "dtype": "auto"}, size=(320, 110))
     clip = g.add("CLIPLoader", (0, 0), {"clip_name": "t5xxl_fp16.safetensors", "type": "sd3"}, size=(320, 110))
     t5 = g.add("T5TokenizerOptions", (0, 0), {"min_padding": 0, "min_length": 226},
@@ -490,11 +514,8 @@ def zsvd_cogvideox(g: Graph) -> Graph:
 
 def zvrd_slr_sd15(g: Graph) -> Graph:
     """ZVRD on SD1.5: SLR temporal attention, noise sharing and early stopping around a tile-ControlNet img2img."""
-    load = g.add("ZSVR_LoadVideo", (0, 0), {"video": VIDEO_FILE, "frame_cap": 16, "width": 512, "height": 512,
-                                           "fit": "crop", "frame_rule": "any", "size_multiple": 8}, size=(320, 380))
-    ckpt = g.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-                 size=(320, 110))
-    cnet = g.add("ControlNetLoader", (0, 0), {"control_net_name": "control_v11f1e_sd15_tile.pth"}, size=(320, 70))
+    load = _load_video(g, 16, 512, 512, "any", 8, fit="crop")
+    ckpt, cnet = _sd15_loaders(g)
     pos = g.add("CLIPTextEncode", (0, 0), {"text": "a clear, sharp, high quality photo"}, title="Prompt")
     neg = g.add("CLIPTextEncode", (0, 0), {"text": "rain, noise, blur, low quality"}, title="Negative prompt")
     g.connect(ckpt, 1, pos, "clip")
@@ -506,16 +527,8 @@ def zvrd_slr_sd15(g: Graph) -> Graph:
                                                     "start_percent": 0.0, "end_percent": 1.0}, size=(340, 160))
     g.connect(ckpt, 0, slr, "model")
     g.connect(load, 0, slr, "image")
-    control = g.add("ControlNetApplyAdvanced", (0, 0), {"strength": 1.0, "start_percent": 0.0,
-                                                        "end_percent": 1.0}, size=(320, 190))
-    g.connect(pos, 0, control, "positive")
-    g.connect(neg, 0, control, "negative")
-    g.connect(cnet, 0, control, "control_net")
-    g.connect(load, 0, control, "image")
-    guider = g.add("CFGGuider", (0, 0), {"cfg": 7.0}, size=(340, 100))
-    g.connect(slr, 0, guider, "model")
-    g.connect(control, 0, guider, "positive")
-    g.connect(control, 1, guider, "negative")
+    control = _tile_control(g, pos, neg, cnet, load)
+    guider = _cfg_guider(g, slr, control, 7.0, size=(340, 100))
     select = g.add("KSamplerSelect", (0, 0), {"sampler_name": "euler_ancestral"}, size=(340, 70))
     share = g.add("ZSVR_NoiseSharing", (0, 0), {"noise_seed": 0, "lambda": 0.5}, size=(340, 130))
     g.connect(select, 0, share, "sampler")
