@@ -5,9 +5,10 @@
 a sampler's steps take, where ComfyUI checks its interrupt flag) and, with ``stubborn``, first sleeps 4 s without
 any progress step (as a model load does). It writes ``started`` into the output folder when it begins, and the test
 sends its signal then. Asserted: SIGINT once -> exit 130 within a few seconds, one ``stopped by SIGINT`` line, no
-traceback, no staged ``zsvr_batch_*`` copy left, the second clip never started; SIGTERM -> 143; a second SIGINT
-while the node ignores the first -> 130 at once (well before the node's 4 s), still no traceback. The ``--servers``
-counterpart (SIGTERM deletes queued prompts and interrupts the running one) is in ``tests/test_servers.py``.
+traceback, no staged ``zsvr_batch_*`` copy left, the second clip never started; SIGTERM -> 143, SIGHUP -> 129;
+a second SIGINT while the node ignores the first -> 130 at once (well before the node's 4 s), still no traceback.
+The ``--servers`` counterpart (SIGINT, SIGTERM and SIGHUP delete queued prompts and interrupt the running one) is
+in ``tests/test_servers.py``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _staged(setup):
     return list((setup["base"] / "input").glob("zsvr_batch_*"))
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_one_signal_stops_the_run_cleanly(setup, tmp_path, signum, code):
     rc, seconds, stdout, stderr = _run(setup, tmp_path, [(0, signum)])
     text = stdout + stderr
