@@ -6,13 +6,12 @@ import importlib
 import io
 import json
 import pathlib
-import sys
 import zlib
 
 import pytest
 
 import workflow_builder
-from host_harness import PACK_DIR, REALRAIN_DIR
+from host_harness import PACK_DIR, REALRAIN_DIR, rel_error
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 
@@ -254,7 +253,7 @@ def _assert_strength_edits_and_1_reconstructs(host, prompt: dict, edit: dict, na
         reference = rerun("last", {("editor", "strength"): 1.0, ("replay", "skip"): steps - 1})
     else:
         reference = latent
-    error = float((reconstruction - reference).norm() / reference.norm())
+    error = rel_error(reconstruction, reference)
     print(f"{name}: strength {strength:g} vs 1: max abs difference {moved:.3g}; strength 1 vs the reconstruction "
           f"({rule}): relative error {error:.3g}")
     assert moved > EDIT_FLOOR, f"strength {strength:g} gives the reconstruction back (max abs difference {moved:.3g})"
